@@ -1,0 +1,3 @@
+from mslseg.cli.app import main
+
+main()

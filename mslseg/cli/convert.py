@@ -1,0 +1,47 @@
+"""`mslseg convert`: foreign weights -> an mslseg checkpoint."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class ForeignFormat(str, Enum):
+    msl = "msl"
+    deeplab_imagenet = "deeplab-imagenet"
+    torchvision_resnet = "torchvision-resnet"
+
+
+def convert(
+    src: Annotated[Path, typer.Argument(help="Foreign weights file (.pth).")],
+    dst: Annotated[Path, typer.Argument(help="mslseg checkpoint to write (.pt).")],
+    from_: Annotated[
+        ForeignFormat,
+        typer.Option("--from", help="Format of SRC: msl (MaxSquareLoss/AdaptSegNet DeepLab-v2), "
+                     "deeplab-imagenet (the DeepLab init file), torchvision-resnet."),
+    ],
+    num_classes: Annotated[
+        int | None, typer.Option(min=1, help="Classes of the new heads (backbone-only formats: default 19).")
+    ] = None,
+    multi_level: Annotated[
+        bool, typer.Option(help="Give a backbone-only import an auxiliary head on layer3.")
+    ] = True,
+    partial: Annotated[bool, typer.Option(help="Load what fits instead of failing on missing keys.")] = False,
+) -> None:
+    """Convert foreign DeepLab-v2 / ResNet weights into an mslseg checkpoint."""
+    from mslseg.checkpoint import file_sha256, save_checkpoint
+    from mslseg.foreign import import_foreign
+    from mslseg.runtime.errors import InputError
+
+    if dst.resolve() == src.resolve():
+        raise InputError(f"DST {dst} is SRC; choose another output path")
+    model, meta = import_foreign(src, from_.value, num_classes=num_classes,
+                                 multi_level=multi_level, partial=partial)
+    meta = meta.with_(source_sha256=file_sha256(src))
+    save_checkpoint(dst, model, meta)
+    spec = model.spec
+    typer.echo(f"wrote {dst} ({meta.arch}, {spec.num_classes} classes, "
+               f"{'multi-level' if spec.multi_level else 'single-level'}, {spec.branches} ASPP branches)")

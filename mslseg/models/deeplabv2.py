@@ -1,0 +1,141 @@
+"""DeepLab-v2 (Chen et al. 2017) as used by AdaptSegNet, ADVENT and MaxSquareLoss.
+
+A Caffe-style ResNet, an ASPP classifier on layer4 (the main head) and, for the multi-level
+variant, a second one on layer3 (the auxiliary head). `forward(x)` returns the main logits at the
+input resolution, one tensor, so the model exports as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mslseg.models.resnet import BACKBONES, ResNetBackbone, init_backbone
+from mslseg.runtime.errors import ModelFormatError
+
+ASPP_DILATIONS = (6, 12, 18, 24)
+BN_MODES = ("train", "frozen")
+
+
+class ASPPClassifier(nn.Module):
+    """Parallel dilated 3x3 convs to class scores, summed.
+
+    The released AdaptSegNet/MaxSquareLoss classifier returns inside its summing loop, so it adds
+    only the first two branches (dilations 6 and 12); `branches=2` reproduces that model exactly.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, branches: int = 4) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, 3, padding=d, dilation=d, bias=True)
+            for d in ASPP_DILATIONS
+        )
+        self.branches = branches
+        for conv in self.convs:
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.convs[0](x)
+        for conv in self.convs[1 : self.branches]:
+            out = out + conv(x)
+        return out
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What builds a model; stored in every checkpoint."""
+
+    backbone: str = "resnet101"  # resnet101 (the paper's) | resnet50 | resnet18
+    num_classes: int = 19
+    multi_level: bool = True  # an auxiliary head on layer3
+    branches: int = 4  # ASPP branches summed; 2 reproduces the released MSL checkpoints
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ModelFormatError(
+                f"unknown backbone '{self.backbone}'; valid: {', '.join(BACKBONES)}"
+            )
+        if not 1 <= self.branches <= len(ASPP_DILATIONS):
+            raise ModelFormatError(f"branches must be 1..4, got {self.branches}")
+        if self.num_classes < 1:
+            raise ModelFormatError(f"num_classes must be >= 1, got {self.num_classes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ModelFormatError(f"unknown model spec keys {sorted(unknown)}")
+        return cls(**d)
+
+
+class DeepLabV2(nn.Module):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.backbone = ResNetBackbone(spec.backbone)
+        init_backbone(self.backbone)
+        self.head_main = ASPPClassifier(self.backbone.out_channels, spec.num_classes, spec.branches)
+        self.head_aux = (
+            ASPPClassifier(self.backbone.aux_channels, spec.num_classes, spec.branches)
+            if spec.multi_level
+            else None
+        )
+        self.bn_mode = "train"
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (N, 3, H, W) normalised -> (N, C, H, W) main logits
+        _, f4 = self.backbone(x)
+        return _upsample(self.head_main(f4), x)
+
+    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(main, aux) logits at the input size; aux is None for a single-level model."""
+        f3, f4 = self.backbone(x)
+        main = _upsample(self.head_main(f4), x)
+        aux = _upsample(self.head_aux(f3), x) if self.head_aux is not None else None
+        return main, aux
+
+    def set_bn_mode(self, mode: str) -> None:
+        """train: batch statistics and trainable affine (the MSL recipe); frozen: BN as constants."""
+        if mode not in BN_MODES:
+            raise ModelFormatError(f"unknown BatchNorm mode '{mode}'; valid: {', '.join(BN_MODES)}")
+        self.bn_mode = mode
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.requires_grad_(mode == "train")
+                m.bias.requires_grad_(mode == "train")
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> DeepLabV2:
+        super().train(mode)
+        if self.bn_mode == "frozen":
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+    def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict[str, Any]]:
+        """Backbone at `lr`, heads at `head_lr_mult` x lr; frozen parameters left out."""
+        heads = [p for n, p in self.named_parameters() if n.startswith("head_") and p.requires_grad]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        return [
+            {"params": backbone, "lr": lr, "lr_mult": 1.0},
+            {"params": heads, "lr": lr * head_lr_mult, "lr_mult": head_lr_mult},
+        ]
+
+
+def _upsample(logits: Tensor, like: Tensor) -> Tensor:
+    # align_corners=True to match the reference models' interpolation
+    return F.interpolate(logits, size=like.shape[-2:], mode="bilinear", align_corners=True)
+
+
+def deeplabv2(backbone: str = "resnet101", *, num_classes: int = 19, multi_level: bool = True,
+              branches: int = 4) -> DeepLabV2:
+    """Build a DeepLab-v2 with randomly initialised weights."""
+    return DeepLabV2(ModelSpec(backbone, num_classes, multi_level, branches))

@@ -1,0 +1,169 @@
+"""Model metadata: everything the runtime needs to normalise, label and colour.
+
+It travels with every artefact: in a checkpoint as a plain dict, in ONNX `metadata_props` under
+the key ``mslseg`` as JSON, beside a TensorRT engine as ``model.json``. It is parsed as data
+(JSON), never evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from mslseg.runtime.errors import ModelFormatError
+
+ONNX_METADATA_KEY = "mslseg"
+INPUT_KINDS = ("float", "uint8")
+OUTPUT_KINDS = ("logits", "probs", "labels")
+CHANNEL_ORDERS = ("bgr", "rgb")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a uint8 frame becomes network input: reorder channels, then (x - mean) / std.
+
+    mean and std are in pixel units (0..255), per channel in the network's channel order.
+    """
+
+    order: str = "bgr"  # channel order the network was trained on
+    mean: tuple[float, float, float] = (104.00698793, 116.66876762, 122.67891434)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @classmethod
+    def official(cls) -> Normalization:
+        """The DeepLab-v2 / MaxSquareLoss convention: BGR, Caffe mean subtraction, no std."""
+        return cls()
+
+    @classmethod
+    def imagenet(cls) -> Normalization:
+        """torchvision's ImageNet convention: RGB, mean/std of ImageNet in pixel units."""
+        return cls(
+            order="rgb",
+            mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
+            std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
+        )
+
+    @classmethod
+    def named(cls, name: str) -> Normalization:
+        presets = {"official": cls.official, "imagenet": cls.imagenet}
+        if name not in presets:
+            raise ModelFormatError(
+                f"unknown normalisation '{name}'; valid: {', '.join(presets)}"
+            )
+        return presets[name]()
+
+    def apply(self, frames: np.ndarray, frame_order: str = "bgr") -> np.ndarray:
+        """(N, H, W, 3) uint8 frames in `frame_order` -> (N, 3, H, W) float32 network input."""
+        x = frames.astype(np.float32)
+        if frame_order != self.order:
+            x = x[..., ::-1]
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What a model predicts and how to feed it. Plain data; round-trips through JSON."""
+
+    num_classes: int
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]  # RGB colour per class
+    normalization: Normalization = field(default_factory=Normalization)
+    arch: str = "deeplabv2"
+    input_kind: str = "float"  # float: NCHW normalised; uint8: NHWC raw frames
+    input_order: str = "bgr"  # colour order of uint8 input frames
+    output_kind: str = "logits"  # logits | probs | labels
+    confidence: bool = False  # a second output with the max probability per pixel
+    train_size: tuple[int, int] | None = None  # (height, width) the model was trained at
+    precision: str = "fp32"
+    mslseg_version: str = ""
+    source_sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.num_classes < 1:
+            problems.append(f"num_classes must be >= 1, got {self.num_classes}")
+        if len(self.class_names) != self.num_classes:
+            problems.append(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        if len(self.palette) != self.num_classes:
+            problems.append(f"{len(self.palette)} palette colours for {self.num_classes} classes")
+        for name, value, valid in (
+            ("input_kind", self.input_kind, INPUT_KINDS),
+            ("input_order", self.input_order, CHANNEL_ORDERS),
+            ("output_kind", self.output_kind, OUTPUT_KINDS),
+            ("precision", self.precision, PRECISIONS),
+            ("normalization.order", self.normalization.order, CHANNEL_ORDERS),
+        ):
+            if value not in valid:
+                problems.append(f"{name} '{value}' is not one of {', '.join(valid)}")
+        if problems:
+            raise ModelFormatError("invalid model metadata: " + "; ".join(problems))
+
+    @property
+    def label_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.num_classes <= 255 else np.uint16)
+
+    def with_(self, **changes: Any) -> ModelMeta:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        d["palette"] = [list(c) for c in self.palette]
+        d["normalization"]["mean"] = list(self.normalization.mean)
+        d["normalization"]["std"] = list(self.normalization.std)
+        d["train_size"] = list(self.train_size) if self.train_size else None
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "metadata") -> ModelMeta:
+        if not isinstance(d, dict):
+            raise ModelFormatError(f"{source}: metadata is not a JSON object")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ModelFormatError(
+                f"{source}: unknown metadata keys {sorted(unknown)}; "
+                "it was written by a newer mslseg: upgrade mslseg"
+            )
+        try:
+            norm = d.get("normalization") or {}
+            kwargs = dict(d)
+            kwargs["normalization"] = Normalization(
+                order=str(norm.get("order", "bgr")),
+                mean=tuple(float(v) for v in norm.get("mean", Normalization().mean)),
+                std=tuple(float(v) for v in norm.get("std", Normalization().std)),
+            )
+            kwargs["class_names"] = tuple(str(n) for n in d["class_names"])
+            kwargs["palette"] = tuple(tuple(int(v) for v in c) for c in d["palette"])
+            kwargs["num_classes"] = int(d["num_classes"])
+            if d.get("train_size"):
+                kwargs["train_size"] = tuple(int(v) for v in d["train_size"])
+            return cls(**kwargs)
+        except ModelFormatError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{source}: malformed mslseg metadata ({exc!r})") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "metadata") -> ModelMeta:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelFormatError(f"{source}: metadata is not valid JSON ({exc})") from None
+        return cls.from_dict(data, source)
+
+
+def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
+    """Distinct, deterministic RGB colours for classes without a palette of their own."""
+    rng = np.random.default_rng(12345)
+    colours = rng.integers(0, 256, size=(num_classes, 3))
+    return tuple(tuple(int(v) for v in c) for c in colours)
