@@ -58,8 +58,11 @@ def _root(
 
 
 def _register() -> None:
-    from mslseg.cli import convert
+    from mslseg.cli import convert, evaluate, train
 
+    app.command("train")(train.train)
+    app.command("adapt")(train.adapt)
+    app.command("evaluate")(evaluate.evaluate)
     app.command("convert")(convert.convert)
 
 

@@ -89,17 +89,22 @@ class DeepLabV2(nn.Module):
         )
         self.bn_mode = "train"
 
-    def forward(self, x: Tensor) -> Tensor:
-        # x: (N, 3, H, W) normalised -> (N, C, H, W) main logits
-        _, f4 = self.backbone(x)
-        return _upsample(self.head_main(f4), x)
+    def forward(self, x: Tensor, with_aux: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+        """(N, 3, H, W) normalised -> (N, C, H, W) main logits at the input size.
+
+        `with_aux=True` (training, also through DistributedDataParallel) returns (main, aux); aux
+        is None for a single-level model. The default keeps one output for export.
+        """
+        f3, f4 = self.backbone(x)
+        main = _upsample(self.head_main(f4), x)
+        if not with_aux:
+            return main
+        aux = _upsample(self.head_aux(f3), x) if self.head_aux is not None else None
+        return main, aux
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(main, aux) logits at the input size; aux is None for a single-level model."""
-        f3, f4 = self.backbone(x)
-        main = _upsample(self.head_main(f4), x)
-        aux = _upsample(self.head_aux(f3), x) if self.head_aux is not None else None
-        return main, aux
+        return self.forward(x, with_aux=True)
 
     def set_bn_mode(self, mode: str) -> None:
         """train: batch statistics and trainable affine (the MSL recipe); frozen: BN as constants."""

@@ -1,0 +1,256 @@
+"""The run configuration: frozen dataclasses, loaded from YAML with dotted CLI overrides.
+
+Unknown keys are errors with a did-you-mean suggestion; functions take the narrowest piece they
+need (`build_optimizer(model, cfg.optim)`); the resolved config is written into every run dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mslseg.data.config import DATASET_KINDS, DataConfig
+from mslseg.runtime.errors import ConfigError
+
+TARGET_LOSS_NAMES = ("none", "minent", "msl", "iw-msl")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet101"  # resnet101 (the paper's) | resnet50 | resnet18
+    multi_level: bool = True  # auxiliary head on layer3 (needed for --multi-level adaptation)
+    branches: int = 4  # ASPP branches summed; 2 = the released MSL checkpoints
+    bn: str = "train"  # train: batch stats, trainable affine (MSL recipe) | frozen (ADVENT style)
+    normalization: str = "official"  # official (BGR, Caffe mean) | imagenet; ignored with init
+    init: str | None = None  # checkpoint to start from: own .pt, or foreign with init_format
+    init_format: str | None = None  # msl | deeplab-imagenet | torchvision-resnet (foreign init)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2.5e-4  # backbone learning rate (SGD)
+    head_lr_mult: float = 10.0  # heads learn this many times faster
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9  # lr = base * (1 - it / iterations) ** power
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    target_loss: str = "none"  # none (source only / BN only) | minent | msl | iw-msl
+    lambda_target: float = 0.1  # weight of the target loss (the paper: 0.1; 0.09 with multi-level)
+    iw_ratio: float = 0.2  # iw-msl: the ratio alpha (the paper: 0.2 for GTA5, negative for SYNTHIA)
+    multi_level: bool = False  # aux-head source CE, and with target data the self-produced guidance
+    lambda_seg: float = 0.1  # weight of the aux head's losses
+    threshold: float = 0.95  # guidance: a pixel counts where either head is this confident
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 90000  # optimisation steps
+    batch_source: int = 1  # source images per step (the reference: 1)
+    batch_target: int = 1  # target images per step (the reference: 1)
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 where supported, else fp16 + scaler; off on CPU) | bf16 | fp16 | off
+    channels_last: bool = True  # on CUDA
+    workers: int = 2  # data loader processes per rank (0: load in the main process)
+    log_every: int = 10  # iterations between metrics.jsonl records
+    eval_every: int = 1000  # iterations between evaluations on target_val (0: only at the end)
+    checkpoint_every: int = 500  # iterations between last.pt writes
+    sync_bn: bool = False  # distributed: SyncBatchNorm instead of per-rank batch statistics
+    compile: bool = False  # torch.compile the model (CUDA)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: DataConfig = field(default_factory=DataConfig)
+    target: DataConfig | None = None  # unlabelled target images or videos
+    target_val: DataConfig | None = None  # labelled target split for evaluation (optional)
+    out: str = "runs/run"  # run directory
+
+    def validate(self) -> RunConfig:
+        checks = [
+            (self.method.target_loss in TARGET_LOSS_NAMES,
+             f"method.target_loss '{self.method.target_loss}' is not one of {', '.join(TARGET_LOSS_NAMES)}"),
+            (self.train.iterations >= 1, "train.iterations must be >= 1"),
+            (self.train.batch_source >= 1 and self.train.batch_target >= 1, "batch sizes must be >= 1"),
+            (self.optim.lr > 0, "optim.lr must be > 0"),
+            (0 < self.method.threshold < 1, "method.threshold must be in (0, 1)"),
+            (self.model.bn in ("train", "frozen"), "model.bn must be train or frozen"),
+            (self.train.amp in ("auto", "bf16", "fp16", "off"), "train.amp must be auto, bf16, fp16 or off"),
+            (not (self.method.target_loss != "none" and self.target is None),
+             f"method {self.method.target_loss} needs target data: set target (--target)"),
+            (not (self.method.multi_level and not self.model.multi_level),
+             "method.multi_level needs a model with an auxiliary head (model.multi_level: true)"),
+        ]
+        for ds_name, ds in (("source", self.source), ("target", self.target), ("target_val", self.target_val)):
+            if ds is not None:
+                checks.append((ds.kind in DATASET_KINDS,
+                               f"{ds_name}.kind '{ds.kind}' is not one of {', '.join(DATASET_KINDS)}"))
+                checks.append((bool(ds.root), f"{ds_name}.root is not set"))
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass inside `tp` (X or X | None), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        for arg in typing.get_args(tp):
+            if dataclasses.is_dataclass(arg):
+                return arg
+    return None
+
+
+def coerce_value(value: Any, tp: Any, where: str) -> Any:
+    if value is None:
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(tp, types.UnionType) or origin is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        return coerce_value(value, inner[0], where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = value.lower().replace("x", ",").split(",")
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where} must be {len(args)} numbers (e.g. 512x256), got {value!r}")
+        return tuple(coerce_value(v, a, where) for v, a in zip(value, args, strict=True))
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {tp.__name__}") from None
+    return value
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from nested dicts, strictly."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in hints:
+            raise ConfigError(f"unknown config key '{path}'{_suggest(key, list(hints))}")
+        sub = _dataclass_of(hints[key])
+        if sub is not None and value is not None:
+            kwargs[key] = from_dict(sub, value, path)
+        else:
+            kwargs[key] = coerce_value(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return list(v)
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply one `a.b.c=value` override to nested dicts (value parsed as YAML)."""
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] = ()) -> RunConfig:
+    """A RunConfig from a YAML file (a path, or the name of a shipped config) plus overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_yaml(resolve_config_path(path))
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+    for key, value in items:
+        set_dotted(data, key, value)
+    return from_dict(RunConfig, data).validate()
+
+
+def shipped_configs() -> dict[str, Path]:
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    shipped = shipped_configs()
+    if str(path) in shipped:
+        return shipped[str(path)]
+    raise ConfigError(
+        f"config {path} does not exist; give a YAML file or a shipped config: {', '.join(shipped)}"
+    )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a YAML mapping")
+    return data

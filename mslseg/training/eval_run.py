@@ -1,0 +1,58 @@
+"""`evaluate_checkpoint`: a checkpoint on a labelled split -> scores.json, confusion.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from mslseg.checkpoint import load_model
+from mslseg.data import build_dataset
+from mslseg.data.config import DataConfig
+from mslseg.runtime.atomic import atomic_path, atomic_write_text
+from mslseg.runtime.errors import ConfigError
+from mslseg.training.evaluate import evaluate
+from mslseg.training.metrics import Scores
+from mslseg.training.runtime_env import resolve_device
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, *, device: str = "auto",
+                        flip: bool = False, save_predictions: bool = False) -> Scores:
+    """Score `checkpoint` on `data`; write scores.json, confusion.npy/.png (and predictions)."""
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint, device=dev)
+    dataset = build_dataset(data, meta.normalization, train=False)
+    if tuple(dataset.class_names) != tuple(meta.class_names):
+        raise ConfigError(
+            f"{checkpoint} predicts {meta.num_classes} classes ({', '.join(meta.class_names[:4])}, ...) "
+            f"but the data has {len(dataset.class_names)}; choose the matching class set (classes)"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    palette = np.asarray(meta.palette, np.uint8)[:, ::-1]  # BGR for OpenCV
+
+    def save(batch: dict, pred: torch.Tensor) -> None:
+        for name, p in zip(batch["name"], pred.numpy(), strict=True):
+            target = out / "predictions" / f"{Path(name).stem}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                cv2.imwrite(str(tmp.with_suffix(".png")), palette[p])
+                tmp.with_suffix(".png").replace(tmp)
+
+    scores, conf = evaluate(model, dataset, device=dev, num_classes=meta.num_classes,
+                            class_names=tuple(meta.class_names), flip=flip,
+                            on_batch=save if save_predictions else None)
+    size = f"{data.size[0]}x{data.size[1]}" if data.size else "full resolution"
+    report = scores.to_dict() | {"checkpoint": str(checkpoint), "scored_at": size, "flip": flip,
+                                 "images": len(dataset), "confusion": conf.tolist()}
+    atomic_write_text(out / "scores.json", json.dumps(report, indent=2))
+    try:
+        from mslseg.training.plots import plot_confusion
+
+        plot_confusion(conf.numpy(), tuple(meta.class_names), out / "confusion.png")
+    except ImportError:
+        pass
+    return scores

@@ -1,0 +1,57 @@
+"""Evaluation over a whole labelled split: one confusion matrix, then IoU per class and mIoU."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mslseg.runtime.errors import DataError
+from mslseg.training.metrics import Scores, confusion_matrix, scores_from_confusion
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, image: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, C, H, W) logits; with flip, the mean of the image and its mirror."""
+    logits = model(image)
+    if flip:
+        logits = (logits + model(image.flip(-1)).flip(-1)) / 2
+    return logits
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, *, device: torch.device, num_classes: int,
+             class_names: tuple[str, ...], flip: bool = False, batch_size: int = 1, workers: int = 0,
+             amp_dtype: torch.dtype | None = None,
+             on_batch: Callable[[dict, torch.Tensor], None] | None = None) -> tuple[Scores, torch.Tensor]:
+    """Scores and the (K, K) confusion matrix of `model` on a labelled `dataset`.
+
+    Scored at the dataset's resolution (its `size` setting resizes images and labels alike).
+    """
+    if len(dataset) == 0:
+        raise DataError("the evaluation split is empty; check its root, split and list file")
+    was_training = model.training
+    model.eval()
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
+    try:
+        for batch in loader:
+            if "label" not in batch:
+                raise DataError("the evaluation split has no labels; give a labelled split")
+            image = batch["image"].to(device)
+            with autocast:
+                logits = predict_logits(model, image, flip=flip)
+            pred = logits.float().argmax(1)
+            conf += confusion_matrix(pred, batch["label"].to(device), num_classes)
+            if on_batch is not None:
+                on_batch(batch, pred.cpu())
+    finally:
+        model.train(was_training)
+    return scores_from_confusion(conf, class_names), conf

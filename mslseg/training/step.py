@@ -1,0 +1,108 @@
+"""One optimisation step of source-supervised, target-adapted training. Methods differ only by
+the target loss taken from `mslseg.losses.TARGET_LOSSES`."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mslseg.classes import IGNORE_INDEX
+from mslseg.losses import TARGET_LOSSES, multi_level_guidance_loss
+from mslseg.training.config import MethodConfig, OptimConfig
+
+
+@dataclass
+class StepStats:
+    iteration: int
+    lr: float
+    loss_source: float
+    loss_source_aux: float = 0.0
+    loss_target: float = 0.0
+    loss_guidance: float = 0.0
+
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(v) for v in (self.loss_source, self.loss_source_aux,
+                                                self.loss_target, self.loss_guidance))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
+    """SGD with the heads at `head_lr_mult` x the backbone's learning rate."""
+    groups = model.param_groups(cfg.lr, cfg.head_lr_mult)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def set_poly_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, iteration: int, total: int) -> float:
+    """lr = base * (1 - it / total) ** power, per group times its multiplier; returns the base."""
+    lr = cfg.lr * (1 - iteration / total) ** cfg.poly_power
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
+    return lr
+
+
+def target_loss_fn(method: MethodConfig):
+    fn = TARGET_LOSSES[method.target_loss]
+    return partial(fn, ratio=method.iw_ratio) if method.target_loss == "iw-msl" else fn
+
+
+def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, source: dict[str, Tensor],
+               target: dict[str, Tensor] | None, method: MethodConfig, *, iteration: int, lr: float,
+               device: torch.device, amp_dtype: torch.dtype | None = None,
+               scaler: torch.amp.GradScaler | None = None, channels_last: bool = False) -> StepStats:
+    """Source CE (+ aux CE), then the target loss (+ guidance), one SGD step.
+
+    Two backward passes, as the reference: source and target activations are never held together,
+    which halves the peak memory at the paper's crop sizes. Under DDP the first pass skips the
+    gradient all-reduce (`no_sync`), so each step communicates once.
+    """
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    optimizer.zero_grad(set_to_none=True)
+    scale = scaler.scale if scaler is not None else (lambda t: t)
+
+    image = source["image"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+    label = source["label"].to(device, non_blocking=True)
+    sync_later = target is not None and hasattr(model, "no_sync")
+    with model.no_sync() if sync_later else nullcontext():
+        with autocast:
+            main, aux = _forward(model, image, with_aux=method.multi_level)
+            loss_src = F.cross_entropy(main.float(), label, ignore_index=IGNORE_INDEX)
+            loss_aux = (F.cross_entropy(aux.float(), label, ignore_index=IGNORE_INDEX)
+                        if aux is not None else torch.zeros((), device=device))
+            loss = loss_src + method.lambda_seg * loss_aux
+        scale(loss).backward()
+    stats = StepStats(iteration, lr, loss_src.item(), loss_aux.item())
+
+    if target is not None:
+        image_t = target["image"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        with autocast:
+            main_t, aux_t = _forward(model, image_t, with_aux=method.multi_level)
+            loss_t = target_loss_fn(method)(main_t)
+            loss_g = (multi_level_guidance_loss(main_t, aux_t, method.threshold)
+                      if aux_t is not None else torch.zeros((), device=device))
+            total_t = method.lambda_target * loss_t + method.lambda_seg * method.lambda_target * loss_g
+        # a graph that no parameter needs (method none: BN statistics only) still runs backward
+        # so that DDP's all-reduce happens on every rank
+        scale(total_t).backward()
+        stats.loss_target, stats.loss_guidance = loss_t.item(), loss_g.item()
+
+    if stats.finite:
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    return stats
+
+
+def _forward(model: nn.Module, image: Tensor, *, with_aux: bool) -> tuple[Tensor, Tensor | None]:
+    return model(image, with_aux=True) if with_aux else (model(image), None)
