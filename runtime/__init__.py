@@ -1,9 +1,20 @@
 """mslseg.runtime: torch-free inference (ONNX Runtime, TensorRT) for robots and video.
 
-Importing this package never imports torch.
+Importing this package never imports torch; the heavier parts (OpenCV, ONNX Runtime) load on
+first use of the names below.
+
+    from mslseg.runtime import Segmenter
+    with Segmenter("model.onnx") as seg:
+        result = seg(frame)            # HxWx3 uint8 BGR -> result.labels (HxW), result.timings
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from mslseg.runtime.errors import (
+    BackendError,
     DataError,
     InputError,
     MissingDependencyError,
@@ -12,7 +23,21 @@ from mslseg.runtime.errors import (
 )
 from mslseg.runtime.metadata import ModelMeta, Normalization
 
+_LAZY = {
+    "Segmenter": "mslseg.runtime.segmenter",
+    "Segmentation": "mslseg.runtime.segmenter",
+    "Timings": "mslseg.runtime.segmenter",
+    "segment_stream": "mslseg.runtime.pipeline",
+    "StreamResult": "mslseg.runtime.pipeline",
+    "Frame": "mslseg.runtime.sources",
+    "open_source": "mslseg.runtime.sources",
+    "colorize": "mslseg.runtime.viz",
+    "overlay": "mslseg.runtime.viz",
+    "read_onnx_meta": "mslseg.runtime.onnx_meta",
+}
+
 __all__ = [
+    "BackendError",
     "DataError",
     "InputError",
     "MissingDependencyError",
@@ -20,4 +45,11 @@ __all__ = [
     "ModelMeta",
     "MslsegError",
     "Normalization",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mslseg.runtime' has no attribute {name!r}")

@@ -39,6 +39,10 @@ class ExportError(MslsegError):
     """An export, a parity gate or an engine build failed."""
 
 
+class BackendError(MslsegError):
+    """An inference engine failed while running (a CUDA or TensorRT call, a closed segmenter)."""
+
+
 def require(module: str, extra: str, purpose: str):
     """Import `module`, or raise MissingDependencyError naming the extra that provides it."""
     import importlib

@@ -22,3 +22,14 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """Tiny synthetic GTA5-layout source and Cityscapes-layout target (train + val) at 64x32."""
+    from mslseg.data.synthetic import write_cityscapes_layout, write_gta5_layout
+
+    root = tmp_path_factory.mktemp("synth")
+    write_gta5_layout(root / "gta5", 12, (64, 32), seed=0)
+    write_cityscapes_layout(root / "cityscapes", 8, 4, (64, 32), seed=1)
+    return root

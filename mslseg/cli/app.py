@@ -64,6 +64,14 @@ def _register() -> None:
     app.command("adapt")(train.adapt)
     app.command("evaluate")(evaluate.evaluate)
     app.command("convert")(convert.convert)
+    from mslseg.cli import synth
+
+    app.command("synth")(synth.synth)
+    from mslseg.cli import bench, export, infer
+
+    app.command("infer")(infer.infer)
+    app.command("bench")(bench.bench)
+    app.command("export")(export.export)
 
 
 _register()

@@ -9,14 +9,14 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def step_progress(total: int, description: str = "") -> Iterator[Callable[[Any], None]]:
+def step_progress(total: int, description: str = "", enabled: bool = True) -> Iterator[Callable[[Any], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"))
-    with Progress(*columns, console=console, disable=not sys.stderr.isatty(), transient=False) as bar:
+    with Progress(*columns, console=console, disable=not (enabled and sys.stderr.isatty()), transient=False) as bar:
         task = bar.add_task(description, total=total, rate="", loss="")
 
         def on_step(stats: Any) -> None:

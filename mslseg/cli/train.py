@@ -36,7 +36,8 @@ def _common(overrides: dict[str, Any], *, source, source_kind, target_val, val_k
     overrides.update({k: str(v) if isinstance(v, Path) else v for k, v in pairs.items() if v is not None})
     if size is not None:
         for ds in ("source", "target", "target_val"):
-            overrides[f"{ds}.size"] = size
+            if not (ds in overrides and overrides[ds] is None):  # train drops the target
+                overrides[f"{ds}.size"] = size
     if target_val is not None:
         overrides["target_val.root"] = str(target_val)
         overrides["target_val.kind"] = val_kind or "cityscapes"
@@ -45,6 +46,7 @@ def _common(overrides: dict[str, Any], *, source, source_kind, target_val, val_k
 
 def _launch(config: Path | None, overrides: dict[str, Any], sets: list[str] | None, resume: Path | None) -> None:
     from mslseg.training.config import load_config, parse_override
+    from mslseg.training.distributed import distributed_context
     from mslseg.training.loop import resume_config, run
 
     if resume is not None:
@@ -52,8 +54,12 @@ def _launch(config: Path | None, overrides: dict[str, Any], sets: list[str] | No
     else:
         overrides.update(dict(parse_override(s) for s in sets or []))
         cfg = load_config(config, overrides)
-    with step_progress(cfg.train.iterations, description=f"{cfg.method.target_loss} ") as on_step:
-        result = run(cfg, resume=resume is not None, on_step=on_step)
+    with distributed_context(cfg.train.device) as dist, step_progress(
+        cfg.train.iterations, description=f"{cfg.method.target_loss} ", enabled=dist.main
+    ) as on_step:
+        result = run(cfg, resume=resume is not None, dist=dist, on_step=on_step)
+    if not dist.main:
+        return
     miou = f", target mIoU {100 * result.final_miou:.2f} (best {100 * result.best_miou:.2f})" if result.final_miou is not None else ""
     typer.echo(f"wrote {result.run_dir}/last.pt and best.pt after {result.iterations} iterations{miou}")
 

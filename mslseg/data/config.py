@@ -21,6 +21,7 @@ class DataConfig:
     crop: tuple[int, int] | None = None  # random crop (width, height) when training; None: none
     flip: bool = False  # random horizontal flip when training
     blur: bool = False  # random Gaussian blur when training
+    interpolation: str = "bicubic"  # image resize: bicubic (the reference) | bilinear; labels: nearest
     video_stride: int = 30  # video: take every k-th frame ...
     video_frames: int | None = None  # ... or N frames spread evenly over each file
     limit: int | None = None  # use only the first N samples (quick runs, tests)

@@ -180,6 +180,11 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
                 save_checkpoint(out / "best.pt", model, meta)
             net.train()
         if dist.main and (done % cfg.train.checkpoint_every == 0 or done == total):
+            if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+                raise TrainingError(
+                    f"the weights became non-finite by iteration {done}; the last good checkpoint is "
+                    f"{last if last.exists() else 'not written yet'}: lower optim.lr or check the data"
+                )
             training = {"iteration": done, "optimizer": optimizer.state_dict(), "rng": capture_rng(),
                         "scaler": scaler.state_dict() if scaler else None, "best_miou": best,
                         "config": to_dict(cfg)}

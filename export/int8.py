@@ -1,0 +1,103 @@
+"""Static int8 post-training quantisation with Q/DQ nodes, calibrated on target-domain frames.
+
+The layout is the one TensorRT's explicit quantisation builds from (and ONNX Runtime runs):
+QuantizeLinear/DequantizeLinear pairs with zero points of 0, symmetric int8 activations (one
+scale per tensor), symmetric int8 weights with one scale per output channel, biases left in
+float (TensorRT's DequantizeLinear takes no int32 input). Only convolutions are quantised: they
+hold almost all the compute, and leaving the element-wise sums of the residual blocks and of the
+ASPP branches (whose last sum is the logits) in float keeps the label agreement high.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mslseg.runtime.errors import ExportError, InputError, require
+from mslseg.runtime.metadata import Normalization
+
+log = logging.getLogger(__name__)
+
+QUANTIZED_OPS = ("Conv",)
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
+def calibration_inputs(frames: Sequence[np.ndarray], *, input_kind: str, input_order: str,
+                       norm: Normalization) -> Iterator[np.ndarray]:
+    """Graph inputs, one frame per batch (frames may differ in size): BGR frames as the graph takes them."""
+    for frame in frames:
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise InputError(f"calibration frames must be (H, W, 3) uint8, got {frame.dtype} {frame.shape}")
+        batch = frame[None]
+        if input_kind == "uint8":
+            yield np.ascontiguousarray(batch[..., ::-1] if input_order == "rgb" else batch)
+        else:
+            yield norm.apply(batch, "bgr")
+
+
+def quantize_int8(src: str | Path, dst: str | Path, frames: Sequence[np.ndarray], *,
+                  input_kind: str, input_order: str, norm: Normalization,
+                  method: str = "minmax") -> Path:
+    """Quantise the fp32 model `src` into `dst`, calibrating on BGR `frames`; returns `dst`."""
+    quant = require("onnxruntime.quantization", "cpu", "int8 quantisation")
+    if method not in CALIBRATION_METHODS:
+        raise InputError(f"unknown calibration method '{method}'; valid: {', '.join(CALIBRATION_METHODS)}")
+    if not len(frames):
+        raise InputError("int8 quantisation needs at least one calibration frame")
+    inputs = calibration_inputs(frames, input_kind=input_kind, input_order=input_order, norm=norm)
+
+    class Reader(quant.CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(inputs, None)
+            return None if x is None else {"input": x}
+
+    methods = {"minmax": quant.CalibrationMethod.MinMax,
+               "percentile": quant.CalibrationMethod.Percentile,
+               "entropy": quant.CalibrationMethod.Entropy}
+    log.info("calibrating int8 ranges on %d frames (%s)", len(frames), method)
+    try:
+        with _without_hints():
+            quant.quantize_static(
+                str(src), str(dst), Reader(),
+                quant_format=quant.QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                per_channel=True,
+                reduce_range=False,
+                activation_type=quant.QuantType.QInt8,
+                weight_type=quant.QuantType.QInt8,
+                calibrate_method=methods[method],
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,
+                },
+            )
+    except (ValueError, RuntimeError) as exc:
+        raise ExportError(f"int8 quantisation failed ({str(exc)[:200]}); "
+                          "check the calibration frames") from None
+    return Path(dst)
+
+
+class _DropHints(logging.Filter):
+    _NOISE = ("pre-processing before quantization", "to be an initializer")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in str(record.msg) for n in self._NOISE)
+
+
+@contextlib.contextmanager
+def _without_hints() -> Iterator[None]:
+    # onnxruntime warns on the root logger (a) to run its shape pre-processing, which the traced,
+    # constant-folded graph does not need, and (b) about each bias the tracer shares between
+    # convs through an Identity; biases stay float here, so neither concerns the user
+    hint = _DropHints()
+    root = logging.getLogger()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)

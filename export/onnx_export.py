@@ -1,0 +1,151 @@
+"""export_onnx: a segmentation network -> one self-contained .onnx file, precision and metadata inside.
+
+Exporter: the TorchScript tracer (`torch.onnx.export(..., dynamo=False)`), chosen explicitly.
+For this convolutional network it writes opset 17 natively with named dynamic axes in about a
+second; the torch.export-based exporter (the default since PyTorch 2.9) takes several times as
+long here, implements opset 18 and up only (17 goes through a version converter), and names
+the dynamic axes s27, s53... The traced graph is the TensorRT-proven form of DeepLab. When
+PyTorch removes the TorchScript exporter, switch `_trace` to dynamo=True with opset 18.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from mslseg import __version__
+from mslseg.export.calibration import load_frames
+from mslseg.export.graph import ExportGraph, check_io_options
+from mslseg.export.int8 import quantize_int8
+from mslseg.export.onnx_meta import check_contract, write_meta
+from mslseg.export.trt_ops import trt_op_problems
+from mslseg.runtime.atomic import atomic_path
+from mslseg.runtime.errors import ExportError, InputError
+from mslseg.runtime.metadata import PRECISIONS, ModelMeta
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET, MAX_OPSET = 17, 20  # 17: the floor the project promises; 20: the tracer's newest
+_PROTOBUF_LIMIT = 2**31 - 1  # a single-file ONNX model cannot be larger
+_TRACE_SIZE = (64, 96)  # any size traces the same dynamic graph; small keeps tracing fast
+
+
+def check_output_path(out: Path) -> None:
+    """InputError when `out` cannot be written: its folder is missing, or it is a folder."""
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: folder {out.parent} does not exist; create it first")
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
+
+
+def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kind: str = "float",
+                input_order: str = "bgr", output_kind: str = "logits", confidence: bool = False,
+                precision: str = "fp32", static: tuple[int, int] | None = None, batch: int = 1,
+                opset: int = MIN_OPSET, calib: Sequence[str | Path] | Sequence[np.ndarray] | None = None,
+                calib_frames: int = 64, calib_method: str = "minmax",
+                source_sha256: str | None = None) -> Path:
+    """Export `model` (normalised NCHW in, logits NCHW out) to `out`; returns `out`.
+
+    Dynamic batch, height and width unless `static=(H, W)` (then the batch is fixed at `batch`).
+    int8 needs `calib`: image folders, dataset roots or video files, or BGR uint8 frames. The file
+    is checked (onnx.checker, the I/O contract, no external data) and written atomically.
+    """
+    out = Path(out)
+    check_io_options(input_kind, input_order, output_kind)
+    check_precision(precision)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise InputError(f"opset {opset} is not supported; valid: {MIN_OPSET}..{MAX_OPSET}")
+    if static is not None and (len(static) != 2 or min(static) < 8 or batch < 1):
+        raise InputError(f"static shape must be (height, width), at least 8x8, with batch >= 1; got {static}")
+    check_output_path(out)
+    frames = None
+    if precision == "int8":
+        if not calib:
+            raise InputError("int8 export needs calibration frames from the target domain: pass an "
+                             "image folder, a dataset root or video files (--calib)")
+        size = static or meta.train_size
+        frames = (list(calib) if isinstance(calib[0], np.ndarray)
+                  else load_frames(calib, calib_frames, size=size))
+    final = meta.with_(
+        input_kind=input_kind, input_order=input_order, output_kind=output_kind,
+        confidence=confidence, precision=precision, mslseg_version=__version__,
+        train_size=meta.train_size or (tuple(static) if static else None),
+        source_sha256=meta.source_sha256 if source_sha256 is None else source_sha256,
+    )
+    graph = ExportGraph(model, meta.normalization, meta.num_classes, input_kind=input_kind,
+                        input_order=input_order, output_kind=output_kind, confidence=confidence,
+                        half=precision == "fp16")
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        path = Path(tmp) / "traced.onnx"
+        _trace(graph, path, static=static, batch=batch, opset=opset)
+        if frames is not None:
+            path = quantize_int8(path, Path(tmp) / "int8.onnx", frames, input_kind=input_kind,
+                                 input_order=input_order, norm=meta.normalization, method=calib_method)
+        proto = onnx.load(str(path))
+    if output_kind != "labels":
+        # the tracer cannot infer the class dimension through Resize; it is a constant
+        proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = meta.num_classes
+    write_meta(proto, final)
+    _check(proto, final, static, batch)
+    with atomic_path(out) as tmp_out:
+        onnx.save_model(proto, str(tmp_out))
+    for problem in trt_op_problems(proto):
+        log.warning("%s: TensorRT will not parse this graph: %s", out, problem)
+    log.info("wrote %s (%s, %s in, %s out)", out, precision, input_kind, output_kind)
+    return out
+
+
+def _trace(graph: ExportGraph, path: Path, *, static: tuple[int, int] | None, batch: int,
+           opset: int) -> None:
+    h, w = static or _TRACE_SIZE
+    n = batch if static else 1
+    if graph.input_kind == "uint8":
+        dummy = torch.zeros(n, h, w, 3, dtype=torch.uint8)
+        in_axes = {0: "batch", 1: "height", 2: "width"}
+    else:
+        dummy = torch.zeros(n, 3, h, w)
+        in_axes = {0: "batch", 2: "height", 3: "width"}
+    names = graph.output_names()
+    out_axes = {name: {0: "batch", 1: "height", 2: "width"} for name in names}
+    if graph.output_kind != "labels":
+        out_axes["output"] = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings(), torch.no_grad():
+        # the tracer announces its own deprecation; the choice is deliberate (module docstring)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        try:
+            torch.onnx.export(
+                graph, (dummy,), str(path), dynamo=False, opset_version=opset,
+                input_names=["input"], output_names=names, do_constant_folding=True,
+                dynamic_axes=None if static else {"input": in_axes, **out_axes},
+            )
+        except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
+            raise ExportError(f"PyTorch could not export the model to ONNX ({str(exc)[:300]})") from None
+
+
+def _check(proto: onnx.ModelProto, meta: ModelMeta, static: tuple[int, int] | None, batch: int) -> None:
+    external = [t.name for t in proto.graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ExportError(f"the export left {len(external)} tensors in external files; it must be one file")
+    if proto.ByteSize() > _PROTOBUF_LIMIT:
+        raise ExportError("the model is larger than 2 GiB, the limit of a single-file ONNX model; "
+                          "export a smaller backbone")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported graph is not valid ONNX ({str(exc)[:300]})") from None
+    check_contract(proto, meta, static=(batch, *static) if static else None)

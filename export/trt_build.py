@@ -1,0 +1,187 @@
+"""build_engine: an mslseg .onnx -> a serialized TensorRT engine plus its sidecar model.json.
+
+Written against the documented Python API of TensorRT 10 and 11. Precision comes from the ONNX
+file (fp16 weights and casts, int8 Q/DQ nodes): TensorRT 11 networks are always strongly typed
+(its precision flags are gone), so the file's types are what gets built; on TensorRT 10 the
+builder flag matching the file's precision is set (FP16 for fp16, INT8 for Q/DQ explicit
+quantisation), or, with `strongly_typed=True`, the network is created STRONGLY_TYPED as on 11.
+Explicit batch needs no flag in either (10 ignores EXPLICIT_BATCH, 11 removed it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from mslseg.export.onnx_meta import load_meta, load_proto
+from mslseg.export.trt_ops import check_trt_ops
+from mslseg.export.trt_profile import (
+    INSTALL_HINT,
+    ProfileShapes,
+    Shape3,
+    import_tensorrt,
+    resolve_profile,
+    tensorrt_info,
+    write_sidecar,
+)
+from mslseg.runtime.atomic import atomic_write_bytes
+from mslseg.runtime.errors import ExportError, InputError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+HARDWARE_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+
+
+def _fixed_shape(onnx_path: Path, input_kind: str) -> Shape3 | None:
+    proto = load_proto(onnx_path)
+    dims = [d.dim_value if d.HasField("dim_value") else -1
+            for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    n, h, w = (dims[0], dims[1], dims[2]) if input_kind == "uint8" else (dims[0], dims[2], dims[3])
+    return (n, h, w) if min(n, h, w) > 0 else None
+
+
+def gpu_info() -> tuple[str, str]:
+    """(GPU name, compute capability 'major.minor') of device 0, through cuda-python or torch."""
+    try:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+            return name.rstrip("\x00"), f"{props.major}.{props.minor}"
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return torch.cuda.get_device_name(0), f"{major}.{minor}"
+    except ImportError:
+        pass
+    return "unknown", "unknown"
+
+
+def _parse(trt: Any, builder: Any, network_flags: int, onnx_path: Path, logger: Any) -> Any:
+    network = builder.create_network(network_flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = []
+        for i in range(parser.num_errors):
+            e = parser.get_error(i)
+            node = f" at node {e.node_name()} ({e.node_operator()})" if hasattr(e, "node_name") else ""
+            errors.append(f"{e.desc()}{node}")
+        raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path}: {'; '.join(errors[:3]) or 'no detail'}; "
+                          "re-export with 'mslseg export' (opset 17) or update TensorRT")
+    return network, parser
+
+
+def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
+                 min_shape: str | Shape3 | None = None, opt_shape: str | Shape3 | None = None,
+                 max_shape: str | Shape3 | None = None, workspace_gib: float = 4.0,
+                 timing_cache: str | Path | bool = True, version_compatible: bool = False,
+                 hardware_compatibility: str = "none", dla_core: int | None = None,
+                 strongly_typed: bool | None = None) -> Path:
+    """Build `out` (default: beside the ONNX, .engine) and its sidecar .json; returns the engine path.
+
+    Shapes are 'BATCHxHxW' (or tuples) for the one optimisation profile of a dynamic model;
+    `timing_cache` True keeps it beside the engine (.timing.cache), a path puts it there, False
+    uses none. `strongly_typed` None: TensorRT 11 strongly typed, TensorRT 10 precision flags.
+    """
+    onnx_path = Path(onnx_path)
+    out = Path(out) if out is not None else onnx_path.with_suffix(".engine")
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: folder {out.parent} does not exist; create it first")
+    if hardware_compatibility not in HARDWARE_LEVELS:
+        raise InputError(f"unknown hardware compatibility '{hardware_compatibility}'; "
+                         f"valid: {', '.join(HARDWARE_LEVELS)}")
+    meta = load_meta(onnx_path)
+    profile = resolve_profile(meta, _fixed_shape(onnx_path, meta.input_kind), min_shape=min_shape,
+                              opt_shape=opt_shape, max_shape=max_shape)
+    if dla_core is not None and meta.precision == "fp32":
+        raise InputError("DLA runs fp16 or int8 only; export with --precision fp16 or int8 for --dla-core")
+    check_trt_ops(onnx_path)
+    trt = import_tensorrt()
+    major = int(trt.__version__.split(".")[0])
+    strongly = major >= 11 if strongly_typed is None else strongly_typed
+    logger = trt.Logger(trt.Logger.WARNING)
+    try:
+        builder = trt.Builder(logger)
+    except (TypeError, RuntimeError) as exc:  # no GPU/driver: the factory returns nullptr
+        raise MissingDependencyError(f"TensorRT could not start on this machine ({exc}); {INSTALL_HINT}") from None
+    flags = 0
+    if strongly and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    # the parser owns the weights the network points at: keep it alive until the build is done
+    network, _parser = _parse(trt, builder, flags, onnx_path, logger)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if not strongly:
+        _set_precision_flags(trt, config, meta.precision)
+    tensor = network.get_input(0)
+    if -1 in tuple(tensor.shape):
+        points = profile.for_layout(meta.input_kind)
+        opt_profile = builder.create_optimization_profile()
+        opt_profile.set_shape(tensor.name, points["min"], points["opt"], points["max"])
+        config.add_optimization_profile(opt_profile)
+    cache_file = _timing_cache_path(out, timing_cache)
+    if cache_file is not None:
+        data = cache_file.read_bytes() if cache_file.is_file() else b""
+        if not config.set_timing_cache(config.create_timing_cache(data), False):
+            log.warning("timing cache %s is from another TensorRT or GPU; starting a new one", cache_file)
+            config.set_timing_cache(config.create_timing_cache(b""), False)
+    if version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if hardware_compatibility != "none":
+        config.hardware_compatibility_level = getattr(
+            trt.HardwareCompatibilityLevel, HARDWARE_LEVELS[hardware_compatibility])
+    if dla_core is not None:
+        _use_dla(trt, builder, config, dla_core)
+    log.info("building a TensorRT %s engine from %s (minutes for a large model)", trt.__version__, onnx_path)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"TensorRT could not build an engine from {onnx_path}; its log above says why "
+                          "(a larger --workspace or smaller --max shape often helps)")
+    atomic_write_bytes(out, memoryview(serialized).tobytes())
+    if cache_file is not None:
+        atomic_write_bytes(cache_file, memoryview(config.get_timing_cache().serialize()).tobytes())
+    name, cc = gpu_info()
+    write_sidecar(out, meta, tensorrt_info(
+        version=trt.__version__, gpu=name, compute_capability=cc, profile=profile,
+        input_kind=meta.input_kind, precision=meta.precision, strongly_typed=strongly,
+        version_compatible=version_compatible, hardware_compatibility=hardware_compatibility,
+        dla_core=dla_core, workspace_gib=workspace_gib, onnx=onnx_path.name,
+    ))
+    return out
+
+
+def _set_precision_flags(trt: Any, config: Any, precision: str) -> None:
+    # TensorRT 10 weak typing: fp32 layers stay fp32 unless a flag allows lower precision
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ nodes: explicit quantisation, no calibrator
+
+
+def _timing_cache_path(engine: Path, timing_cache: str | Path | bool) -> Path | None:
+    if timing_cache is False:
+        return None
+    if timing_cache is True:
+        return engine.with_suffix(".timing.cache")
+    return Path(timing_cache)
+
+
+def _use_dla(trt: Any, builder: Any, config: Any, core: int) -> None:
+    cores = builder.num_DLA_cores
+    if not 0 <= core < cores:
+        raise InputError(f"DLA core {core} does not exist here ({cores} DLA cores); "
+                         "DLA exists on Jetson/DRIVE devices only")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+
+__all__ = ["HARDWARE_LEVELS", "ProfileShapes", "build_engine", "gpu_info"]

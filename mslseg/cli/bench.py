@@ -1,0 +1,96 @@
+"""`mslseg bench`: a side-by-side throughput and latency table of models and backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_COLUMNS = ("model", "backend", "variant", "device", "batch", "HxW", "ms/batch", "infer ms", "FPS", "agree")
+
+
+def _ints(text: str, what: str) -> list[int]:
+    from mslseg.runtime.errors import InputError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise InputError(f"{what} '{text}' is not a comma-separated list of positive integers (1,4)")
+    return values
+
+
+def _table(report, threads):
+    from rich.table import Table
+
+    table = Table(title=f"mslseg bench ({report.machine['cores']} cores, threads {threads or 'default'})")
+    for i, col in enumerate(_COLUMNS):
+        table.add_column(col, justify="left" if i < 4 else "right")
+    for r in report.rows:
+        agree = "" if r.agree is None else f"{100 * r.agree:.1f}%"
+        table.add_row(r.model, r.backend, r.variant, r.device, str(r.batch), f"{r.size[0]}x{r.size[1]}",
+                      f"{r.ms:.1f}", f"{r.infer_ms:.1f}", f"{r.fps:.2f}", agree)
+    return table
+
+
+def _speedups(rows) -> list[str]:
+    """Per input size and batch: the fastest runtime row against the fastest PyTorch row."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((tuple(r.size), r.batch), []).append(r)
+    lines = []
+    for ((h, w), b), group in groups.items():
+        torch_rows = [r for r in group if r.backend == "torch"]
+        other = [r for r in group if r.backend != "torch"]
+        if torch_rows and other:
+            best, base = max(other, key=lambda r: r.fps), max(torch_rows, key=lambda r: r.fps)
+            lines.append(f"{h}x{w} b{b}: fastest runtime {best.model} {best.fps:.2f} FPS = "
+                         f"{best.fps / base.fps:.2f}x the fastest PyTorch ({base.model}, {base.fps:.2f} FPS)")
+    return lines
+
+
+def bench(
+    models: Annotated[list[Path], typer.Argument(
+        help="Models to compare: .pt (PyTorch), .onnx (fp32/fp16/int8), .engine/.plan (TensorRT).")],
+    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
+    size: Annotated[list[str] | None, typer.Option(
+        help="Input size HEIGHTxWIDTH; repeat for several (default 256x512).")] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed runs before timing.")] = 2,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs; the median is reported.")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
+    threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = None,
+    torch_fast: Annotated[bool, typer.Option(
+        help="Also time PyTorch with bf16 autocast + channels_last.")] = True,
+    pipeline_frames: Annotated[int, typer.Option(
+        min=0, help="Frames of the generated video for the pipeline-vs-model check (0: skip).")] = 60,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the table as JSON.")]
+    = Path("bench.json"),
+) -> None:
+    """Time models across backends, batch sizes and input sizes; print a table and write JSON."""
+    from rich.console import Console
+
+    from mslseg.cli.infer import parse_size
+    from mslseg.runtime.atomic import atomic_write_text
+    from mslseg.runtime.benchmark import bench_models
+
+    sizes = [parse_size(s) for s in (size or ["256x512"])]
+    batches = _ints(batch, "--batch")
+    progress = Console(stderr=True)
+
+    def on_row(r) -> None:
+        progress.print(f"  {r.model} b{r.batch} {r.size[0]}x{r.size[1]}: {r.ms:.1f} ms", highlight=False)
+
+    report = bench_models(models, batch_sizes=batches, sizes=sizes, warmup=warmup, repeats=repeats,
+                          device=device, threads=threads, torch_fast=torch_fast,
+                          pipeline_frames=pipeline_frames, on_row=on_row)
+    Console().print(_table(report, threads))
+    for p in report.pipeline:
+        typer.echo(f"pipeline {p.model} b{p.batch} {p.size[0]}x{p.size[1]}: {p.pipeline_fps:.2f} FPS over "
+                   f"{p.frames} frames vs model-only {p.model_fps:.2f} FPS = {p.ratio:.2f}x")
+    for line in _speedups(report.rows):
+        typer.echo(line)
+    atomic_write_text(out, json.dumps(report.to_dict(), indent=2))
+    typer.echo(f"wrote {out}")

@@ -1,0 +1,140 @@
+"""`mslseg infer`: segment videos, images, cameras and streams with an exported model."""
+
+from __future__ import annotations
+
+import signal
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class LabelFormat(str, Enum):
+    png = "png"
+    npz = "npz"
+    none = "none"
+
+
+class AreaFormat(str, Enum):
+    csv = "csv"
+    json = "json"
+    none = "none"
+
+
+class Codec(str, Enum):
+    auto = "auto"
+    h264 = "h264"
+    mp4v = "mp4v"
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'256x512' (height x width) -> (256, 512)."""
+    from mslseg.runtime.errors import InputError
+
+    if not text:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise InputError(f"--size '{text}' is not HEIGHTxWIDTH (for example 512x1024)")
+    return int(parts[0]), int(parts[1])
+
+
+def infer(
+    sources: Annotated[list[str], typer.Argument(
+        help="Videos, images, folders, globs (quoted), a camera index (0) or an rtsp:// / http:// URL.")],
+    model: Annotated[Path, typer.Option(
+        "--model", "-m", help="Model: .onnx, .engine/.plan (with its .json), or .pt.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Output folder (refused if it exists and is not empty).")] = Path("mslseg_out"),
+    batch: Annotated[int, typer.Option(min=1, help="Frames per model run.")] = 1,
+    stride: Annotated[int, typer.Option(min=1, help="Take every K-th frame.")] = 1,
+    start: Annotated[str | None, typer.Option(
+        help="First frame: a frame number (120) or a time (2.5s, 1:30).")] = None,
+    end: Annotated[str | None, typer.Option(help="Stop before this frame number or time.")] = None,
+    labels: Annotated[LabelFormat, typer.Option(
+        help="Label maps: a lossless PNG per frame, one .npz per video, or none.")] = LabelFormat.png,
+    areas: Annotated[AreaFormat, typer.Option(
+        help="Per-frame class areas: areas.csv, areas.jsonl, or none.")] = AreaFormat.csv,
+    overlay: Annotated[bool, typer.Option(
+        help="Write an overlay video (overlay images for image sources).")] = True,
+    alpha: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Weight of the label colours in the overlay.")] = 0.5,
+    codec: Annotated[Codec, typer.Option(
+        help="Overlay codec: auto (H.264 via PyAV, else mp4v), h264, mp4v.")] = Codec.auto,
+    size: Annotated[str | None, typer.Option(
+        help="Run the model at HEIGHTxWIDTH (labels are resized back).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="ONNX Runtime intra-op threads (default: one per core).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace files in an existing output folder.")] = False,
+    show: Annotated[bool, typer.Option(help="Show a live window (needs a display); q or Esc stops.")] = False,
+) -> None:
+    """Segment frames and write an overlay video, label maps, class areas and a summary."""
+    from mslseg.runtime.errors import DataError
+    from mslseg.runtime.infer_job import InferOptions, check_output_folder, run_infer
+    from mslseg.runtime.segmenter import Segmenter
+    from mslseg.runtime.sources import FrameRange, open_sources
+
+    opts = InferOptions(out=out, labels=labels.value, areas=areas.value, overlay=overlay, alpha=alpha,
+                        codec=codec.value, overwrite=overwrite, show=show)
+    check_output_folder(out, overwrite)
+    model_size = parse_size(size)
+    frames = FrameRange(start, end, stride)
+    opened = []
+    try:
+        for spec in sources:
+            opened.extend(open_sources(spec, frames))
+        with Segmenter(model, device=device, batch_size=batch, size=model_size, threads=threads) as segmenter:
+            summary = _run_with_progress(opened, segmenter, opts, run_infer)
+    finally:
+        for source in opened:
+            source.close()
+    typer.echo(summary.line())
+    if summary.interrupted:
+        typer.echo("interrupted: the outputs hold the frames processed before Ctrl-C", err=True)
+        raise typer.Exit(130)
+    problems = summary.problems
+    if problems:
+        more = f" (and {len(problems) - 1} more, in {out / 'summary.json'})" if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
+
+
+def _run_with_progress(sources, segmenter, opts, run_infer):
+    import threading
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class FpsColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed or 0:5.1f} fps")
+
+    console = Console(stderr=True)
+    expected = [s.expected for s in sources]
+    total = sum(expected) if all(e is not None for e in expected) else None
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch and close files; second: abort
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               FpsColumn(), TimeRemainingColumn()]
+    try:
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+            task = progress.add_task(segmenter.path.name, total=total)
+            return run_infer(sources, segmenter, opts, stop=stop, on_frame=lambda r: progress.advance(task))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,127 @@
+"""Unlabelled target frames straight from video files, so footage needs no extraction first.
+
+The frames are indexed at construction from each file's frame count (every `stride`-th frame, or
+`frames` spread evenly over each file) and decoded lazily by seeking. Open captures are cached per
+process and never pickled, so DataLoader workers open their own.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mslseg.runtime.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
+_OPEN_CAPTURES = 4  # captures kept open per process
+
+
+def find_videos(spec: str) -> list[Path]:
+    """The video files `spec` names: one file, a folder (its videos, sorted), or a glob pattern."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        found = [path]
+    elif path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    elif glob.has_magic(spec):
+        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
+                       if Path(p).suffix.lower() in VIDEO_SUFFIXES)
+    else:
+        raise DataError(f"video source {spec} does not exist; give a video file, a folder of videos or a glob")
+    if not found:
+        raise DataError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) found at {spec}; check the path or pattern")
+    return found
+
+
+def frame_positions(count: int, stride: int, frames: int | None) -> list[int]:
+    """Frame numbers to take from a file of `count` frames: `frames` spread evenly, else every `stride`-th."""
+    if frames is not None:
+        if frames < 1:
+            raise ConfigError(f"video_frames must be >= 1, got {frames}")
+        return sorted({int(round(v)) for v in np.linspace(0, count - 1, num=min(frames, count))})
+    if stride < 1:
+        raise ConfigError(f"video_stride must be >= 1, got {stride}")
+    return list(range(0, count, stride))
+
+
+class VideoFrames:
+    """A `FrameSource` over frames of one or more video files (unlabelled)."""
+
+    labelled = False
+
+    def __init__(self, videos: list[Path], stride: int = 30, frames: int | None = None,
+                 limit: int | None = None):
+        self.index: list[tuple[Path, int]] = []
+        for video in videos:
+            count = _usable_count(video)
+            self.index += [(video, n) for n in frame_positions(count, stride, frames)]
+        if limit is not None:
+            self.index = self.index[:limit]
+        self._captures: OrderedDict[Path, cv2.VideoCapture] = OrderedDict()
+        log.info("video: %d frames from %d file(s)", len(self.index), len(videos))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def load(self, index: int) -> tuple[np.ndarray, None, str]:
+        video, n = self.index[index]
+        frame = _read_at(self._capture(video), n)
+        if frame is None:
+            raise DataError(f"could not decode frame {n} of {video}; the file may be damaged: "
+                            "re-encode it (e.g. ffmpeg -i in.mp4 out.mp4) or leave it out")
+        return frame, None, f"{video.name}#{n:06d}"
+
+    def _capture(self, video: Path) -> cv2.VideoCapture:
+        if video in self._captures:
+            self._captures.move_to_end(video)
+            return self._captures[video]
+        cap = _open(video)
+        self._captures[video] = cap
+        while len(self._captures) > _OPEN_CAPTURES:
+            self._captures.popitem(last=False)[1].release()
+        return cap
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_captures"] = OrderedDict()  # a VideoCapture cannot cross processes
+        return state
+
+
+def _open(video: Path) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise DataError(f"cannot open video {video}; check that it is a readable "
+                        f"{'/'.join(VIDEO_SUFFIXES)} file OpenCV can decode")
+    return cap
+
+
+def _read_at(cap: cv2.VideoCapture, n: int) -> np.ndarray | None:
+    cap.set(cv2.CAP_PROP_POS_FRAMES, n)
+    ok, frame = cap.read()
+    return frame if ok and frame is not None else None
+
+
+def _usable_count(video: Path) -> int:
+    """Frames of `video`: the container's count if its last frame decodes, else counted by reading."""
+    cap = _open(video)
+    try:
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if count > 0 and _read_at(cap, count - 1) is not None:
+            return count
+        log.info("%s: frame count %d is unreliable; counting frames", video, count)
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        counted = 0
+        while cap.grab():
+            counted += 1
+    finally:
+        cap.release()
+    if counted == 0:
+        raise DataError(f"video {video} has no decodable frames; re-encode it or leave it out")
+    return counted

@@ -1,0 +1,230 @@
+"""`run_infer`: sources -> `segment_stream` -> overlay video, label maps, class areas, summary.
+
+What `mslseg infer` runs. Layout of the output folder:
+
+    <stem>_overlay.mp4          per video / camera / stream source
+    overlays/<image>.jpg        per image of an image source
+    labels/<stem>/<frame>.png   --labels png (frame = 6-digit index, or the image's name)
+    labels/<stem>.npz           --labels npz
+    areas.csv | areas.jsonl     class pixel fractions per frame (--areas csv | json)
+    summary.json                frames, FPS, per-stage ms, per-source problems
+
+Each file appears under its final name only when complete; a failure removes the partial ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text
+from mslseg.runtime.errors import InputError
+from mslseg.runtime.pipeline import StreamResult, segment_stream
+from mslseg.runtime.result_writers import AreaTable, LabelNpz, LabelPngFolder
+from mslseg.runtime.segmenter import Segmenter
+from mslseg.runtime.video_writer import open_video_writer
+from mslseg.runtime.viz import overlay, palette_lut
+
+log = logging.getLogger(__name__)
+
+LABEL_FORMATS = ("png", "npz", "none")
+AREA_FORMATS = ("csv", "json", "none")
+STAGES = ("decode", "pre", "infer", "post", "encode")
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    out: Path
+    labels: str = "png"  # png | npz | none
+    areas: str = "csv"  # csv | json | none
+    overlay: bool = True  # overlay video (or images) of the labels over the frames
+    alpha: float = 0.5  # weight of the label colours in the overlay
+    codec: str = "auto"  # overlay video codec: auto (H.264 if PyAV has it, else mp4v) | h264 | mp4v
+    overwrite: bool = False  # replace files in an existing, non-empty output folder
+    show: bool = False  # a live window
+    queue_size: int = 4  # batches waiting between decode, inference and encode
+
+    def __post_init__(self) -> None:
+        if self.labels not in LABEL_FORMATS:
+            raise InputError(f"unknown label format '{self.labels}'; valid: {', '.join(LABEL_FORMATS)}")
+        if self.areas not in AREA_FORMATS:
+            raise InputError(f"unknown areas format '{self.areas}'; valid: {', '.join(AREA_FORMATS)}")
+
+
+@dataclass
+class SourceReport:
+    name: str
+    kind: str
+    frames: int = 0
+    expected: int | None = None
+    outputs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InferSummary:
+    out: Path
+    model: str
+    frames: int
+    seconds: float
+    stage_ms: dict[str, float]  # mean per frame
+    sources: list[SourceReport]
+    interrupted: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for s in self.sources for p in s.problems]
+
+    def line(self) -> str:
+        stages = " ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
+        head = "interrupted: " if self.interrupted else ""
+        return (f"{head}{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} FPS; "
+                f"ms/frame: {stages}) -> {self.out}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"], d["fps"] = str(self.out), round(self.fps, 3)
+        return d
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty existing folder unless `overwrite` (checked before anything is written)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"output folder {out} exists and is not empty; "
+                         "pass --overwrite or choose another --out")
+
+
+class _SourceOutputs:
+    """The per-source writers; opened lazily (the first frame gives the video size)."""
+
+    def __init__(self, source: Any, stem: str, opts: InferOptions, segmenter: Segmenter,
+                 lut: np.ndarray) -> None:
+        self.source, self.opts, self.lut, self.meta = source, opts, lut, segmenter.meta
+        self.still = source.kind == "images"
+        self.video = None
+        self.video_path = opts.out / f"{stem}_overlay.mp4"
+        label_dir = opts.out / "labels"
+        self.labels: LabelPngFolder | LabelNpz | None = None
+        if opts.labels != "none":
+            label_dir.mkdir(parents=True, exist_ok=True)
+            self.labels = (LabelPngFolder(label_dir / stem) if opts.labels == "png"
+                           else LabelNpz(label_dir / f"{stem}.npz", self.meta))
+        if opts.overlay and self.still:
+            (opts.out / "overlays").mkdir(parents=True, exist_ok=True)
+
+    def write(self, item: StreamResult, areas: AreaTable | None) -> np.ndarray | None:
+        frame, labels = item.frame, item.result.labels
+        wanted = self.opts.overlay or self.opts.show
+        picture = overlay(frame.image, labels, self.lut, self.opts.alpha) if wanted else None
+        if self.opts.overlay and self.still:
+            import cv2
+
+            ok, data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            atomic_write_bytes(self.opts.out / "overlays" / f"{Path(frame.name).stem}.jpg", data.tobytes())
+        elif self.opts.overlay:
+            if self.video is None:
+                self.video = open_video_writer(self.video_path, self.source.fps, labels.shape,
+                                               self.opts.codec)
+            self.video.write(picture)
+        if isinstance(self.labels, LabelPngFolder):
+            self.labels.write(Path(frame.name).stem if frame.name else f"{frame.index:06d}", labels)
+        elif isinstance(self.labels, LabelNpz):
+            self.labels.write(frame.index, labels)
+        if areas is not None:
+            areas.write(self.source.name, frame.index, frame.time_s, frame.name,
+                        item.result.class_fractions(self.meta.num_classes))
+        return picture
+
+    def close(self) -> list[str]:
+        done = [w.close() for w in (self.video, self.labels) if w is not None]
+        if self.opts.overlay and self.still:
+            done.append(self.opts.out / "overlays")
+        return [str(p) for p in done]
+
+    def abort(self) -> None:
+        for w in (self.video, self.labels):
+            if w is not None:
+                with suppress(Exception):
+                    w.abort()
+
+
+def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
+              on_frame: Callable[[SourceReport], None] | None = None,
+              stop: threading.Event | None = None) -> InferSummary:
+    """Segment every source into `opts.out` (see the module docstring); `stop` ends the run cleanly."""
+    check_output_folder(opts.out, opts.overwrite)
+    window = None
+    if opts.show:
+        from mslseg.runtime.display import Window
+
+        window = Window(f"mslseg: {segmenter.path.name}")
+    opts.out.mkdir(parents=True, exist_ok=True)
+    stop = stop or threading.Event()
+    lut = palette_lut(segmenter.meta, "bgr")
+    areas = None
+    if opts.areas != "none":
+        name = "areas.csv" if opts.areas == "csv" else "areas.jsonl"
+        areas = AreaTable(opts.out / name, segmenter.meta, opts.areas)
+    totals = dict.fromkeys(STAGES, 0.0)
+    reports: list[SourceReport] = []
+    stems: set[str] = set()
+    start = time.perf_counter()
+    try:
+        for source in sources:
+            if stop.is_set():
+                break
+            stem, n = source.stem, 2
+            while stem in stems:
+                stem, n = f"{source.stem}_{n}", n + 1
+            stems.add(stem)
+            report = SourceReport(source.name, source.kind, expected=source.expected)
+            reports.append(report)
+            outputs = _SourceOutputs(source, stem, opts, segmenter, lut)
+            try:
+                for item in segment_stream(source, segmenter, stop=stop, queue_size=opts.queue_size,
+                                           drop_late=source.live):
+                    t0 = time.perf_counter()
+                    picture = outputs.write(item, areas)
+                    if window is not None and not window.show(picture):
+                        stop.set()
+                    t = item.result.timings
+                    for key, value in (("decode", item.decode_ms), ("pre", t.pre_ms), ("infer", t.infer_ms),
+                                       ("post", t.post_ms), ("encode", (time.perf_counter() - t0) * 1e3)):
+                        totals[key] += value
+                    report.frames += 1
+                    if on_frame is not None:
+                        on_frame(report)
+            except BaseException:
+                outputs.abort()
+                raise
+            report.outputs = outputs.close()
+            report.problems.extend(source.problems)
+            source.close()
+        if areas is not None:
+            areas.close()
+            areas = None
+    finally:
+        if areas is not None:
+            areas.abort()
+        if window is not None:
+            window.close()
+    frames = sum(r.frames for r in reports)
+    summary = InferSummary(opts.out, segmenter.describe(), frames, time.perf_counter() - start,
+                           {k: round(v / max(frames, 1), 3) for k, v in totals.items()}, reports,
+                           interrupted=stop.is_set())
+    atomic_write_text(opts.out / "summary.json", json.dumps(summary.to_dict(), indent=2))
+    return summary

@@ -1,0 +1,117 @@
+"""Label maps and class-area tables, written crash-safely and with flat memory on long videos.
+
+- `LabelPngFolder`: one lossless PNG per frame (8-bit, 16-bit past 255 classes) into a hidden
+  partial folder that is renamed to its final name when the source is complete.
+- `LabelNpz`: one compressed .npz per video, streamed: each frame is its own array entry
+  (``frame_000123``), plus ``frame_index`` and ``class_names``; nothing accumulates in memory.
+- `AreaTable`: per frame, the fraction of pixels of each class, as CSV or JSON Lines.
+Every writer has `close()` (publish under the final name) and `abort()` (drop the partial file).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mslseg.runtime.errors import DataError
+from mslseg.runtime.metadata import ModelMeta
+
+
+def partial_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+def publish(tmp: Path, final: Path) -> Path:
+    """Rename `tmp` to `final`, replacing a file or folder there (only --overwrite lets one exist)."""
+    if final.is_dir() and not final.is_symlink():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+class LabelPngFolder:
+    def __init__(self, folder: Path) -> None:
+        self.path, self._tmp = folder, partial_name(folder)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp.mkdir(parents=True)
+
+    def write(self, name: str, labels: np.ndarray) -> None:
+        import cv2
+
+        ok, data = cv2.imencode(".png", labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise DataError(f"cannot encode the label map {name} as PNG")
+        (self._tmp / f"{name}.png").write_bytes(data.tobytes())
+
+    def close(self) -> Path:
+        return publish(self._tmp, self.path)
+
+    def abort(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class LabelNpz:
+    def __init__(self, path: Path, meta: ModelMeta) -> None:
+        self.path, self._tmp = path, partial_name(path)
+        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
+        self._indices: list[int] = []
+        self._names = np.asarray(meta.class_names)
+
+    def _put(self, name: str, array: np.ndarray) -> None:
+        with self._zip.open(f"{name}.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+
+    def write(self, index: int, labels: np.ndarray) -> None:
+        self._put(f"frame_{index:06d}", labels)
+        self._indices.append(index)
+
+    def close(self) -> Path:
+        self._put("frame_index", np.asarray(self._indices, np.int64))
+        self._put("class_names", self._names)
+        self._zip.close()
+        with open(self._tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        return publish(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._zip.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class AreaTable:
+    """fmt "csv": columns source, frame, time_s, image, then one per class; "json": one object a line."""
+
+    def __init__(self, path: Path, meta: ModelMeta, fmt: str) -> None:
+        self.path, self._tmp, self._fmt = path, partial_name(path), fmt
+        self._names = list(meta.class_names)
+        self._file = open(self._tmp, "w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._file) if fmt == "csv" else None
+        if self._csv:
+            self._csv.writerow(["source", "frame", "time_s", "image", *self._names])
+
+    def write(self, source: str, index: int, time_s: float | None, image: str, fractions: np.ndarray) -> None:
+        t = None if time_s is None else round(time_s, 4)
+        if self._csv:
+            self._csv.writerow([source, index, "" if t is None else t, image,
+                                *(f"{v:.6f}" for v in fractions)])
+        else:
+            areas = {n: round(float(v), 6) for n, v in zip(self._names, fractions, strict=True)}
+            row: dict[str, Any] = {"source": source, "frame": index, "time_s": t, "image": image,
+                                   "areas": areas}
+            self._file.write(json.dumps(row) + "\n")
+
+    def close(self) -> Path:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return publish(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)

@@ -1,0 +1,188 @@
+"""`Segmenter`: frames in, label maps out, on any backend and any export variant.
+
+Frames of different sizes in one call are grouped by size and each group runs in batches of
+`batch_size`; a model with a static input size gets every frame resized to that size (bilinear)
+and its labels resized back (nearest neighbour), so every result is at its frame's resolution.
+A static batch is filled up with blank frames whose outputs are dropped.
+
+Thread safety: one Segmenter may be called from several threads at once. The host steps keep no
+state; ONNX Runtime and torch run concurrent calls as they are; the TensorRT backend serialises
+them with a lock around its one execution context. `close()` waits for calls in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from mslseg.runtime.backend import Backend, open_backend
+from mslseg.runtime.errors import BackendError, InputError, ModelFormatError
+from mslseg.runtime.host_ops import as_frames, to_graph_input, to_labels
+from mslseg.runtime.metadata import ModelMeta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """This frame's share of its batch's time, in milliseconds (batch time / frames in the batch)."""
+
+    pre_ms: float  # host preprocessing: resize, stack, channel order, normalisation
+    infer_ms: float  # the backend's run, copies to and from the device included
+    post_ms: float  # argmax / confidence on the host where the graph has none, resize back
+    batch: int  # how many frames shared the batch
+
+    @property
+    def total_ms(self) -> float:
+        return self.pre_ms + self.infer_ms + self.post_ms
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The result for one frame."""
+
+    labels: np.ndarray  # (H, W) uint8, uint16 past 255 classes, at the frame's resolution
+    confidence: np.ndarray | None  # (H, W) float32 max class probability, or None
+    timings: Timings
+
+    def class_fractions(self, num_classes: int) -> np.ndarray:
+        """(num_classes,) float64: the fraction of the frame's pixels given to each class."""
+        counts = np.bincount(self.labels.ravel(), minlength=num_classes)[:num_classes]
+        return counts / max(self.labels.size, 1)
+
+
+class Segmenter:
+    """Run a segmentation model (.onnx, .engine/.plan, .pt) on uint8 frames.
+
+    device: "auto" (best available), "cpu", "cuda[:N]", "tensorrt[:N]" (ONNX Runtime's TensorRT EP).
+    batch_size: frames per model run (a static-batch model uses its own).
+    providers: ONNX Runtime provider list, instead of device (.onnx only).
+    confidence: None: whatever the graph gives; True: always (computed on the host from logits or
+        probabilities when the graph has no confidence output); False: never.
+    size: (height, width) to run the model at instead of each frame's own size.
+    threads: ONNX Runtime intra-op threads (None: one per physical core).
+    warmup: run one batch at construction; True uses the model's static size, `size`, or 64x64;
+        a (height, width) warms up at that size (first runs at a new size are slow on some EPs).
+    cache_dir: engine and timing caches of ONNX Runtime's TensorRT EP.
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 1,
+                 providers: list[Any] | None = None, *, confidence: bool | None = None,
+                 size: tuple[int, int] | None = None, threads: int | None = None,
+                 warmup: bool | tuple[int, int] = True, cache_dir: str | Path | None = None,
+                 **backend_options: Any) -> None:
+        if int(batch_size) < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise InputError(f"size must be (height, width) with both >= 1, got {size}")
+        self.path = Path(path)
+        self._state = threading.Condition()
+        self._in_flight = 0
+        self._backend: Backend | None = open_backend(
+            self.path, device=device, providers=providers, threads=threads, cache_dir=cache_dir,
+            confidence=bool(confidence), **backend_options)
+        backend = self._backend
+        self.meta: ModelMeta = backend.meta
+        self.backend_name, self.device = backend.name, backend.device
+        self.batch_size = backend.fixed_batch or min(int(batch_size), backend.max_batch or int(batch_size))
+        self.size = backend.fixed_size or (tuple(size) if size else None)
+        graph_conf = backend.meta.confidence or backend.meta.output_kind != "labels"
+        if confidence and not graph_conf:
+            self.close()
+            raise ModelFormatError(f"{self.path} outputs labels only, so no confidence can be computed; "
+                                   "re-export it with a confidence output, or leave confidence off")
+        self._want_conf = backend.meta.confidence if confidence is None else bool(confidence)
+        if warmup:
+            h, w = warmup if isinstance(warmup, tuple) else (self.size or (64, 64))
+            self.segment([np.zeros((h, w, 3), np.uint8)] * self.batch_size)
+
+    @property
+    def num_classes(self) -> int:
+        return self.meta.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.meta.class_names
+
+    def __call__(self, frames: Any, rgb: bool = False) -> Segmentation | list[Segmentation]:
+        """One HxWx3 frame -> one Segmentation; a batch (list or (N,H,W,3) array) -> a list.
+
+        Frames are BGR (as OpenCV reads them) unless rgb=True.
+        """
+        checked, single = as_frames(frames)
+        results = self.segment(checked, rgb=rgb)
+        return results[0] if single else results
+
+    def segment(self, frames: list[np.ndarray], rgb: bool = False) -> list[Segmentation]:
+        """Checked HxWx3 uint8 frames -> one Segmentation each, in order (see `__call__`)."""
+        with self._state:
+            if self._backend is None:
+                raise BackendError(f"the segmenter for {self.path.name} is closed; create a new one")
+            self._in_flight += 1
+        try:
+            order = "rgb" if rgb else "bgr"
+            groups: dict[tuple[int, int], list[int]] = {}
+            for i, f in enumerate(frames):
+                groups.setdefault(self.size or f.shape[:2], []).append(i)
+            results: list[Segmentation | None] = [None] * len(frames)
+            for size, indices in groups.items():
+                for start in range(0, len(indices), self.batch_size):
+                    chunk = indices[start:start + self.batch_size]
+                    for i, res in zip(chunk, self._run([frames[i] for i in chunk], size, order), strict=True):
+                        results[i] = res
+            return results  # type: ignore[return-value]
+        finally:
+            with self._state:
+                self._in_flight -= 1
+                self._state.notify_all()
+
+    def _run(self, frames: list[np.ndarray], size: tuple[int, int], order: str) -> list[Segmentation]:
+        backend = self._backend
+        t0 = time.perf_counter()
+        h, w = size
+        resized = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
+                   for f in frames]
+        x = to_graph_input(resized, self.meta, order, backend.input_dtype, backend.fixed_batch)
+        t1 = time.perf_counter()
+        out, conf = backend.infer(x)
+        t2 = time.perf_counter()
+        labels, confidence = to_labels(out[: len(frames)], None if conf is None else conf[: len(frames)],
+                                       self.meta, self._want_conf)
+        per_frame = []
+        for i, f in enumerate(frames):
+            lab, cf = labels[i], None if confidence is None else confidence[i]
+            fh, fw = f.shape[:2]
+            if (fh, fw) != (h, w):
+                lab = cv2.resize(lab, (fw, fh), interpolation=cv2.INTER_NEAREST)
+                cf = None if cf is None else cv2.resize(cf, (fw, fh), interpolation=cv2.INTER_LINEAR)
+            per_frame.append((lab, cf))
+        t3 = time.perf_counter()
+        n = len(frames)
+        timings = Timings((t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n, n)
+        return [Segmentation(lab, cf, timings) for lab, cf in per_frame]
+
+    def describe(self) -> str:
+        """One line: model file, backend, device, precision, I/O variant."""
+        m = self.meta
+        return (f"{self.path.name}: {self.backend_name} on {self.device}, {m.precision}, "
+                f"{m.input_kind} in, {m.output_kind} out, {m.num_classes} classes")
+
+    def close(self) -> None:
+        """Release the model (waits for calls in flight); later calls raise BackendError."""
+        with self._state:
+            self._state.wait_for(lambda: self._in_flight == 0)
+            backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,225 @@
+"""Frame sources: video files, images, folders, globs, a camera index, an RTSP/HTTP URL.
+
+`open_sources(spec, ...)` turns one SOURCE argument into sources, each an iterable of `Frame`s
+(BGR uint8) with a name, fps and size. Frame stride and a start/end range (frame numbers, or
+times like "2.5s", "1:30") apply to each source. Problems that do not stop a run (an unreadable
+image skipped, a video whose decoding stopped early) are collected in `source.problems`.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from mslseg.runtime.errors import DataError, InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own stderr chatter; errors come as ours
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray  # (H, W, 3) uint8 BGR
+    index: int  # position in the source, counted before stride and range
+    time_s: float | None  # timestamp in the source (index / fps); None for still images
+    name: str = ""  # the image file's name; empty for video frames
+
+
+def parse_position(text: str | None) -> tuple[str, float] | None:
+    """'120' -> ('frame', 120); '2.5s', '1:30', '0:01:30.5' -> ('time', seconds); None -> None."""
+    if text is None or str(text).strip() == "":
+        return None
+    s = str(text).strip().lower()
+    if re.fullmatch(r"\d+", s):
+        return "frame", float(s)
+    if re.fullmatch(r"\d+(\.\d+)?s", s):
+        return "time", float(s[:-1])
+    if re.fullmatch(r"\d+(:\d{1,2}){1,2}(\.\d+)?", s):
+        seconds = 0.0
+        for part in s.split(":"):
+            seconds = seconds * 60 + float(part)
+        return "time", seconds
+    raise InputError(f"cannot read position '{text}'; use a frame number (120) or a time (2.5s, 1:30)")
+
+
+@dataclass
+class FrameRange:
+    """Which frames to take: [start, end) by frame number or time, every `stride`-th."""
+
+    start: str | None = None
+    end: str | None = None
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        if self.stride < 1:
+            raise InputError(f"stride must be >= 1, got {self.stride}")
+        self._start, self._end = parse_position(self.start), parse_position(self.end)
+
+    def bounds(self, fps: float | None, what: str) -> tuple[int, int | None]:
+        def to_frame(pos: tuple[str, float] | None) -> int | None:
+            if pos is None:
+                return None
+            if pos[0] == "time" and not fps:
+                raise InputError(f"{what} has no frame rate, so a time range cannot apply; use frame numbers")
+            return int(round(pos[1] * fps)) if pos[0] == "time" else int(pos[1])
+
+        start, end = to_frame(self._start) or 0, to_frame(self._end)
+        if end is not None and end <= start:
+            raise InputError(f"the range {self.start or 0}..{self.end} of {what} is empty; "
+                             "end must be after start")
+        return start, end
+
+
+@dataclass
+class ImageSequence:
+    """Still images, one frame each, in sorted order; unreadable ones are skipped and reported."""
+
+    paths: list[Path]
+    name: str
+    frames: FrameRange = field(default_factory=FrameRange)
+    kind: str = "images"
+    live: bool = False
+    fps: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        start, end = self.frames.bounds(None, self.name)
+        self._selected = list(enumerate(self.paths))[start:end][:: self.frames.stride]
+        if not self._selected:
+            raise InputError(f"the range leaves no images of {self.name} to process")
+        self.stem = safe_stem(self.name)
+        self.expected = len(self._selected)
+
+    def __iter__(self) -> Iterator[Frame]:
+        import cv2
+
+        for index, path in self._selected:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                self.problems.append(f"{path}: not a readable image, skipped")
+                log.info("%s: not a readable image, skipped", path)
+                continue
+            yield Frame(image, index, None, path.name)
+
+    def close(self) -> None:
+        pass
+
+
+class VideoSource:
+    """A video file, camera or stream decoded by OpenCV's FFmpeg; reports where decoding stopped."""
+
+    def __init__(self, target: str | int, name: str, kind: str, frames: FrameRange | None = None) -> None:
+        import cv2
+
+        self.name, self.kind, self.live = name, kind, kind in ("camera", "stream")
+        self.stem = safe_stem(name)
+        self.frames = frames or FrameRange()
+        self.problems: list[str] = []
+        self._cap = (cv2.VideoCapture(target) if kind == "camera"
+                     else cv2.VideoCapture(str(target), cv2.CAP_FFMPEG))
+        if not self._cap.isOpened():
+            raise DataError(_open_failure(name, kind))
+        ok, first = self._cap.read()
+        if not ok or first is None:
+            self._cap.release()
+            raise DataError(f"{name} has no decodable frames; the file is corrupt or truncated")
+        self._first = first
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0 < fps < 1000 else None
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = count if count > 0 and not self.live else None
+        self.size = first.shape[:2]
+        self._start, self._end = self.frames.bounds(self.fps or (30.0 if self.live else None), name)
+        last = min(x for x in (self._end, self.frame_count) if x is not None) if (
+            self._end is not None or self.frame_count is not None) else None
+        if last is not None and last <= self._start:
+            raise InputError(f"{name} has {self.frame_count} frames; the range starts past its end")
+        self.expected = None if last is None else -(-(last - self._start) // self.frames.stride)
+
+    def _wanted(self, index: int) -> bool:
+        return index >= self._start and (index - self._start) % self.frames.stride == 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Single pass: frames that are skipped (range, stride) are grabbed, never converted."""
+        cap, index = self._cap, 0
+        image, self._first = (self._first if self._wanted(0) else None), None
+        while True:
+            if image is not None:
+                yield Frame(image, index, index / self.fps if self.fps else None)
+            index += 1
+            if self._end is not None and index >= self._end:
+                return
+            if self._wanted(index):
+                ok, image = cap.read()
+            else:
+                ok, image = cap.grab(), None
+            if not ok:
+                break
+        self._report_stop(index)
+
+    def _report_stop(self, decoded: int) -> None:
+        if self.live:
+            log.info("%s: the stream ended after %d frames", self.name, decoded)
+        elif self.frame_count is not None and decoded < self.frame_count - 1:
+            self.problems.append(
+                f"{self.name}: decoding stopped at frame {decoded} of {self.frame_count} "
+                f"(truncated or corrupt); the {decoded} frames before were processed")
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+def _open_failure(name: str, kind: str) -> str:
+    if kind == "camera":
+        return f"camera {name} cannot be opened; check that it is connected and not in use"
+    if kind == "stream":
+        return f"cannot open the stream {name}; check the URL and that the server is reachable"
+    return f"cannot decode {name}: not a video OpenCV/FFmpeg can read, or a corrupt file"
+
+
+def safe_stem(name: str) -> str:
+    stem = Path(name.rstrip("/")).stem if not name.isdigit() else f"camera{name}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "source"
+    return stem
+
+
+def open_sources(spec: str, frames: FrameRange | None = None) -> list[ImageSequence | VideoSource]:
+    """One SOURCE argument -> its sources (a video each; the images of one argument together)."""
+    frames = frames or FrameRange()
+    spec = str(spec)
+    if spec.isdigit():
+        return [VideoSource(int(spec), spec, "camera", frames)]
+    if spec.lower().startswith(URL_SCHEMES):
+        is_file = Path(spec.split("?")[0]).suffix.lower() in VIDEO_SUFFIXES and spec.startswith("http")
+        return [VideoSource(spec, spec, "video" if is_file else "stream", frames)]
+    path = Path(spec)
+    if path.is_dir():
+        paths = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    elif path.is_file():
+        paths = [path]
+    elif glob.has_magic(spec):
+        paths = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+        if not paths:
+            raise DataError(f"no files match {spec}; check the pattern "
+                            "(quote it so the shell leaves it alone)")
+    else:
+        raise DataError(f"{spec} does not exist; give a video, an image, a folder, a glob, "
+                        "a camera index or a URL")
+    images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
+    videos = [p for p in paths if p not in images and (p.suffix.lower() in VIDEO_SUFFIXES or p == path)]
+    if not images and not videos:
+        raise DataError(f"{spec} holds no images or videos (image suffixes: {', '.join(IMAGE_SUFFIXES)})")
+    sources: list[ImageSequence | VideoSource] = [VideoSource(p, str(p), "video", frames) for p in videos]
+    if images:
+        sources.append(ImageSequence(images, spec, frames))
+    return sources

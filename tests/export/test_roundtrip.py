@@ -1,0 +1,85 @@
+"""Every input kind, output kind and precision, each pair of them at least once, through ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from mslseg.export import GATES, check_parity, export_onnx, load_meta, trt_op_problems
+from mslseg.export.parity import report_path
+
+# (precision, output, input, confidence, input order): a pairwise cover of precision x output x input
+VARIANTS = [
+    ("fp32", "logits", "float", False, "bgr"),
+    ("fp32", "probs", "uint8", True, "bgr"),
+    ("fp32", "labels", "float", False, "bgr"),
+    ("fp16", "logits", "uint8", False, "rgb"),
+    ("fp16", "probs", "float", True, "bgr"),
+    ("fp16", "labels", "uint8", True, "bgr"),
+    ("int8", "logits", "float", True, "bgr"),
+    ("int8", "probs", "uint8", False, "rgb"),
+    ("int8", "labels", "uint8", False, "bgr"),
+]
+
+
+@pytest.mark.parametrize("precision,output_kind,input_kind,confidence,order", VARIANTS,
+                         ids=["-".join(map(str, v[:4])) for v in VARIANTS])
+def test_variant_matches_pytorch(model_meta, frames, calib_frames, tmp_path, precision, output_kind,
+                                 input_kind, confidence, order):
+    model, meta = model_meta
+    path = export_onnx(model, meta, tmp_path / "m.onnx", input_kind=input_kind, input_order=order,
+                       output_kind=output_kind, confidence=confidence, precision=precision,
+                       calib=calib_frames if precision == "int8" else None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # one file, no temporaries
+    report = check_parity(path, model, frames)
+    assert report.passed and report.label_agreement >= GATES[precision], report.summary()
+    assert report.nonfinite == 0
+    assert json.loads(report_path(path).read_text())["label_agreement"] == report.label_agreement
+    if output_kind == "logits" and precision == "fp32":
+        assert report.max_abs_err < 1e-3
+    if output_kind == "probs":
+        assert report.max_abs_err < {"fp32": 1e-5, "fp16": 0.05, "int8": 0.5}[precision]
+    assert (report.confidence_max_abs_err is not None) == confidence
+
+    got = load_meta(path)
+    assert (got.precision, got.input_kind, got.output_kind, got.confidence, got.input_order) == (
+        precision, input_kind, output_kind, confidence, order)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert (inp.name, inp.type) == ("input", "tensor(uint8)" if input_kind == "uint8" else "tensor(float)")
+    outs = [(o.name, o.type) for o in session.get_outputs()]
+    main_type = "tensor(uint8)" if output_kind == "labels" else "tensor(float)"
+    assert outs == [("output", main_type)] + ([("confidence", "tensor(float)")] if confidence else [])
+    assert trt_op_problems(path) == []
+    proto = onnx.load(str(path))
+    if precision == "fp16":
+        _check_fp16(proto)
+    if precision == "int8":
+        _check_int8(proto)
+
+
+def _check_fp16(proto: onnx.ModelProto) -> None:
+    weights = [t for t in proto.graph.initializer if len(t.dims) == 4]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    # softmax, max and argmax in fp32: they read the cast back from the fp16 network
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    for node in proto.graph.node:
+        if node.op_type in ("Softmax", "ArgMax"):
+            cast = producers[node.input[0]]
+            assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.FLOAT
+
+
+def _check_int8(proto: onnx.ModelProto) -> None:
+    init = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(qdq) >= 2 * len(convs)
+    zero_points = [init[n.input[2]] for n in qdq if len(n.input) > 2]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    per_channel = [init[n.input[1]] for n in qdq if n.input[0] in init and init[n.input[0]].ndim == 4]
+    assert per_channel and all(s.ndim == 1 and s.size > 1 for s in per_channel)
