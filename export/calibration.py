@@ -16,7 +16,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from mslseg.runtime.errors import DataError, InputError
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import Tensor, nn
-
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.metadata import (
     CHANNEL_ORDERS,
@@ -21,6 +19,7 @@ from mslseg.runtime.metadata import (
     OUTPUT_KINDS,
     Normalization,
 )
+from torch import Tensor, nn
 
 OUTPUT_NAMES = ("output", "confidence")
 

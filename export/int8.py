@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-
 from mslseg.runtime.errors import ExportError, InputError, require
 from mslseg.runtime.metadata import Normalization
 

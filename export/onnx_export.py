@@ -10,6 +10,7 @@ PyTorch removes the TorchScript exporter, switch `_trace` to dynamo=True with op
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tempfile
 import warnings
@@ -19,17 +20,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from torch import nn
-
-from mslseg import __version__
 from mslseg.export.calibration import load_frames
 from mslseg.export.graph import ExportGraph, check_io_options
 from mslseg.export.int8 import quantize_int8
 from mslseg.export.onnx_meta import check_contract, write_meta
 from mslseg.export.trt_ops import trt_op_problems
 from mslseg.runtime.atomic import atomic_path
-from mslseg.runtime.errors import ExportError, InputError
+from mslseg.runtime.errors import ExportError, InputError, require
 from mslseg.runtime.metadata import PRECISIONS, ModelMeta
+from torch import nn
+
+from mslseg import __version__
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,14 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
                 input_order: str = "bgr", output_kind: str = "logits", confidence: bool = False,
                 precision: str = "fp32", static: tuple[int, int] | None = None, batch: int = 1,
                 opset: int = MIN_OPSET, calib: Sequence[str | Path] | Sequence[np.ndarray] | None = None,
-                calib_frames: int = 64, calib_method: str = "minmax",
+                calib_frames: int = 64, calib_method: str = "minmax", slim: bool | None = None,
                 source_sha256: str | None = None) -> Path:
     """Export `model` (normalised NCHW in, logits NCHW out) to `out`; returns `out`.
 
     Dynamic batch, height and width unless `static=(H, W)` (then the batch is fixed at `batch`).
     int8 needs `calib`: image folders, dataset roots or video files, or BGR uint8 frames. The file
     is checked (onnx.checker, the I/O contract, no external data) and written atomically.
+    `slim`: simplify the traced graph with onnxslim (None: when it is installed).
     """
     out = Path(out)
     check_io_options(input_kind, input_order, output_kind)
@@ -71,6 +73,10 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
     if static is not None and (len(static) != 2 or min(static) < 8 or batch < 1):
         raise InputError(f"static shape must be (height, width), at least 8x8, with batch >= 1; got {static}")
     check_output_path(out)
+    if slim is None:
+        slim = importlib.util.find_spec("onnxslim") is not None
+    elif slim:
+        require("onnxslim", "train", "Slimming the exported graph")
     frames = None
     if precision == "int8":
         if not calib:
@@ -91,10 +97,12 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         path = Path(tmp) / "traced.onnx"
         _trace(graph, path, static=static, batch=batch, opset=opset)
-        if frames is not None:
+        proto = _slim(onnx.load(str(path))) if slim else onnx.load(str(path))
+        if frames is not None:  # quantise the (slimmed) fp32 graph
+            onnx.save_model(proto, str(path))
             path = quantize_int8(path, Path(tmp) / "int8.onnx", frames, input_kind=input_kind,
                                  input_order=input_order, norm=meta.normalization, method=calib_method)
-        proto = onnx.load(str(path))
+            proto = onnx.load(str(path))
     if output_kind != "labels":
         # the tracer cannot infer the class dimension through Resize; it is a constant
         proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = meta.num_classes
@@ -134,6 +142,17 @@ def _trace(graph: ExportGraph, path: Path, *, static: tuple[int, int] | None, ba
             )
         except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
             raise ExportError(f"PyTorch could not export the model to ONNX ({str(exc)[:300]})") from None
+
+
+def _slim(proto: onnx.ModelProto) -> onnx.ModelProto:
+    # folds the tracer's shape arithmetic and drops Identity/Constant nodes (about a third of them)
+    import onnxslim
+
+    try:
+        return onnxslim.slim(proto)
+    except Exception as exc:  # an optional clean-up: keep the traced graph, which is valid
+        log.warning("onnxslim could not simplify the graph (%s); keeping it as traced", str(exc)[:200])
+        return proto
 
 
 def _check(proto: onnx.ModelProto, meta: ModelMeta, static: tuple[int, int] | None, batch: int) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
-
 from mslseg.runtime.errors import ExportError, ModelFormatError
 from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
 
@@ -49,7 +48,8 @@ def load_proto(path: str | Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path))
     except Exception as exc:  # protobuf raises its own DecodeError types
-        raise ModelFormatError(f"{path} is not an ONNX model ({type(exc).__name__}); check the path") from None
+        raise ModelFormatError(f"{path} is not an ONNX model ({type(exc).__name__}); "
+                               "check the path") from None
 
 
 def _shape(value: onnx.ValueInfoProto) -> list[int | str]:

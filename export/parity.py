@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from mslseg.export.onnx_meta import load_meta
 from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import ExportError, InputError, require
+from torch import nn
 
 log = logging.getLogger(__name__)
 

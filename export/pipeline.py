@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from mslseg.export.calibration import load_frames, read_image, resize, synthetic_frames
 from mslseg.export.graph import check_io_options
 from mslseg.export.onnx_export import MIN_OPSET, check_output_path, check_precision, export_onnx
@@ -40,7 +39,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
                       static: tuple[int, int] | None = None, opset: int = MIN_OPSET,
                       calib: Sequence[str | Path] | None = None, calib_frames: int = 64,
                       samples: Sequence[str | Path] | None = None,
-                      gate: float | None = None) -> ExportResult:
+                      gate: float | None = None, slim: bool | None = None) -> ExportResult:
     """Export an mslseg checkpoint to ONNX (default: beside it, as .onnx) and check its parity.
 
     Parity runs on `samples` (image files; BGR as read), else on frames held out of the
@@ -77,6 +76,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         parity.append(resize(parity[-1], (max(8 * (3 * h // 32), 8), max(8 * (3 * w // 32), 8))))
     path = export_onnx(model, meta, out, input_kind=input_kind, input_order=input_order,
                        output_kind=output_kind, confidence=confidence, precision=precision,
-                       static=static, opset=opset, calib=calib_set, source_sha256=file_sha256(ckpt))
+                       static=static, opset=opset, calib=calib_set, slim=slim,
+                       source_sha256=file_sha256(ckpt))
     report = check_parity(path, model, parity, gate=gate)
     return ExportResult(path, report)

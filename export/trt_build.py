@@ -74,7 +74,8 @@ def _parse(trt: Any, builder: Any, network_flags: int, onnx_path: Path, logger: 
             e = parser.get_error(i)
             node = f" at node {e.node_name()} ({e.node_operator()})" if hasattr(e, "node_name") else ""
             errors.append(f"{e.desc()}{node}")
-        raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path}: {'; '.join(errors[:3]) or 'no detail'}; "
+        detail = "; ".join(errors[:3]) or "no detail"
+        raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path}: {detail}; "
                           "re-export with 'mslseg export' (opset 17) or update TensorRT")
     return network, parser
 
@@ -111,7 +112,8 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
     try:
         builder = trt.Builder(logger)
     except (TypeError, RuntimeError) as exc:  # no GPU/driver: the factory returns nullptr
-        raise MissingDependencyError(f"TensorRT could not start on this machine ({exc}); {INSTALL_HINT}") from None
+        raise MissingDependencyError(f"TensorRT could not start on this machine ({exc}); "
+                                     f"{INSTALL_HINT}") from None
     flags = 0
     if strongly and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)

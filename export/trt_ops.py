@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
-
 from mslseg.runtime.errors import ExportError
+from onnx import helper, numpy_helper
 
 TRT_OPSETS = (9, 24)
 
@@ -89,9 +88,24 @@ def _node_problems(node: onnx.NodeProto, consts: dict[str, np.ndarray],
         problems.append(f"{where} takes its axes from a computed tensor; they must be constant")
     elif op == "MaxPool" and (len(node.output) > 1 and node.output[1]):
         problems.append(f"{where} uses the Indices output")
-    elif op == "TopK" and len(node.input) > 1 and node.input[1] in consts and consts[node.input[1]].max() >= 3840:
+    elif op == "TopK" and len(node.input) > 1 and consts.get(node.input[1], np.zeros(1)).max() >= 3840:
         problems.append(f"{where} has K >= 3840")
     return problems
+
+
+def _inferred(proto: onnx.ModelProto) -> onnx.GraphProto:
+    """The graph with inferred tensor types, inferred on a copy without the weights' bytes."""
+    g = proto.graph
+    names = {i.name for i in g.input}
+    weights = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+               for t in g.initializer if t.name not in names]
+    light = helper.make_model(helper.make_graph(g.node, g.name, [*g.input, *weights], g.output,
+                                                value_info=g.value_info),
+                              opset_imports=proto.opset_import, ir_version=proto.ir_version)
+    try:
+        return onnx.shape_inference.infer_shapes(light).graph
+    except Exception:  # an uninferable graph still gets the checks that need no types
+        return light.graph
 
 
 def trt_op_problems(model: str | Path | onnx.ModelProto) -> list[str]:
@@ -100,13 +114,10 @@ def trt_op_problems(model: str | Path | onnx.ModelProto) -> list[str]:
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     problems = []
     if not TRT_OPSETS[0] <= opset <= TRT_OPSETS[1]:
-        problems.append(f"opset {opset} is outside the opsets TensorRT 10 parses ({TRT_OPSETS[0]}..{TRT_OPSETS[1]})")
+        low, high = TRT_OPSETS
+        problems.append(f"opset {opset} is outside the opsets TensorRT 10 parses ({low}..{high})")
     graph = proto.graph
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto).graph
-    except Exception:  # an uninferable graph still gets the checks that need no types
-        inferred = graph
-    consts, types = _constants(graph), _tensor_types(inferred)
+    consts, types = _constants(graph), _tensor_types(_inferred(proto))
     foreign: Counter[str] = Counter()
     unsupported: Counter[str] = Counter()
     edges = {v.name for v in [*graph.input, *graph.output]}

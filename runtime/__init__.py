@@ -33,6 +33,7 @@ _LAZY = {
     "open_source": "mslseg.runtime.sources",
     "colorize": "mslseg.runtime.viz",
     "overlay": "mslseg.runtime.viz",
+    "palette_lut": "mslseg.runtime.viz",
     "read_onnx_meta": "mslseg.runtime.onnx_meta",
 }
 

@@ -155,7 +155,7 @@ def bench_models(models: list[Path], *, batch_sizes: list[int], sizes: list[tupl
     reference: dict = {}
     for path in models:
         for variant, options in variants_of(Path(path), torch_fast):
-            label = Path(path).name + (f" [{variant}]" if variant else "")
+            label = Path(path).name + (f" ({variant})" if variant else "")
             with Segmenter(path, device=device, batch_size=max(batch_sizes), threads=threads,
                            warmup=False, **options) as seg:
                 rows = _time_rows(seg, label, variant, batch_sizes, sizes, warmup, repeats, reference, on_row)

@@ -2,8 +2,9 @@
 
 `InferenceSession.run` is thread-safe (ONNX Runtime documents it), so this backend takes no lock:
 several threads may run one session at once. CPU threads: `threads` sets the intra-op pool
-(default: ONNX Runtime's choice, one per physical core). Pool threads do not spin-wait between
-operators, so they leave the cores to the decode and encode threads of the video pipeline.
+(default: ONNX Runtime's choice, one per physical core). `spin=False` stops the pool threads from
+spin-waiting between operators: a little slower per run, but the cores stay free for other
+processes on a robot.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class OrtBackend:
     name = "onnxruntime"
 
     def __init__(self, path: Path, *, device: str = "auto", providers: list[Any] | None = None,
-                 threads: int | None = None, cache_dir: str | Path | None = None) -> None:
+                 threads: int | None = None, cache_dir: str | Path | None = None, spin: bool = True) -> None:
         ort = require("onnxruntime", "cpu", "Running an .onnx model")
         conflict = onnxruntime_conflict()
         if conflict:
@@ -103,7 +104,8 @@ class OrtBackend:
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = int(threads)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not spin:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
         chosen = choose_providers(device, ort.get_available_providers(), self.meta,
                                   Path(cache_dir) if cache_dir else default_cache_dir(path), providers)
@@ -149,8 +151,9 @@ class OrtBackend:
 
 
 def open_ort(path: Path, *, device: str = "auto", providers: list[Any] | None = None,
-             threads: int | None = None, cache_dir: str | Path | None = None, **_: Any) -> OrtBackend:
+             threads: int | None = None, cache_dir: str | Path | None = None, spin: bool = True,
+             **_: Any) -> OrtBackend:
     if providers and device not in ("auto", None):
         raise InputError("pass either device or providers, not both")
     return OrtBackend(path, device=device or "auto", providers=providers, threads=threads,
-                      cache_dir=cache_dir)
+                      cache_dir=cache_dir, spin=spin)

@@ -24,6 +24,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def _table(report, threads):
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"mslseg bench ({report.machine['cores']} cores, threads {threads or 'default'})")
@@ -31,7 +32,7 @@ def _table(report, threads):
         table.add_column(col, justify="left" if i < 4 else "right")
     for r in report.rows:
         agree = "" if r.agree is None else f"{100 * r.agree:.1f}%"
-        table.add_row(r.model, r.backend, r.variant, r.device, str(r.batch), f"{r.size[0]}x{r.size[1]}",
+        table.add_row(escape(r.model), r.backend, r.variant, r.device, str(r.batch), f"{r.size[0]}x{r.size[1]}",
                       f"{r.ms:.1f}", f"{r.infer_ms:.1f}", f"{r.fps:.2f}", agree)
     return table
 
@@ -81,12 +82,16 @@ def bench(
     progress = Console(stderr=True)
 
     def on_row(r) -> None:
-        progress.print(f"  {r.model} b{r.batch} {r.size[0]}x{r.size[1]}: {r.ms:.1f} ms", highlight=False)
+        progress.print(f"  {r.model} b{r.batch} {r.size[0]}x{r.size[1]}: {r.ms:.1f} ms",
+                       highlight=False, markup=False)
 
     report = bench_models(models, batch_sizes=batches, sizes=sizes, warmup=warmup, repeats=repeats,
                           device=device, threads=threads, torch_fast=torch_fast,
                           pipeline_frames=pipeline_frames, on_row=on_row)
-    Console().print(_table(report, threads))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # a pipe or a file gets the whole table, not an 80-column cut
+    console.print(_table(report, threads))
     for p in report.pipeline:
         typer.echo(f"pipeline {p.model} b{p.batch} {p.size[0]}x{p.size[1]}: {p.pipeline_fps:.2f} FPS over "
                    f"{p.frames} frames vs model-only {p.model_fps:.2f} FPS = {p.ratio:.2f}x")

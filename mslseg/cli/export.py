@@ -63,6 +63,8 @@ def export(
         min=0.0, max=100.0, help="Label agreement in percent the parity check requires (default: fp32 "
         "99.9, fp16 99.5, int8 97).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset, 17..20.")] = 17,
+    slim: Annotated[bool | None, typer.Option(
+        "--slim/--no-slim", help="Simplify the graph with onnxslim (default: when installed).")] = None,
     trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine (needs TensorRT and "
                                       "an NVIDIA GPU).")] = False,
     min_shape: Annotated[str | None, typer.Option(
@@ -104,7 +106,7 @@ def export(
         src, out, input_kind=input_kind.value, input_order="rgb" if rgb else "bgr",
         output_kind=output_kind.value, confidence=confidence, precision=precision.value,
         static=static, opset=opset, calib=calib or None, calib_frames=calib_frames,
-        samples=sample or None, gate=None if gate is None else gate / 100.0,
+        samples=sample or None, gate=None if gate is None else gate / 100.0, slim=slim,
     )
     line = f"wrote {result.onnx} ({precision.value}, parity: {result.report.summary()})"
     if trt:

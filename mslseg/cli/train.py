@@ -50,7 +50,7 @@ def _launch(config: Path | None, overrides: dict[str, Any], sets: list[str] | No
     from mslseg.training.loop import resume_config, run
 
     if resume is not None:
-        cfg = resume_config(resume)
+        cfg = resume_config(resume, sets or [])
     else:
         overrides.update(dict(parse_override(s) for s in sets or []))
         cfg = load_config(config, overrides)

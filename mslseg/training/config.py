@@ -67,6 +67,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # iterations between last.pt writes
     sync_bn: bool = False  # distributed: SyncBatchNorm instead of per-rank batch statistics
     compile: bool = False  # torch.compile the model (CUDA)
+    stop_after: int | None = None  # end this invocation after N more iterations (job time limits; --resume continues)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from mslseg.models.deeplabv2 import DeepLabV2, ModelSpec
 from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import ConfigError, TrainingError
 from mslseg.runtime.metadata import ModelMeta, Normalization
-from mslseg.training.config import ModelConfig, RunConfig, from_dict, to_dict
+from mslseg.training.config import ModelConfig, RunConfig, load_config, to_dict
 from mslseg.training.evaluate import evaluate
 from mslseg.training.runtime_env import amp_dtype, capture_rng, resolve_device, restore_rng
 from mslseg.training.sampling import stream_loader
@@ -98,6 +98,8 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
     if not resume and last.exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     torch.manual_seed(cfg.train.seed)
+    if resume:
+        cfg = _rebatch_for_world(cfg, last, dist.world)
 
     source = build_dataset(cfg.source, _normalization(cfg), train=True, seed=cfg.train.seed)
     class_names = tuple(source.class_names)
@@ -147,7 +149,8 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
     total = cfg.train.iterations
     net.train()
     t0, seen = time.perf_counter(), 0
-    for it in range(start, total):
+    end = total if cfg.train.stop_after is None else min(total, start + cfg.train.stop_after)
+    for it in range(start, end):
         lr = set_poly_lr(optimizer, cfg.optim, it, total)
         stats = adapt_step(net, optimizer, next(src_iter), next(tgt_iter) if tgt_iter else None,
                            cfg.method, iteration=it + 1, lr=lr, device=device, amp_dtype=dtype,
@@ -179,7 +182,7 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
                 best = result.best_miou = scores.miou
                 save_checkpoint(out / "best.pt", model, meta)
             net.train()
-        if dist.main and (done % cfg.train.checkpoint_every == 0 or done == total):
+        if dist.main and (done % cfg.train.checkpoint_every == 0 or done in (total, end)):
             if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
                 raise TrainingError(
                     f"the weights became non-finite by iteration {done}; the last good checkpoint is "
@@ -187,11 +190,14 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
                 )
             training = {"iteration": done, "optimizer": optimizer.state_dict(), "rng": capture_rng(),
                         "scaler": scaler.state_dict() if scaler else None, "best_miou": best,
+                        "world": dist.world,
                         "config": to_dict(cfg)}
             save_checkpoint(last, model, meta, training=training)
+    result.iterations = end
+    if end < total:
+        return result
     if dist.main and target_val is None:
         save_checkpoint(out / "best.pt", model, meta)
-    result.iterations = total
     if dist.main:
         _plot(out)
     return result
@@ -199,6 +205,21 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
 
 def _normalization(cfg: RunConfig) -> Normalization:
     return Normalization.named(cfg.model.normalization)
+
+
+def _rebatch_for_world(cfg: RunConfig, last: Path, world: int) -> RunConfig:
+    """Resuming on another number of ranks keeps the total batch: per-rank batch = total / world."""
+    saved = (load_checkpoint(last).get("training") or {}).get("world", 1)
+    if saved == world:
+        return cfg
+    train = cfg.train
+    totals = (train.batch_source * saved, train.batch_target * saved)
+    if any(t % world for t in totals):
+        raise ConfigError(
+            f"cannot resume a {saved}-rank run on {world} ranks: total batches {totals} do not divide by {world}"
+        )
+    log.info("resuming a %d-rank run on %d ranks with the same total batch", saved, world)
+    return replace(cfg, train=replace(train, batch_source=totals[0] // world, batch_target=totals[1] // world))
 
 
 def _restore(path: Path, model: DeepLabV2, optimizer: torch.optim.Optimizer,
@@ -227,12 +248,12 @@ def _wrap_ddp(model: DeepLabV2, cfg: RunConfig, device: torch.device) -> torch.n
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
 
-def resume_config(run_dir: str | Path) -> RunConfig:
-    """The config a run directory was started with."""
+def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """The config a run directory was started with, plus `overrides` (`key=value` strings)."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); check --resume")
-    return from_dict(RunConfig, yaml.safe_load(path.read_text())).validate()
+    return load_config(path, list(overrides))
 
 
 def _append_metrics(path: Path, record: dict[str, Any]) -> None:

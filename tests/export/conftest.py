@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from mslseg.export.calibration import synthetic_frames
-from mslseg.models import deeplabv2
 from mslseg.runtime.metadata import ModelMeta, default_palette
+
+from mslseg.models import deeplabv2
 
 NUM_CLASSES = 5
 SIZE = (64, 96)  # (H, W)
@@ -45,7 +45,7 @@ def frames():
 
 @pytest.fixture(scope="session")
 def calib_frames():
-    return synthetic_frames(12, SIZE, seed=7)
+    return synthetic_frames(6, SIZE, seed=7)
 
 
 @pytest.fixture(scope="session")
@@ -56,4 +56,4 @@ def labels_onnx(model_meta, tmp_path_factory):
     model, meta = model_meta
     out = tmp_path_factory.mktemp("labels") / "model.onnx"
     return export_onnx(model, meta, out, input_kind="uint8", input_order="rgb", output_kind="labels",
-                       confidence=True, source_sha256="ab" * 32)
+                       confidence=True, source_sha256="ab" * 32, slim=False)

@@ -7,10 +7,10 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from mslseg.export import check_parity, load_frames, synthetic_frames
 from mslseg.export.parity import failed_path, report_path
 from mslseg.runtime.errors import DataError, ExportError, InputError
+
 from tests.export.conftest import make_model
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from mslseg.export import check_trt_ops, trt_op_problems
 from mslseg.runtime.errors import ExportError
+from onnx import TensorProto, helper, numpy_helper
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17):
@@ -56,5 +54,6 @@ def test_problems_are_named(model, match):
 def test_int32_bias_dequantisation_is_flagged():
     inits = [numpy_helper.from_array(np.arange(3, dtype=np.int32), "b"),
              numpy_helper.from_array(np.array(0.1, np.float32), "s")]
-    model = _model([helper.make_node("DequantizeLinear", ["b", "s"], ["y"])], [], [_vi("y", shape=(3,))], inits)
+    node = helper.make_node("DequantizeLinear", ["b", "s"], ["y"])
+    model = _model([node], [], [_vi("y", shape=(3,))], inits)
     assert any("INT32" in p for p in trt_op_problems(model))
