@@ -21,11 +21,12 @@ import json
 
 import numpy as np
 import rclpy
-from mslseg.runtime import InputError, Segmenter, overlay, palette_lut
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
+
+from mslseg.runtime import InputError, Segmenter, overlay, palette_lut
 
 
 def image_to_array(msg: Image) -> tuple[np.ndarray, bool]:

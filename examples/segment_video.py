@@ -13,6 +13,7 @@ import argparse
 import time
 
 import cv2
+
 from mslseg.runtime import Segmenter, overlay, palette_lut
 
 

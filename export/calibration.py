@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from mslseg.runtime.errors import DataError, InputError
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,13 @@ def _read_video_frames(video: Path, indices: list[int]) -> list[Frame]:
     return frames
 
 
-def load_frames(sources: Sequence[str | Path], count: int, *,
-                size: tuple[int, int] | None = None) -> list[Frame]:
-    """Up to `count` BGR frames sampled evenly across `sources`, resized to `size` (H, W) if given."""
+def load_frames(sources: Sequence[str | Path], count: int, *, size: tuple[int, int] | None = None,
+                max_side: int | None = None) -> list[Frame]:
+    """Up to `count` BGR frames sampled evenly across `sources`.
+
+    Resized to `size` (H, W) if given, else, with `max_side`, shrunk (aspect kept) until neither
+    side exceeds it.
+    """
     if count < 1:
         raise InputError(f"the number of calibration frames must be >= 1, got {count}")
     if not sources:
@@ -142,7 +147,20 @@ def load_frames(sources: Sequence[str | Path], count: int, *,
     if not frames:
         raise DataError(f"no frame could be decoded from {', '.join(map(str, sources))}; check the files")
     log.info("loaded %d calibration frames from %d files", len(frames), len(items))
-    return [resize(f, size) for f in frames] if size else frames
+    if size:
+        return [resize(f, size) for f in frames]
+    if max_side:
+        return [shrink(f, max_side) for f in frames]
+    return frames
+
+
+def shrink(frame: Frame, max_side: int) -> Frame:
+    """`frame` scaled down (aspect kept, sides rounded to multiples of 8) to fit max_side."""
+    h, w = frame.shape[:2]
+    if max(h, w) <= max_side:
+        return frame
+    scale = max_side / max(h, w)
+    return resize(frame, (max(8, round(h * scale / 8) * 8), max(8, round(w * scale / 8) * 8)))
 
 
 def resize(frame: Frame, size: tuple[int, int]) -> Frame:

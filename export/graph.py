@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch import Tensor, nn
+
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.metadata import (
     CHANNEL_ORDERS,
@@ -19,7 +21,6 @@ from mslseg.runtime.metadata import (
     OUTPUT_KINDS,
     Normalization,
 )
-from torch import Tensor, nn
 
 OUTPUT_NAMES = ("output", "confidence")
 
@@ -48,8 +49,9 @@ class ExportGraph(nn.Module):
                  confidence: bool = False, half: bool = False) -> None:
         super().__init__()
         check_io_options(input_kind, input_order, output_kind)
-        # the caller's model is left untouched: fp16 needs a converted copy
-        self.net = copy.deepcopy(net).eval()
+        # a copy on the CPU: the caller's model is left untouched (fp16 converts it), and the
+        # traced graph does not depend on the device the model was trained on
+        self.net = copy.deepcopy(net).cpu().eval()
         self.half_net = half
         if half:
             self.net.half()

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+
 from mslseg.runtime.errors import ExportError, InputError, require
 from mslseg.runtime.metadata import Normalization
 

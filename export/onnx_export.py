@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from torch import nn
+
+from mslseg import __version__
 from mslseg.export.calibration import load_frames
 from mslseg.export.graph import ExportGraph, check_io_options
 from mslseg.export.int8 import quantize_int8
@@ -28,14 +31,12 @@ from mslseg.export.trt_ops import trt_op_problems
 from mslseg.runtime.atomic import atomic_path
 from mslseg.runtime.errors import ExportError, InputError, require
 from mslseg.runtime.metadata import PRECISIONS, ModelMeta
-from torch import nn
-
-from mslseg import __version__
 
 log = logging.getLogger(__name__)
 
 MIN_OPSET, MAX_OPSET = 17, 20  # 17: the floor the project promises; 20: the tracer's newest
 _PROTOBUF_LIMIT = 2**31 - 1  # a single-file ONNX model cannot be larger
+CALIB_MAX_SIDE = 1024  # frames of a model without a training size are shrunk to this for calibration
 _TRACE_SIZE = (64, 96)  # any size traces the same dynamic graph; small keeps tracing fast
 
 
@@ -52,6 +53,32 @@ def check_precision(precision: str) -> None:
         raise InputError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
 
 
+def _check_arguments(out: Path, input_kind: str, input_order: str, output_kind: str, precision: str,
+                     static: tuple[int, int] | None, batch: int, opset: int) -> None:
+    check_io_options(input_kind, input_order, output_kind)
+    check_precision(precision)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise InputError(f"opset {opset} is not supported; valid: {MIN_OPSET}..{MAX_OPSET}")
+    if static is not None and (len(static) != 2 or min(static) < 8 or batch < 1):
+        raise InputError(f"static shape must be (height, width), at least 8x8, with batch >= 1; got {static}")
+    check_output_path(out)
+
+
+def _calibration_frames(calib: Sequence[str | Path] | Sequence[np.ndarray] | None, precision: str,
+                        count: int, size: tuple[int, int] | None) -> list[np.ndarray] | None:
+    given = calib is not None and len(calib) > 0
+    if precision != "int8":
+        if given:
+            raise InputError(f"calibration frames are for int8 export; {precision} does not use them")
+        return None
+    if not given:
+        raise InputError("int8 export needs calibration frames from the target domain: pass an "
+                         "image folder, a dataset root or video files (--calib)")
+    if isinstance(calib[0], np.ndarray):
+        return list(calib)
+    return load_frames(calib, count, size=size, max_side=CALIB_MAX_SIDE)
+
+
 def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kind: str = "float",
                 input_order: str = "bgr", output_kind: str = "logits", confidence: bool = False,
                 precision: str = "fp32", static: tuple[int, int] | None = None, batch: int = 1,
@@ -66,25 +93,12 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
     `slim`: simplify the traced graph with onnxslim (None: when it is installed).
     """
     out = Path(out)
-    check_io_options(input_kind, input_order, output_kind)
-    check_precision(precision)
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise InputError(f"opset {opset} is not supported; valid: {MIN_OPSET}..{MAX_OPSET}")
-    if static is not None and (len(static) != 2 or min(static) < 8 or batch < 1):
-        raise InputError(f"static shape must be (height, width), at least 8x8, with batch >= 1; got {static}")
-    check_output_path(out)
+    _check_arguments(out, input_kind, input_order, output_kind, precision, static, batch, opset)
     if slim is None:
         slim = importlib.util.find_spec("onnxslim") is not None
     elif slim:
         require("onnxslim", "train", "Slimming the exported graph")
-    frames = None
-    if precision == "int8":
-        if not calib:
-            raise InputError("int8 export needs calibration frames from the target domain: pass an "
-                             "image folder, a dataset root or video files (--calib)")
-        size = static or meta.train_size
-        frames = (list(calib) if isinstance(calib[0], np.ndarray)
-                  else load_frames(calib, calib_frames, size=size))
+    frames = _calibration_frames(calib, precision, calib_frames, static or meta.train_size)
     final = meta.with_(
         input_kind=input_kind, input_order=input_order, output_kind=output_kind,
         confidence=confidence, precision=precision, mslseg_version=__version__,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+
 from mslseg.runtime.errors import ExportError, ModelFormatError
 from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
 
@@ -29,9 +30,9 @@ def write_meta(proto: onnx.ModelProto, meta: ModelMeta) -> None:
                         f"{meta.precision}; exported by mslseg {meta.mslseg_version}")
 
 
-def load_meta(model: str | Path | onnx.ModelProto) -> ModelMeta:
+def load_meta(model: str | Path | onnx.ModelProto, source: str | None = None) -> ModelMeta:
     """The ModelMeta of an ONNX file or ModelProto; ModelFormatError when it is missing or bad."""
-    source = "model" if isinstance(model, onnx.ModelProto) else str(model)
+    source = source or ("model" if isinstance(model, onnx.ModelProto) else str(model))
     proto = model if isinstance(model, onnx.ModelProto) else load_proto(model)
     props = {p.key: p.value for p in proto.metadata_props}
     if ONNX_METADATA_KEY not in props:

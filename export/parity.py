@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from mslseg.export.onnx_meta import load_meta
 from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import ExportError, InputError, require
-from torch import nn
+from mslseg.runtime.metadata import ModelMeta
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,51 @@ def _groups(samples: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [np.stack(v) for v in by_size.values()]
 
 
+def _session(ort: Any, path: Path, providers: Sequence[str] | None, threads: int | None) -> Any:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = threads if threads is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
+    return ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+@dataclass
+class _Tally:
+    """What the batches of a parity check add up to."""
+
+    agree: int = 0
+    pixels: int = 0
+    nonfinite: int = 0
+    err_max: list[float] = field(default_factory=list)
+    err_mean: list[float] = field(default_factory=list)
+    ref_max: list[float] = field(default_factory=list)
+    conf_err: list[float] = field(default_factory=list)
+
+    def add(self, meta: ModelMeta, outs: list[np.ndarray], ref: np.ndarray, path: Path) -> None:
+        # outs: the file's outputs for one batch; ref: PyTorch's (N, C, H, W) logits
+        main = outs[0]
+        n, _, h, w = ref.shape
+        want = (n, h, w) if meta.output_kind == "labels" else ref.shape
+        if main.shape != want:
+            raise ExportError(f"{path}: output shape {main.shape}, expected {want} for {n} frames of "
+                              f"{h}x{w}; the graph breaks the contract, re-export it")
+        if meta.output_kind == "labels":
+            labels = main.astype(np.int64)
+        else:
+            target = ref if meta.output_kind == "logits" else _softmax(ref)
+            self.nonfinite += int(np.count_nonzero(~np.isfinite(main)))
+            diff = np.abs(main.astype(np.float64) - target)
+            self.err_max.append(float(np.nanmax(diff)))
+            self.err_mean.append(float(np.nanmean(diff)))
+            self.ref_max.append(float(np.abs(target).max()))
+            labels = main.argmax(axis=1)
+        if meta.confidence:
+            conf = outs[1]
+            self.nonfinite += int(np.count_nonzero(~np.isfinite(conf)))
+            self.conf_err.append(float(np.nanmax(np.abs(conf - _softmax(ref).max(axis=1)))))
+        self.agree += int(np.count_nonzero(labels == ref.argmax(axis=1)))
+        self.pixels += n * h * w
+
+
 def check_parity(onnx_path: str | Path, model: nn.Module, samples: Sequence[np.ndarray], *,
                  frame_order: str = "bgr", gate: float | None = None, write: bool = True,
                  providers: Sequence[str] | None = None, threads: int | None = None) -> ParityReport:
@@ -113,15 +160,11 @@ def check_parity(onnx_path: str | Path, model: nn.Module, samples: Sequence[np.n
         raise InputError(f"the parity gate is a share of pixels in (0, 1], got {gate}")
     if not samples:
         raise InputError("parity needs at least one sample frame")
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = threads if threads is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
-    session = ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
+    session = _session(ort, path, providers, threads)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    agree = pixels = nonfinite = 0
-    errs: dict[str, list[float]] = {"max": [], "mean": [], "ref": [], "conf": []}
+    tally = _Tally()
     t_ort = t_torch = 0.0
     try:
         for batch in _groups(samples):
@@ -136,42 +179,21 @@ def check_parity(onnx_path: str | Path, model: nn.Module, samples: Sequence[np.n
             outs = session.run(None, {"input": feed})
             t_ort += time.perf_counter() - t1
             t_torch += t1 - t0
-            main = outs[0]
-            n, h, w = batch.shape[:3]
-            want = (n, h, w) if meta.output_kind == "labels" else (n, meta.num_classes, h, w)
-            if main.shape != want:
-                raise ExportError(f"{path}: output shape {main.shape} for input {batch.shape}, expected "
-                                  f"{want}; the graph breaks the contract, re-export it")
-            if meta.output_kind == "labels":
-                labels = main.astype(np.int64)
-            else:
-                target = ref if meta.output_kind == "logits" else _softmax(ref)
-                nonfinite += int(np.count_nonzero(~np.isfinite(main)))
-                diff = np.abs(main.astype(np.float64) - target)
-                errs["max"].append(float(np.nanmax(diff)))
-                errs["mean"].append(float(np.nanmean(diff)))
-                errs["ref"].append(float(np.abs(target).max()))
-                labels = main.argmax(axis=1)
-            if meta.confidence:
-                conf = outs[1]
-                nonfinite += int(np.count_nonzero(~np.isfinite(conf)))
-                errs["conf"].append(float(np.nanmax(np.abs(conf - _softmax(ref).max(axis=1)))))
-            agree += int(np.count_nonzero(labels == ref.argmax(axis=1)))
-            pixels += n * h * w
+            tally.add(meta, outs, ref, path)
     finally:
         model.train(was_training)
-    share = agree / pixels
-    max_err = max(errs["max"]) if errs["max"] else None
+    share = tally.agree / tally.pixels
+    max_err = max(tally.err_max) if tally.err_max else None
     report = ParityReport(
         model=str(path), precision=meta.precision, input_kind=meta.input_kind,
         output_kind=meta.output_kind, samples=len(samples),
-        sizes=[(int(s.shape[0]), int(s.shape[1])) for s in samples], pixels=pixels,
-        label_agreement=share, gate=gate, passed=share >= gate and nonfinite == 0,
+        sizes=[(int(s.shape[0]), int(s.shape[1])) for s in samples], pixels=tally.pixels,
+        label_agreement=share, gate=gate, passed=share >= gate and tally.nonfinite == 0,
         max_abs_err=max_err,
-        max_rel_err=None if max_err is None else max_err / max(max(errs["ref"]), 1e-12),
-        mean_abs_err=float(np.mean(errs["mean"])) if errs["mean"] else None,
-        confidence_max_abs_err=max(errs["conf"]) if errs["conf"] else None,
-        nonfinite=nonfinite, providers=list(session.get_providers()),
+        max_rel_err=None if max_err is None else max_err / max(max(tally.ref_max), 1e-12),
+        mean_abs_err=float(np.mean(tally.err_mean)) if tally.err_mean else None,
+        confidence_max_abs_err=max(tally.conf_err) if tally.conf_err else None,
+        nonfinite=tally.nonfinite, providers=list(session.get_providers()),
         ort_ms_per_frame=1000 * t_ort / len(samples), torch_ms_per_frame=1000 * t_torch / len(samples),
     )
     del session

@@ -8,9 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from mslseg.export.calibration import load_frames, read_image, resize, synthetic_frames
 from mslseg.export.graph import check_io_options
-from mslseg.export.onnx_export import MIN_OPSET, check_output_path, check_precision, export_onnx
+from mslseg.export.onnx_export import (
+    CALIB_MAX_SIDE,
+    MIN_OPSET,
+    check_output_path,
+    check_precision,
+    export_onnx,
+)
 from mslseg.export.parity import ParityReport, check_parity
 from mslseg.runtime.errors import InputError
 
@@ -31,6 +38,17 @@ def _split_holdout(frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.
         return frames, frames[:2]
     held = {len(frames) // 3, 2 * len(frames) // 3}
     return [f for i, f in enumerate(frames) if i not in held], [frames[i] for i in sorted(held)]
+
+
+def _parity_frames(given: list[np.ndarray], held: list[np.ndarray], static: tuple[int, int] | None,
+                   size: tuple[int, int] | None) -> list[np.ndarray]:
+    if given:  # the user's images, at the fixed size of a static model
+        return [resize(f, static) for f in given] if static else given
+    frames = list(held) or synthetic_frames(2, size or DEFAULT_SIZE)
+    if not static:  # a dynamic model is also checked at about 3/4 of the size
+        h, w = frames[0].shape[:2]
+        frames.append(resize(frames[-1], (max(8 * (3 * h // 32), 8), max(8 * (3 * w // 32), 8))))
+    return frames
 
 
 def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None, *,
@@ -66,14 +84,10 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     calib_set = None
     held: list[np.ndarray] = []
     if precision == "int8":
-        frames = load_frames(calib, calib_frames + (0 if given else 2), size=size)
+        frames = load_frames(calib, calib_frames + (0 if given else 2), size=size,
+                             max_side=CALIB_MAX_SIDE)
         calib_set, held = (frames, []) if given else _split_holdout(frames)
-    parity = [resize(f, size) if static else f for f in given] or held
-    if not parity:
-        parity = synthetic_frames(2, size or DEFAULT_SIZE)
-    if not static and not given:
-        h, w = parity[0].shape[:2]
-        parity.append(resize(parity[-1], (max(8 * (3 * h // 32), 8), max(8 * (3 * w // 32), 8))))
+    parity = _parity_frames(given, held, static, size)
     path = export_onnx(model, meta, out, input_kind=input_kind, input_order=input_order,
                        output_kind=output_kind, confidence=confidence, precision=precision,
                        static=static, opset=opset, calib=calib_set, slim=slim,

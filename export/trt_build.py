@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from mslseg.export.onnx_meta import load_meta, load_proto
 from mslseg.export.trt_ops import check_trt_ops
 from mslseg.export.trt_profile import (
@@ -33,8 +35,7 @@ log = logging.getLogger(__name__)
 HARDWARE_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
 
 
-def _fixed_shape(onnx_path: Path, input_kind: str) -> Shape3 | None:
-    proto = load_proto(onnx_path)
+def _fixed_shape(proto: onnx.ModelProto, input_kind: str) -> Shape3 | None:
     dims = [d.dim_value if d.HasField("dim_value") else -1
             for d in proto.graph.input[0].type.tensor_type.shape.dim]
     n, h, w = (dims[0], dims[1], dims[2]) if input_kind == "uint8" else (dims[0], dims[2], dims[3])
@@ -65,8 +66,18 @@ def gpu_info() -> tuple[str, str]:
     return "unknown", "unknown"
 
 
-def _parse(trt: Any, builder: Any, network_flags: int, onnx_path: Path, logger: Any) -> Any:
-    network = builder.create_network(network_flags)
+def _network(trt: Any, onnx_path: Path, strongly_typed: bool) -> tuple[Any, Any, Any]:
+    """(builder, network parsed from the file, its parser); explicit batch needs no flag in 10 or 11."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    try:
+        builder = trt.Builder(logger)
+    except (TypeError, RuntimeError) as exc:  # no GPU/driver: the factory returns nullptr
+        raise MissingDependencyError(f"TensorRT could not start on this machine ({exc}); "
+                                     f"{INSTALL_HINT}") from None
+    flags = 0
+    if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = []
@@ -77,7 +88,7 @@ def _parse(trt: Any, builder: Any, network_flags: int, onnx_path: Path, logger: 
         detail = "; ".join(errors[:3]) or "no detail"
         raise ExportError(f"TensorRT's ONNX parser rejected {onnx_path}: {detail}; "
                           "re-export with 'mslseg export' (opset 17) or update TensorRT")
-    return network, parser
+    return builder, network, parser
 
 
 def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
@@ -99,26 +110,18 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
     if hardware_compatibility not in HARDWARE_LEVELS:
         raise InputError(f"unknown hardware compatibility '{hardware_compatibility}'; "
                          f"valid: {', '.join(HARDWARE_LEVELS)}")
-    meta = load_meta(onnx_path)
-    profile = resolve_profile(meta, _fixed_shape(onnx_path, meta.input_kind), min_shape=min_shape,
+    proto = load_proto(onnx_path)
+    meta = load_meta(proto, str(onnx_path))
+    profile = resolve_profile(meta, _fixed_shape(proto, meta.input_kind), min_shape=min_shape,
                               opt_shape=opt_shape, max_shape=max_shape)
     if dla_core is not None and meta.precision == "fp32":
         raise InputError("DLA runs fp16 or int8 only; export with --precision fp16 or int8 for --dla-core")
-    check_trt_ops(onnx_path)
+    check_trt_ops(proto)
+    del proto  # TensorRT reads the file itself
     trt = import_tensorrt()
-    major = int(trt.__version__.split(".")[0])
-    strongly = major >= 11 if strongly_typed is None else strongly_typed
-    logger = trt.Logger(trt.Logger.WARNING)
-    try:
-        builder = trt.Builder(logger)
-    except (TypeError, RuntimeError) as exc:  # no GPU/driver: the factory returns nullptr
-        raise MissingDependencyError(f"TensorRT could not start on this machine ({exc}); "
-                                     f"{INSTALL_HINT}") from None
-    flags = 0
-    if strongly and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    strongly = int(trt.__version__.split(".")[0]) >= 11 if strongly_typed is None else strongly_typed
     # the parser owns the weights the network points at: keep it alive until the build is done
-    network, _parser = _parse(trt, builder, flags, onnx_path, logger)
+    builder, network, _parser = _network(trt, onnx_path, strongly)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if not strongly:
@@ -131,10 +134,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
         config.add_optimization_profile(opt_profile)
     cache_file = _timing_cache_path(out, timing_cache)
     if cache_file is not None:
-        data = cache_file.read_bytes() if cache_file.is_file() else b""
-        if not config.set_timing_cache(config.create_timing_cache(data), False):
-            log.warning("timing cache %s is from another TensorRT or GPU; starting a new one", cache_file)
-            config.set_timing_cache(config.create_timing_cache(b""), False)
+        _load_timing_cache(config, cache_file)
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if hardware_compatibility != "none":
@@ -166,6 +166,13 @@ def _set_precision_flags(trt: Any, config: Any, precision: str) -> None:
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ nodes: explicit quantisation, no calibrator
+
+
+def _load_timing_cache(config: Any, cache_file: Path) -> None:
+    data = cache_file.read_bytes() if cache_file.is_file() else b""
+    if not config.set_timing_cache(config.create_timing_cache(data), False):
+        log.warning("timing cache %s is from another TensorRT or GPU; starting a new one", cache_file)
+        config.set_timing_cache(config.create_timing_cache(b""), False)
 
 
 def _timing_cache_path(engine: Path, timing_cache: str | Path | bool) -> Path | None:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from mslseg.runtime.errors import ExportError
 from onnx import helper, numpy_helper
+
+from mslseg.runtime.errors import ExportError
 
 TRT_OPSETS = (9, 24)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
 from mslseg.runtime.errors import InputError, ModelFormatError
 from mslseg.runtime.metadata import ModelMeta
 

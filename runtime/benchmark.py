@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.segmenter import Segmenter
 

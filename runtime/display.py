@@ -6,6 +6,7 @@ import os
 import sys
 
 import numpy as np
+
 from mslseg.runtime.errors import InputError
 
 

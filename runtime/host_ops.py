@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.metadata import ModelMeta
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.pipeline import StreamResult, segment_stream

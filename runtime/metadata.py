@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
 from mslseg.runtime.errors import ModelFormatError
 
 ONNX_METADATA_KEY = "mslseg"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from mslseg.runtime.backend import check_graph_input, parse_device
 from mslseg.runtime.errors import InputError, MissingDependencyError, ModelFormatError, require
 from mslseg.runtime.metadata import ModelMeta

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.segmenter import Segmentation, Segmenter
 from mslseg.runtime.sources import Frame

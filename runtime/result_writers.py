@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from mslseg.runtime.errors import DataError
 from mslseg.runtime.metadata import ModelMeta
 

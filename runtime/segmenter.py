@@ -21,6 +21,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from mslseg.runtime.backend import Backend, open_backend
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError
 from mslseg.runtime.host_ops import as_frames, to_graph_input, to_labels
@@ -77,8 +78,8 @@ class Segmenter:
                  size: tuple[int, int] | None = None, threads: int | None = None,
                  warmup: bool | tuple[int, int] = True, cache_dir: str | Path | None = None,
                  **backend_options: Any) -> None:
-        if int(batch_size) < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if size is not None and (len(size) != 2 or min(size) < 1):
             raise InputError(f"size must be (height, width) with both >= 1, got {size}")
         self.path = Path(path)
@@ -99,8 +100,14 @@ class Segmenter:
                                    "re-export it with a confidence output, or leave confidence off")
         self._want_conf = backend.meta.confidence if confidence is None else bool(confidence)
         if warmup:
-            h, w = warmup if isinstance(warmup, tuple) else (self.size or (64, 64))
-            self.segment([np.zeros((h, w, 3), np.uint8)] * self.batch_size)
+            # an engine's optimisation profile may not include 64x64: its opt shape is a safe default
+            default = self.size or getattr(backend, "opt_size", None) or (64, 64)
+            h, w = warmup if isinstance(warmup, tuple) else default
+            try:
+                self.segment([np.zeros((h, w, 3), np.uint8)] * self.batch_size)
+            except BaseException:
+                self.close()
+                raise
 
     @property
     def num_classes(self) -> int:
@@ -116,11 +123,14 @@ class Segmenter:
         Frames are BGR (as OpenCV reads them) unless rgb=True.
         """
         checked, single = as_frames(frames)
-        results = self.segment(checked, rgb=rgb)
+        results = self._segment(checked, rgb)
         return results[0] if single else results
 
-    def segment(self, frames: list[np.ndarray], rgb: bool = False) -> list[Segmentation]:
-        """Checked HxWx3 uint8 frames -> one Segmentation each, in order (see `__call__`)."""
+    def segment(self, frames: Any, rgb: bool = False) -> list[Segmentation]:
+        """Like calling the Segmenter, but always a list (one frame gives a list of one)."""
+        return self._segment(as_frames(frames)[0], rgb)
+
+    def _segment(self, frames: list[np.ndarray], rgb: bool) -> list[Segmentation]:
         with self._state:
             if self._backend is None:
                 raise BackendError(f"the segmenter for {self.path.name} is closed; create a new one")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from mslseg.runtime.errors import DataError, InputError
 
 log = logging.getLogger(__name__)
@@ -125,34 +126,49 @@ class VideoSource:
         self.stem = safe_stem(name)
         self.frames = frames or FrameRange()
         self.problems: list[str] = []
-        self._cap = (cv2.VideoCapture(target) if kind == "camera"
-                     else cv2.VideoCapture(str(target), cv2.CAP_FFMPEG))
-        if not self._cap.isOpened():
-            raise DataError(_open_failure(name, kind))
-        ok, first = self._cap.read()
-        if not ok or first is None:
-            self._cap.release()
-            raise DataError(f"{name} has no decodable frames; the file is corrupt or truncated")
-        self._first = first
+        self._target, self._cap, self._first = target, None, None
+        first = self._open()
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else None
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 and not self.live else None
         self.size = first.shape[:2]
+        if self.live:  # keep a camera open; a file is reopened when read (many files, few handles)
+            self._first = first
+        else:
+            self.close()
         self._start, self._end = self.frames.bounds(self.fps or (30.0 if self.live else None), name)
-        last = min(x for x in (self._end, self.frame_count) if x is not None) if (
-            self._end is not None or self.frame_count is not None) else None
+        ends = [x for x in (self._end, self.frame_count) if x is not None]
+        last = min(ends) if ends else None
         if last is not None and last <= self._start:
+            self.close()
             raise InputError(f"{name} has {self.frame_count} frames; the range starts past its end")
         self.expected = None if last is None else -(-(last - self._start) // self.frames.stride)
+
+    def _open(self) -> np.ndarray:
+        """Open the capture and decode the first frame (DataError if either fails)."""
+        import cv2
+
+        self._cap = (cv2.VideoCapture(self._target) if self.kind == "camera"
+                     else cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG))
+        if not self._cap.isOpened():
+            raise DataError(_open_failure(self.name, self.kind))
+        ok, first = self._cap.read()
+        if not ok or first is None:
+            self.close()
+            raise DataError(f"{self.name} has no decodable frames; the file is corrupt or truncated")
+        return first
 
     def _wanted(self, index: int) -> bool:
         return index >= self._start and (index - self._start) % self.frames.stride == 0
 
     def __iter__(self) -> Iterator[Frame]:
         """Single pass: frames that are skipped (range, stride) are grabbed, never converted."""
+        first, self._first = self._first, None
+        if first is None:
+            first = self._open()
         cap, index = self._cap, 0
-        image, self._first = (self._first if self._wanted(0) else None), None
+        image = first if self._wanted(0) else None
         while True:
             if image is not None:
                 yield Frame(image, index, index / self.fps if self.fps else None)
@@ -176,7 +192,9 @@ class VideoSource:
                 f"(truncated or corrupt); the {decoded} frames before were processed")
 
     def close(self) -> None:
-        self._cap.release()
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
 
 
 def _open_failure(name: str, kind: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from mslseg.runtime.backend import check_graph_input, parse_device
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError, require
 from mslseg.runtime.metadata import ModelMeta
@@ -141,14 +142,15 @@ class TrtBackend:
         self.input_dtype = self._dtypes["input"]
         shape = tuple(engine.get_tensor_shape("input"))
         if -1 in shape:
-            lo, _, hi = (tuple(s) for s in engine.get_tensor_profile_shape("input", 0))
+            lo, opt, hi = (tuple(s) for s in engine.get_tensor_profile_shape("input", 0))
         else:
-            lo = hi = shape
+            lo = opt = hi = shape
         hw = slice(2, 4) if self.meta.input_kind == "float" else slice(1, 3)
         self.fixed_batch = hi[0] if lo[0] == hi[0] else None
         self.max_batch = hi[0]
         self.fixed_size = tuple(hi[hw]) if lo[hw] == hi[hw] else None
         self.min_shape, self.max_shape = lo, hi
+        self.opt_size = tuple(opt[hw])  # what the Segmenter warms up at
         self.context.set_input_shape("input", hi)
         self._host: dict[str, np.ndarray] = {}
         self._ptrs: dict[str, tuple[Any, Any]] = {}  # name -> (device pointer, pinned host pointer)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
 from mslseg.runtime.errors import DataError, InputError
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ Label values past the palette (an ignore label such as 255) are drawn black.
 from __future__ import annotations
 
 import numpy as np
+
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.metadata import ModelMeta
 

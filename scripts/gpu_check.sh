@@ -77,11 +77,14 @@ for precision in ("fp32", "fp16", "int8"):
                        output_kind="labels", confidence=True, precision=precision,
                        calib=calib if precision == "int8" else None)
     t_export = time.perf_counter() - t0
-    rep = check_parity(path, model, samples)
+    # write=False: report, do not gate; random weights have small logit margins, so int8 agreement
+    # here understates what an adapted model reaches (the gate is meant for real models)
+    rep = check_parity(path, model, samples, write=False)
     rows.append((precision, "onnxruntime cpu", rep.label_agreement, rep.confidence_max_abs_err,
-                 rep.ort_ms_per_frame, f"export {t_export:.1f}s"))
+                 rep.ort_ms_per_frame, f"gate {100 * rep.gate:.1f}% {'passed' if rep.passed else 'FAILED'}, "
+                 f"export {t_export:.1f}s"))
     if "CUDAExecutionProvider" in providers:
-        rep = check_parity(path, model, samples, providers=["CUDAExecutionProvider"], write=False, gate=0.5)
+        rep = check_parity(path, model, samples, providers=["CUDAExecutionProvider"], write=False)
         rows.append((precision, "onnxruntime cuda", rep.label_agreement, rep.confidence_max_abs_err,
                      rep.ort_ms_per_frame, "first runs, untuned"))
 

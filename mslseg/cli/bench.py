@@ -32,7 +32,8 @@ def _table(report, threads):
         table.add_column(col, justify="left" if i < 4 else "right")
     for r in report.rows:
         agree = "" if r.agree is None else f"{100 * r.agree:.1f}%"
-        table.add_row(escape(r.model), r.backend, r.variant, r.device, str(r.batch), f"{r.size[0]}x{r.size[1]}",
+        size = f"{r.size[0]}x{r.size[1]}"
+        table.add_row(escape(r.model), r.backend, r.variant, r.device, str(r.batch), size,
                       f"{r.ms:.1f}", f"{r.infer_ms:.1f}", f"{r.fps:.2f}", agree)
     return table
 

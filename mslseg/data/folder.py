@@ -72,7 +72,7 @@ def read_label_map(path: Path) -> tuple[dict[int, int], tuple[str, ...] | None]:
         text = path.read_text()
         data: Any = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except OSError as exc:
-        raise ConfigError(f"cannot read label map {path} ({exc.strerror}); check the label_map path") from None
+        raise ConfigError(f"cannot read label map {path} ({exc.strerror}); check label_map") from None
     except (ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"label map {path} is not valid YAML/JSON ({exc}); fix its syntax") from None
     if not isinstance(data, dict):

@@ -32,7 +32,7 @@ CLASS_SETS = {19: CITYSCAPES_CLASSES, 16: SYNTHIA16_CLASSES, 13: SYNTHIA13_CLASS
 _VALUES = 1 << 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LabelCodec:
     """Turns the values of a label file into train ids (IGNORE_INDEX = ignore)."""
 
@@ -58,7 +58,7 @@ class LabelCodec:
 def class_set(kind: str, classes: int) -> tuple[str, ...]:
     """The class names a layout yields for the configured class count."""
     valid = {"gta5": (19, 16, 13), "cityscapes": (19, 16, 13), "synthia": (16, 13), "nthu": (13,)}
-    if classes not in valid.get(kind, tuple(CLASS_SETS)):
+    if classes not in valid[kind]:
         allowed = " or ".join(str(c) for c in valid[kind])
         raise ConfigError(f"{kind} has no {classes}-class setting; set classes to {allowed}")
     return CLASS_SETS[classes]
@@ -103,6 +103,9 @@ def train_id_codec(num_classes: int, expected: str | None = None) -> LabelCodec:
 
 def mapping_codec(mapping: dict[int, int], num_classes: int, expected: str) -> LabelCodec:
     """Exactly the values in `mapping` may appear (plus IGNORE_INDEX, which is ignored)."""
+    if not 1 <= num_classes < IGNORE_INDEX:
+        raise ConfigError(f"{num_classes} classes do not fit the train ids 0..{IGNORE_INDEX - 1}; "
+                          "use fewer classes")
     lut = np.full(_VALUES, IGNORE_INDEX, np.uint8)
     allowed = np.zeros(_VALUES, bool)
     allowed[IGNORE_INDEX] = True

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mslseg.data.config import DataConfig
 from mslseg.data.files import png_size
-from mslseg.data.labels import LabelCodec, class_set, cityscapes_codec, synthia_codec, train_id_codec
+from mslseg.data.labels import LabelCodec, cityscapes_codec, class_set, synthia_codec, train_id_codec
 from mslseg.runtime.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class LayoutIndex:
+    """What a layout function found: the samples, their label decoder, and the class names."""
+
     samples: tuple[Sample, ...]
     codec: LabelCodec | None  # None when the dataset is read without labels
     class_names: tuple[str, ...]
@@ -39,7 +41,7 @@ class LayoutIndex:
 def require_dir(path: Path, layout: str) -> Path:
     """`path` if it is a folder, else a DataError that shows the expected layout."""
     if not path.is_dir():
-        raise DataError(f"{path} is not a folder; expected the layout {layout}: check the root and split")
+        raise DataError(f"{path} is not a folder; expected {layout}: check root (and split)")
     return path
 
 

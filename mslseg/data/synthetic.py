@@ -101,7 +101,7 @@ def write_target_video(path: str | Path, n_frames: int = 120, size: tuple[int, i
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
-        raise DataError(f"could not open {path} for writing mp4v video; check the folder and the suffix (.mp4)")
+        raise DataError(f"could not open {path} to write mp4v video; check the folder and the suffix (.mp4)")
     try:
         for k in range(n_frames):
             t = k / fps
@@ -132,9 +132,9 @@ class SynthSummary:
                 f"{self.target}{video} ({self.size[0]}x{self.size[1]})")
 
 
-def write_synthetic_dataset(out: str | Path, *, source: int = 200, target_train: int = 200, target_val: int = 50,
-                            size: tuple[int, int] = DEFAULT_SIZE, video: bool = True, video_frames: int = 120,
-                            seed: int = 0, overwrite: bool = False) -> SynthSummary:
+def write_synthetic_dataset(out: str | Path, *, source: int = 200, target_train: int = 200,
+                            target_val: int = 50, size: tuple[int, int] = DEFAULT_SIZE, video: bool = True,
+                            video_frames: int = 120, seed: int = 0, overwrite: bool = False) -> SynthSummary:
     """Write OUT/gta5 (source), OUT/cityscapes (target) and OUT/target.mp4.
 
     A non-empty OUT is refused unless `overwrite` is set and OUT holds an earlier output of this

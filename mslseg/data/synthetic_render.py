@@ -13,8 +13,21 @@ import cv2
 import numpy as np
 
 from mslseg.data.synthetic_world import (
-    BUILDING, CAR, LIGHT, PERSON, POLE, ROAD, SIDEWALK, SIGN, SKY, TERRAIN, VEGETATION, BGR, DomainStyle,
-    Prop, World,
+    BGR,
+    BUILDING,
+    CAR,
+    LIGHT,
+    PERSON,
+    POLE,
+    ROAD,
+    SIDEWALK,
+    SIGN,
+    SKY,
+    TERRAIN,
+    VEGETATION,
+    DomainStyle,
+    Prop,
+    World,
 )  # fmt: skip
 
 NEAR = 0.8  # metres: nearer geometry is clipped
@@ -81,7 +94,12 @@ class _Canvas:
         if label is not None:
             cv2.fillPoly(self.label, [xy], int(label), cv2.LINE_8, SHIFT)
 
-    def box(self, x0: float, x1: float, y0: float, y1: float, z: float, label: int | None, colour: BGR) -> None:
+    def strip(self, x0: float, x1: float, z0: float, z1: float, label: int | None, colour: BGR) -> None:
+        """A rectangle on the road plane from x0 to x1, z0 to z1."""
+        self.poly([(x0, 0, z0), (x1, 0, z0), (x1, 0, z1), (x0, 0, z1)], label, colour)
+
+    def box(self, x0: float, x1: float, y0: float, y1: float, z: float, label: int | None, colour: BGR
+            ) -> None:
         """An upright rectangle facing the camera at depth z, at least one pixel wide."""
         zc = z - self.cam.z
         min_half = 0.6 * zc / self.cam.f
@@ -90,7 +108,8 @@ class _Canvas:
             x0, x1 = mid - min_half, mid + min_half
         self.poly([(x0, y0, z), (x1, y0, z), (x1, y1, z), (x0, y1, z)], label, colour)
 
-    def disc(self, x: float, y: float, z: float, rx: float, ry: float, label: int | None, colour: BGR) -> None:
+    def disc(self, x: float, y: float, z: float, rx: float, ry: float, label: int | None, colour: BGR
+             ) -> None:
         zc = z - self.cam.z
         (cx, cy), = self.project(np.asarray([(x, y, z)]))
         axes = (max(int(self.cam.f * rx / zc * (1 << SHIFT)), 1 << SHIFT),
@@ -112,20 +131,18 @@ def _ground(cv: _Canvas, world: World, style: DomainStyle) -> None:
     cv.label[:] = SKY
     z0, z1 = c.z, c.z + FAR
     wide = 500.0
-    cv.poly([(-wide, 0, z0), (wide, 0, z0), (wide, 0, z1), (-wide, 0, z1)], TERRAIN, style.terrain)
+    cv.strip(-wide, wide, z0, z1, TERRAIN, style.terrain)
     rh, sw = world.road_half, world.sidewalk
     for side in (-1, 1):
-        cv.poly([(side * rh, 0, z0), (side * (rh + sw), 0, z0), (side * (rh + sw), 0, z1), (side * rh, 0, z1)],
-                SIDEWALK, style.sidewalk)
-    cv.poly([(-rh, 0, z0), (rh, 0, z0), (rh, 0, z1), (-rh, 0, z1)], ROAD, style.road)
+        cv.strip(side * rh, side * (rh + sw), z0, z1, SIDEWALK, style.sidewalk)
+    cv.strip(-rh, rh, z0, z1, ROAD, style.road)
     for side in (-1, 1):  # edge lines, then the dashed divider: paint on the road, still road
         e = side * (rh - 0.3)
-        cv.poly([(e - 0.08, 0, z0), (e + 0.08, 0, z0), (e + 0.08, 0, z1), (e - 0.08, 0, z1)], None, style.lane)
+        cv.strip(e - 0.08, e + 0.08, z0, z1, None, style.lane)
     dash = np.floor(c.z / 9.0) * 9.0
     for k in range(24):
         a = dash + 9.0 * k
-        lx = world.lane_x
-        cv.poly([(lx - 0.1, 0, a), (lx + 0.1, 0, a), (lx + 0.1, 0, a + 3), (lx - 0.1, 0, a + 3)], None, style.lane)
+        cv.strip(world.lane_x - 0.1, world.lane_x + 0.1, a, a + 3, None, style.lane)
 
 
 def _buildings(cv: _Canvas, world: World, style: DomainStyle) -> None:
@@ -140,7 +157,8 @@ def _buildings(cv: _Canvas, world: World, style: DomainStyle) -> None:
             _windows(cv, xf, b.z0, b.z1, h, style.window)
         if b.z0 > zmin:
             end = xf + b.side * 25
-            cv.poly([(xf, 0, b.z0), (end, 0, b.z0), (end, h, b.z0), (xf, h, b.z0)], BUILDING, _shade(b.colour, 0.7))
+            cv.poly([(xf, 0, b.z0), (end, 0, b.z0), (end, h, b.z0), (xf, h, b.z0)], BUILDING,
+                    _shade(b.colour, 0.7))
 
 
 def _windows(cv: _Canvas, xf: float, z0: float, z1: float, h: float, colour: BGR) -> None:

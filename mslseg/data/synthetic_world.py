@@ -107,8 +107,9 @@ def sample_world(rng: np.random.Generator, style: DomainStyle, z_start: float = 
         while z < z_start + length + 120:
             span = float(rng.uniform(8, 30))
             if rng.random() > 0.15:  # else a gap
-                buildings.append(Building(side, z, z + span, float(rng.uniform(7, 28)),
-                                          _pick(rng, style.buildings, style.jitter), bool(rng.random() < 0.85)))
+                colour = _pick(rng, style.buildings, style.jitter)
+                buildings.append(Building(side, z, z + span, float(rng.uniform(7, 28)), colour,
+                                          bool(rng.random() < 0.85)))
             z += span + float(rng.uniform(0, 2))
     props = _poles_and_trees(rng, style, world, z_start, length)
     props += _cars(rng, style, world, z_start, length) + _persons(rng, style, world, z_start, length)
@@ -141,7 +142,8 @@ def _cars(rng: np.random.Generator, style: DomainStyle, w: World, z0: float, len
     cars = []
     for _ in range(int(rng.integers(style.n_cars[0], style.n_cars[1] + 1))):
         lane = int(rng.integers(4))
-        x = [-(w.road_half - 1.1), w.lane_x - w.road_half / 2, w.lane_x + w.road_half / 2, w.road_half - 1.1][lane]
+        parked = w.road_half - 1.1
+        x = [-parked, w.lane_x - w.road_half / 2, w.lane_x + w.road_half / 2, parked][lane]
         cars.append(Prop("car", x, z0 + float(rng.uniform(7, length * 0.6)), float(rng.uniform(3.8, 4.8)),
                          _pick(rng, style.car_colours, style.jitter), (40, 40, 40), lane))
     return cars
@@ -152,6 +154,7 @@ def _persons(rng: np.random.Generator, style: DomainStyle, w: World, z0: float, 
     for _ in range(int(rng.integers(style.n_persons[0], style.n_persons[1] + 1))):
         side = -1 if rng.random() < 0.5 else 1
         x = side * (w.road_half + w.sidewalk * float(rng.uniform(0.2, 0.8)))
-        persons.append(Prop("person", x, z0 + float(rng.uniform(5, length * 0.5)), float(rng.uniform(1.6, 1.9)),
-                            _pick(rng, style.clothes, style.jitter), _pick(rng, style.clothes, style.jitter), 0))
+        z, height = z0 + float(rng.uniform(5, length * 0.5)), float(rng.uniform(1.6, 1.9))
+        top, legs = _pick(rng, style.clothes, style.jitter), _pick(rng, style.clothes, style.jitter)
+        persons.append(Prop("person", x, z, height, top, legs, 0))
     return persons

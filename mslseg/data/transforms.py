@@ -31,7 +31,8 @@ class Augment:
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
-            raise ConfigError(f"interpolation '{self.interpolation}' is not one of {', '.join(INTERPOLATIONS)}")
+            raise ConfigError(f"interpolation '{self.interpolation}' is not one of "
+                              f"{', '.join(INTERPOLATIONS)}")
         for name, wh in (("size", self.size), ("crop", self.crop)):
             if wh is not None and (len(wh) != 2 or min(wh) < 1):
                 raise ConfigError(f"{name} must be [width, height] with both >= 1, got {list(wh)}")

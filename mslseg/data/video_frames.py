@@ -34,7 +34,7 @@ def find_videos(spec: str) -> list[Path]:
         found = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
                        if Path(p).suffix.lower() in VIDEO_SUFFIXES)
     else:
-        raise DataError(f"video source {spec} does not exist; give a video file, a folder of videos or a glob")
+        raise DataError(f"video {spec} does not exist; give a video file, a folder of videos or a glob")
     if not found:
         raise DataError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) found at {spec}; check the path or pattern")
     return found

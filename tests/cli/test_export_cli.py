@@ -8,11 +8,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from mslseg.export import load_meta, synthetic_frames
 from typer.testing import CliRunner
 
 from mslseg.checkpoint import save_checkpoint
 from mslseg.cli.app import app
+from mslseg.export import load_meta, synthetic_frames
 from tests.export.conftest import make_model
 
 runner = CliRunner()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mslseg.export.calibration import synthetic_frames
-from mslseg.runtime.metadata import ModelMeta, default_palette
 
+from mslseg.export.calibration import synthetic_frames
 from mslseg.models import deeplabv2
+from mslseg.runtime.metadata import ModelMeta, default_palette
 
 NUM_CLASSES = 5
 SIZE = (64, 96)  # (H, W)

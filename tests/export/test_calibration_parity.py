@@ -7,10 +7,10 @@ import json
 import cv2
 import numpy as np
 import pytest
+
 from mslseg.export import check_parity, load_frames, synthetic_frames
 from mslseg.export.parity import failed_path, report_path
 from mslseg.runtime.errors import DataError, ExportError, InputError
-
 from tests.export.conftest import make_model
 
 
@@ -31,6 +31,7 @@ def test_image_folder_resized(tmp_path):
     _write_images(tmp_path / "imgs", 5)
     frames = load_frames([tmp_path / "imgs"], 3, size=(32, 48))
     assert len(frames) == 3 and all(f.shape == (32, 48, 3) and f.dtype == np.uint8 for f in frames)
+    assert {f.shape for f in load_frames([tmp_path / "imgs"], 2, max_side=32)} == {(24, 32, 3)}
 
 
 def test_dataset_root_takes_images_not_labels(tmp_path):

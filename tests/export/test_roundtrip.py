@@ -7,9 +7,10 @@ import json
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
+
 from mslseg.export import GATES, check_parity, export_onnx, load_meta, trt_op_problems
 from mslseg.export.parity import report_path
-from onnx import numpy_helper
 
 # (precision, output, input, confidence, input order, onnxslim): a pairwise cover of
 # precision x output x input, each run through ONNX Runtime against PyTorch

@@ -9,10 +9,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from mslseg.export import check_contract, export_onnx, load_meta
-from mslseg.runtime.errors import ExportError, InputError, ModelFormatError
-from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
 
+from mslseg.export import check_contract, export_onnx, load_meta
+from mslseg.models import deeplabv2
+from mslseg.runtime.errors import ExportError, InputError, ModelFormatError
+from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta, default_palette
 from tests.export.conftest import NUM_CLASSES, SIZE
 
 
@@ -100,3 +101,15 @@ def test_output_in_missing_folder(model_meta, tmp_path):
     model, meta = model_meta
     with pytest.raises(InputError, match="does not exist"):
         export_onnx(model, meta, tmp_path / "missing" / "m.onnx")
+
+
+def test_labels_are_int32_beyond_255_classes(tmp_path):
+    torch.manual_seed(0)
+    model = deeplabv2("resnet18", num_classes=300, multi_level=False).eval()
+    meta = ModelMeta(num_classes=300, class_names=tuple(map(str, range(300))), palette=default_palette(300))
+    path = export_onnx(model, meta, tmp_path / "big.onnx", output_kind="labels", static=(32, 40), slim=False)
+    x = np.random.default_rng(0).normal(size=(1, 3, 32, 40)).astype(np.float32)
+    (labels,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    assert labels.dtype == np.int32 and labels.shape == (1, 32, 40)
+    with torch.no_grad():
+        assert (labels == model(torch.from_numpy(x)).argmax(1).numpy()).mean() > 0.999

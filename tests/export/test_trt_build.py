@@ -12,10 +12,10 @@ import sys
 import types
 
 import pytest
+
 from mslseg.export import build_engine, parse_shape, resolve_profile, sidecar_path, write_sidecar
 from mslseg.runtime.errors import InputError, MissingDependencyError
 from mslseg.runtime.metadata import ModelMeta
-
 from tests.export.conftest import SIZE
 
 
@@ -148,6 +148,7 @@ def test_build_against_a_stand_in(labels_onnx, tmp_path, monkeypatch, version, s
     monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
     fp16 = tmp_path / "fp16.onnx"
     import onnx
+
     from mslseg.export.onnx_meta import load_meta, write_meta
 
     proto = onnx.load(str(labels_onnx))

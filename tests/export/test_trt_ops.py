@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+
 from mslseg.export import check_trt_ops, trt_op_problems
 from mslseg.runtime.errors import ExportError
-from onnx import TensorProto, helper, numpy_helper
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -45,14 +47,30 @@ def cityscapes(root: Path, labels: list[np.ndarray], split: str = "val", city: s
     return DataConfig(kind="cityscapes", root=str(root), split=split)
 
 
+def write_png16_rgb(path: Path, rgb: np.ndarray) -> Path:
+    """A 16-bit RGB PNG encoded by hand, so channel order is the file's, not OpenCV's."""
+    h, w, _ = rgb.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return path
+
+
 def synthia(root: Path, class_ids: np.ndarray, classes: int = 16) -> DataConfig:
-    """One SYNTHIA pair: a 16-bit 3-channel label with the class id in the file's first channel."""
+    """One SYNTHIA pair: a 16-bit RGB label with the class id in the file's first channel (R)."""
     h, w = class_ids.shape
     write(root / "RGB" / "0000000.png", image(0, w, h))
     label_rgb = np.zeros((h, w, 3), np.uint16)
-    label_rgb[..., 0] = class_ids  # first channel of the file (R)
+    label_rgb[..., 0] = class_ids
     label_rgb[..., 1] = 999  # instance ids: must not be read as classes
-    write(root / "GT" / "LABELS" / "0000000.png", label_rgb[..., ::-1].copy())  # OpenCV writes BGR
+    label_rgb[..., 2] = 7
+    write_png16_rgb(root / "GT" / "LABELS" / "0000000.png", label_rgb)
     return DataConfig(kind="synthia", root=str(root), classes=classes)
 
 

@@ -53,9 +53,8 @@ def _net():
 
 
 def meta():
-    from mslseg.runtime.metadata import ModelMeta
-
     from mslseg.classes import default_class_names, palette_for
+    from mslseg.runtime.metadata import ModelMeta
 
     names = default_class_names(NUM_CLASSES)
     return ModelMeta(num_classes=NUM_CLASSES, class_names=names, palette=palette_for(names))

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mslseg.runtime
 import pytest
 
+import mslseg.runtime
 from tests.runtime import models
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

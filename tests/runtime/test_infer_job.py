@@ -12,10 +12,10 @@ import time
 
 import cv2
 import pytest
+
 from mslseg.runtime import Segmenter
 from mslseg.runtime.infer_job import InferOptions, run_infer
 from mslseg.runtime.sources import open_sources
-
 from tests.runtime import models
 
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
 from mslseg.runtime import Segmenter
 from mslseg.runtime.errors import InputError
-
 from tests.runtime import models
 
 DTYPES = st.sampled_from([np.uint8, np.float32, np.float64, np.int16, np.int64, np.bool_, np.float16])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import onnx
 import pytest
+
 from mslseg.runtime.errors import ModelFormatError
 from mslseg.runtime.metadata import ONNX_METADATA_KEY
 from mslseg.runtime.onnx_meta import read_metadata_props, read_onnx_meta
-
 from tests.runtime import models
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.result_writers import AreaTable, LabelNpz, LabelPngFolder
 from mslseg.runtime.video_writer import h264_available, open_video_writer
 from mslseg.runtime.viz import colorize, legend, overlay, palette_lut
-
 from tests.runtime import models
 
 

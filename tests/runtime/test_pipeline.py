@@ -6,10 +6,10 @@ import threading
 
 import numpy as np
 import pytest
+
 from mslseg.runtime import Segmenter, segment_stream
 from mslseg.runtime.errors import DataError
 from mslseg.runtime.sources import open_sources
-
 from tests.runtime import models
 
 

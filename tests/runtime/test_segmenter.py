@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+
 from mslseg.runtime import Segmenter
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError
-
 from tests.runtime import models
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
 from mslseg.runtime.errors import DataError, InputError
 from mslseg.runtime.sources import FrameRange, open_sources, parse_position
-
 from tests.runtime import models
 
 

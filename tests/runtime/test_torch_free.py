@@ -27,3 +27,24 @@ print("loaded:", bad)
                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "loaded: []"
+
+
+def test_infer_cli_works_with_torch_uninstallable(tmp_path):
+    """`mslseg infer` on an .onnx with torch made unimportable: a machine with only mslseg[cpu]."""
+    video = models.write_video(tmp_path / "clip.mp4", n=4)
+    code = f"""
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'")
+sys.meta_path.insert(0, NoTorch())
+from mslseg.cli.app import main
+sys.argv = ["mslseg", "infer", {str(video)!r}, "--model", {str(models.onnx_model("uint8_labels"))!r},
+            "--out", {str(tmp_path / "out")!r}, "--threads", "1"]
+main()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("4 frames in") and (tmp_path / "out" / "clip_overlay.mp4").is_file()

@@ -6,9 +6,9 @@ import importlib.util
 import json
 
 import pytest
+
 from mslseg.runtime.errors import MissingDependencyError, ModelFormatError
 from mslseg.runtime.trt_backend import read_engine_meta
-
 from tests.runtime import models
 
 

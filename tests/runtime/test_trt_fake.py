@@ -1,0 +1,229 @@
+"""The TensorRT backend's own logic, run against small fakes of tensorrt and cuda-python.
+
+There is no GPU here: these fakes check what the backend does with the documented API (name-based
+I/O, set_input_shape, set_tensor_address, execute_async_v3, buffers sized for the profile's
+largest shape, copies in and out, CUDA-graph capture and replay for static shapes), not TensorRT.
+The fake engine's "network" is labels = first channel // 64, so results are checkable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import types
+
+import numpy as np
+import pytest
+
+from mslseg.runtime import Segmenter, trt_backend
+from mslseg.runtime.errors import InputError, ModelFormatError
+from tests.runtime import models
+
+
+class FakeCudart:
+    class cudaMemcpyKind:  # noqa: N801 (cuda-python's names)
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    class cudaStreamCaptureMode:  # noqa: N801
+        cudaStreamCaptureModeThreadLocal = 1
+
+    def __init__(self) -> None:
+        self.device: dict[int, np.ndarray] = {}
+        self.host: dict[int, np.ndarray] = {}
+        self.capturing: list | None = None
+        self.graphs: dict[int, list] = {}
+        self.launches = self.enqueues = 0
+        self.next_id = 1000
+
+    def _id(self) -> int:
+        self.next_id += 8
+        return self.next_id
+
+    def cudaSetDevice(self, index):  # noqa: N802
+        return (0,)
+
+    def cudaGetDeviceProperties(self, index):  # noqa: N802
+        return 0, types.SimpleNamespace(name=b"Fake GPU", major=9, minor=0)
+
+    def cudaStreamCreate(self):  # noqa: N802
+        return 0, self._id()
+
+    def cudaMalloc(self, nbytes):  # noqa: N802
+        ptr = self._id()
+        self.device[ptr] = np.zeros(nbytes, np.uint8)
+        return 0, ptr
+
+    def cudaMallocHost(self, nbytes):  # noqa: N802
+        buf = np.zeros(nbytes, np.uint8)
+        self.host[buf.ctypes.data] = buf
+        return 0, buf.ctypes.data
+
+    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):  # noqa: N802
+        op = ("copy", dst, src, nbytes, kind)
+        self.capturing.append(op) if self.capturing is not None else self._run(op)
+        return (0,)
+
+    def _run(self, op):
+        if op[0] == "exec":
+            return op[1]()
+        _, dst, src, nbytes, kind = op
+        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            ctypes.memmove(self.device[dst].ctypes.data, src, nbytes)
+        else:
+            ctypes.memmove(dst, self.device[src].ctypes.data, nbytes)
+
+    def cudaStreamSynchronize(self, stream):  # noqa: N802
+        return (0,)
+
+    def cudaStreamBeginCapture(self, stream, mode):  # noqa: N802
+        self.capturing = []
+        return (0,)
+
+    def cudaStreamEndCapture(self, stream):  # noqa: N802
+        graph = self._id()
+        self.graphs[graph], self.capturing = self.capturing, None
+        return 0, graph
+
+    def cudaGraphInstantiate(self, graph, flags):  # noqa: N802
+        return 0, graph
+
+    def cudaGraphLaunch(self, graph, stream):  # noqa: N802
+        self.launches += 1
+        for op in self.graphs[graph]:
+            self._run(op)
+        return (0,)
+
+    def cudaGraphDestroy(self, graph):  # noqa: N802
+        return (0,)
+
+    cudaGraphExecDestroy = cudaGraphDestroy  # noqa: N815
+    cudaFree = cudaFreeHost = cudaStreamDestroy = cudaSetDevice  # noqa: N815
+
+
+def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi):
+    trt = types.SimpleNamespace(__version__="10.9.0")
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
+    trt.nptype = lambda dtype: dtype
+
+    class Context:
+        def __init__(self):
+            self.shape, self.addr = None, {}
+
+        def set_input_shape(self, name, shape):
+            self.shape = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            return self.shape if name == "input" else self.shape[:3]
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = ptr
+
+        def execute_async_v3(self, stream):
+            shape, addr = self.shape, dict(self.addr)  # what a captured graph freezes
+
+            def run():
+                cuda.enqueues += 1
+                n = int(np.prod(shape))
+                x = cuda.device[addr["input"]][:n].reshape(shape)
+                out = (x[..., 0] // 64).astype(np.uint8)
+                cuda.device[addr["output"]][: out.size] = out.ravel()
+
+            op = ("exec", run)
+            cuda.capturing.append(op) if cuda.capturing is not None else cuda._run(op)
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return ["input", "output"][i]
+
+        def get_tensor_mode(self, name):
+            return "in" if name == "input" else "out"
+
+        def get_tensor_dtype(self, name):
+            return np.uint8
+
+        def get_tensor_shape(self, name):
+            dyn = shape_lo != shape_hi
+            return tuple(-1 if dyn else d for d in shape_hi)
+
+        def get_tensor_profile_shape(self, name, profile):
+            return [shape_lo, shape_lo, shape_hi]
+
+        def create_execution_context(self):
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return None if data == b"bad" else Engine()
+
+    trt.Runtime = Runtime
+    return trt
+
+
+@pytest.fixture
+def engine(tmp_path, monkeypatch):
+    def make(lo, hi, data=b"engine bytes"):
+        cuda = FakeCudart()
+        monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake_tensorrt(cuda, lo, hi))
+        monkeypatch.setattr(trt_backend, "_import_cudart", lambda: cuda)
+        path = tmp_path / "model.engine"
+        path.write_bytes(data)
+        meta = models.meta().with_(input_kind="uint8", output_kind="labels",
+                                   extra={"tensorrt": {"version": "10.8", "gpu": "NVIDIA A100"}})
+        (tmp_path / "model.json").write_text(json.dumps(meta.to_dict()))
+        return path, cuda
+
+    return make
+
+
+def _expected(frame):
+    return (frame[..., 0] // 64).astype(np.uint8)
+
+
+def test_dynamic_engine_runs_frames_of_any_size_in_the_profile(engine):
+    path, cuda = engine((1, 8, 8, 3), (4, 128, 128, 3))
+    frames = models.frames(3, (48, 64)) + models.frames(2, (32, 40))
+    with Segmenter(path, device="cuda", batch_size=8) as seg:
+        assert (seg.backend_name, seg.device, seg.batch_size) == ("tensorrt", "cuda:0", 4)
+        results = seg(frames)
+        with pytest.raises(InputError, match="outside the engine's profile"):
+            seg(np.zeros((200, 64, 3), np.uint8))
+    for f, r in zip(frames, results, strict=True):
+        assert np.array_equal(r.labels, _expected(f))
+    assert cuda.launches == 0 and cuda.enqueues >= 2
+
+
+def test_static_engine_captures_once_and_replays_a_cuda_graph(engine):
+    path, cuda = engine((2, 48, 64, 3), (2, 48, 64, 3))
+    frames = models.frames(5, (48, 64))
+    with Segmenter(path, device="cuda") as seg:  # warm-up: one plain run, then the capture
+        assert (seg.batch_size, seg.size) == (2, (48, 64))
+        results = seg(frames)  # batches of 2, 2 and 1 (+1 blank)
+    for f, r in zip(frames, results, strict=True):
+        assert np.array_equal(r.labels, _expected(f))
+    assert cuda.launches == 4  # warm-up + 3 batches, all replays of the one captured graph
+
+
+def test_engine_for_another_tensorrt_or_gpu(engine):
+    path, _ = engine((1, 8, 8, 3), (1, 64, 64, 3), data=b"bad")
+    with pytest.raises(ModelFormatError, match=r"version 10\.8, gpu NVIDIA A100.*Fake GPU, sm_90.*rebuild"):
+        Segmenter(path, device="cuda")
+
+
+def test_engine_refuses_cpu(engine):
+    path, _ = engine((1, 8, 8, 3), (1, 64, 64, 3))
+    with pytest.raises(InputError, match="GPU only"):
+        Segmenter(path, device="cpu")
+
+
+def test_warm_up_inside_a_profile_that_excludes_64x64(engine):
+    path, cuda = engine((1, 100, 120, 3), (2, 200, 240, 3))
+    with Segmenter(path, device="cuda") as seg:
+        assert cuda.enqueues == 1 and seg(np.zeros((150, 150, 3), np.uint8)).labels.shape == (150, 150)
