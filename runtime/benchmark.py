@@ -27,6 +27,8 @@ from mslseg.runtime.errors import InputError
 from mslseg.runtime.segmenter import Segmenter
 
 TORCH_VARIANTS = {"eager": {}, "bf16+cl": {"bf16": True, "channels_last": True}}
+# on a GPU, the fastest torch path a user could reach without exporting
+TORCH_GPU_VARIANTS = {"fp16+cl+graphs": {"fp16": True, "channels_last": True, "cuda_graphs": True}}
 
 
 @dataclass
@@ -94,10 +96,16 @@ def bench_frames(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarra
     return frames
 
 
-def variants_of(path: Path, torch_fast: bool) -> list[tuple[str, dict[str, Any]]]:
-    if path.suffix.lower() == ".pt":
-        return [(k, v) for k, v in TORCH_VARIANTS.items() if torch_fast or k == "eager"]
-    return [("", {})]
+def variants_of(path: Path, torch_fast: bool, device: str = "auto") -> list[tuple[str, dict[str, Any]]]:
+    if path.suffix.lower() != ".pt":
+        return [("", {})]
+    variants = [(k, v) for k, v in TORCH_VARIANTS.items() if torch_fast or k == "eager"]
+    if torch_fast and device != "cpu":
+        import torch  # a .pt is only benchmarked where torch is installed
+
+        if torch.cuda.is_available():
+            variants += list(TORCH_GPU_VARIANTS.items())
+    return variants
 
 
 def _time_rows(seg: Segmenter, label: str, variant: str, batch_sizes: list[int], sizes: list[tuple[int, int]],
@@ -155,7 +163,7 @@ def bench_models(models: list[Path], *, batch_sizes: list[int], sizes: list[tupl
     report = BenchReport(machine=machine_info(threads))
     reference: dict = {}
     for path in models:
-        for variant, options in variants_of(Path(path), torch_fast):
+        for variant, options in variants_of(Path(path), torch_fast, device):
             label = Path(path).name + (f" ({variant})" if variant else "")
             with Segmenter(path, device=device, batch_size=max(batch_sizes), threads=threads,
                            warmup=False, **options) as seg:

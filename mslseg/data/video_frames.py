@@ -2,13 +2,15 @@
 
 The frames are indexed at construction from each file's frame count (every `stride`-th frame, or
 `frames` spread evenly over each file) and decoded lazily by seeking. Open captures are cached per
-process and never pickled, so DataLoader workers open their own.
+process: never pickled, and never used (nor released) in a forked DataLoader worker, where a
+capture inherited from the parent hangs; workers open their own.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -65,6 +67,8 @@ class VideoFrames:
         if limit is not None:
             self.index = self.index[:limit]
         self._captures: OrderedDict[Path, cv2.VideoCapture] = OrderedDict()
+        self._pid = os.getpid()
+        self._inherited: list[OrderedDict] = []
         log.info("video: %d frames from %d file(s)", len(self.index), len(videos))
 
     def __len__(self) -> int:
@@ -79,6 +83,9 @@ class VideoFrames:
         return frame, None, f"{video.name}#{n:06d}"
 
     def _capture(self, video: Path) -> cv2.VideoCapture:
+        if self._pid != os.getpid():  # a forked worker: the parent's captures are not ours to touch
+            self._inherited.append(self._captures)
+            self._captures, self._pid = OrderedDict(), os.getpid()
         if video in self._captures:
             self._captures.move_to_end(video)
             return self._captures[video]
@@ -90,8 +97,12 @@ class VideoFrames:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_captures"] = OrderedDict()  # a VideoCapture cannot cross processes
+        state["_captures"], state["_inherited"] = OrderedDict(), []  # captures cannot cross processes
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._pid = os.getpid()
 
 
 def _open(video: Path) -> cv2.VideoCapture:

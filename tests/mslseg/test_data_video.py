@@ -68,6 +68,15 @@ def test_video_dataset_pickles_for_workers_and_batches(tmp_path):
     assert batch["image"].shape == (3, 3, 32, 64)
 
 
+def test_worker_forked_after_the_parent_read_a_frame_does_not_hang(tmp_path):
+    clip = _write_clip(tmp_path / "clip.mp4")
+    ds = build_dataset(DataConfig(kind="video", root=str(clip), video_stride=5), NORM, train=False)
+    first = ds[0]  # the parent now holds an open capture; a forked worker must not use it
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, timeout=60)
+    batch = next(iter(loader))
+    assert batch["image"].shape[0] == 4 and torch.equal(batch["image"][0], first["image"])
+
+
 def test_frame_positions():
     assert frame_positions(10, 3, None) == [0, 3, 6, 9]
     assert frame_positions(10, 3, 2) == [0, 9]
