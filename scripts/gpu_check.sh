@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Export check on a machine with an NVIDIA GPU and no internet, in well under 5 minutes.
+# One prepared check for a machine with an NVIDIA GPU and no internet, in under 8 minutes.
 #
-# Needs torch, onnx, onnxruntime (or onnxruntime-gpu) and numpy/opencv; TensorRT is optional.
-# Exports a small DeepLab (ResNet-18, 19 classes, random weights with image-like BatchNorm
-# statistics) at fp32, fp16 and int8 with uint8 frames in and labels + confidence out, prints
-# each file's parity against PyTorch (ONNX Runtime on the CPU, and on CUDA when available);
-# with TensorRT, builds an engine per precision (plus a strongly typed int8 one on TensorRT 10),
-# runs it on the GPU and prints its label agreement with PyTorch and its latency. Without a GPU
-# it runs the CPU part and says so.
+# Needs torch (CUDA build), onnx, onnxruntime (or -gpu), numpy, opencv; TensorRT is optional.
+# Stages (each with its own time limit; a failing stage is reported and the next one runs):
+#   1. adaptation speed: IW-MSL + multi-level steps of ResNet-101 DeepLab-v2 at the paper's sizes
+#      (source 1280x720, target 1024x512), fp32 vs AMP, images/s and share of the FLOP floor
+#   2. adapt + resume: `mslseg adapt` on generated data on the GPU with AMP, stopped after 1 of 2
+#      iterations and resumed
+#   3. export: ONNX fp32/fp16/int8 with parity on ORT CPU and CUDA; TensorRT engines if present
+#   4. bench: `mslseg bench` on the .pt (eager, bf16, fp16 + CUDA graphs) and the ONNX files
+# Then one summary. Paste its output (with the GPU's name) into benchmarks/RESULTS.md.
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]      (default: a temporary folder)
-#   env: GPU_CHECK_SIZE=512x1024 (timing size), GPU_CHECK_ITERS=50
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 OUT=${1:-$(mktemp -d -t mslseg-gpu-check.XXXXXX)}
@@ -28,126 +29,41 @@ if ! python -c "import mslseg.export, mslseg.runtime" 2>/dev/null; then
   ln -s "$REPO/runtime" "$SHIM/mslseg/runtime"
   export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export OUT REPO
+export OUT REPO PYTHONUNBUFFERED=1
+declare -A STATUS
+stage() {  # stage NAME SECONDS CMD...
+  local name=$1 limit=$2; shift 2
+  echo; echo "=== $name (limit ${limit}s) ==="
+  local t0=$SECONDS
+  timeout "$limit" "$@"; local rc=$?
+  STATUS[$name]="rc=$rc, $((SECONDS - t0))s"
+}
 
-timeout 290 python - <<'PY'
-import os, sys, time, logging
-from pathlib import Path
+python -c "import torch; print('torch', torch.__version__, '| GPU:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none')"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 
-import numpy as np
-import torch
+stage speed 150 python benchmarks/train_speed.py --steps 8 --warmup 3 --json "$OUT/train_speed.json"
 
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-from mslseg.export import build_engine, check_parity, export_onnx, synthetic_frames
-from mslseg.models import deeplabv2
-from mslseg.runtime.metadata import ModelMeta, default_palette
+DATA="$OUT/synth"
+stage adapt-resume 150 bash -c "
+  python -m mslseg synth '$DATA' --source 16 --target-train 16 --target-val 8 --size 512x256 --no-video --overwrite &&
+  python -m mslseg adapt -c synthetic --source '$DATA/gta5' --target '$DATA/cityscapes' --target-val '$DATA/cityscapes' \
+     --method iw-msl --multi-level --backbone resnet101 --size 512x256 --batch 2 --iterations 2 --device cuda \
+     --out '$OUT/adapt' --set train.stop_after=1 --set train.amp=auto --set train.workers=2 &&
+  python -m mslseg adapt --resume '$OUT/adapt' --set train.stop_after=null &&
+  python -c \"from mslseg.checkpoint import load_checkpoint; t=load_checkpoint('$OUT/adapt/last.pt')['training']; assert t['iteration']==2, t; print('resumed to iteration', t['iteration'])\"
+"
 
-out = Path(os.environ["OUT"])
-h, w = (int(v) for v in os.environ.get("GPU_CHECK_SIZE", "512x1024").split("x"))
-iters = int(os.environ.get("GPU_CHECK_ITERS", "50"))
-cuda = torch.cuda.is_available()
-import onnxruntime as ort
+stage export 200 python scripts/gpu_export_check.py
 
-providers = ort.get_available_providers()
-try:
-    import tensorrt as trt
-except ImportError:
-    trt = None
-print(f"torch {torch.__version__}, CUDA GPU: {torch.cuda.get_device_name(0) if cuda else 'none'}; "
-      f"onnxruntime {ort.__version__} {providers}; TensorRT {trt.__version__ if trt else 'absent'}")
+stage bench 120 bash -c "
+  python -m mslseg bench '$OUT/adapt/last.pt' '$OUT'/model_fp32.onnx '$OUT'/model_fp16.onnx '$OUT'/model_int8.onnx \
+     --size 1024x512 --batch 1 --repeats 10 --out '$OUT/bench.json'
+"
 
-torch.manual_seed(0)
-C = 19
-model = deeplabv2("resnet18", num_classes=C, multi_level=False)
-meta = ModelMeta(num_classes=C, class_names=tuple(f"c{i}" for i in range(C)),
-                 palette=default_palette(C), train_size=(h, w))
-model.train()
-with torch.no_grad():  # BatchNorm statistics from image-like frames; no weight is trained
-    for i in range(3):
-        batch = np.stack(synthetic_frames(2, (h // 4, w // 4), seed=i))
-        model(torch.from_numpy(meta.normalization.apply(batch)))
-model.eval()
-calib = synthetic_frames(16, (h // 2, w // 2), seed=10)
-samples = synthetic_frames(2, (h // 2, w // 2), seed=20) + synthetic_frames(1, (h // 4, w // 4), seed=21)
-
-rows = []
-for precision in ("fp32", "fp16", "int8"):
-    t0 = time.perf_counter()
-    path = export_onnx(model, meta, out / f"model_{precision}.onnx", input_kind="uint8",
-                       output_kind="labels", confidence=True, precision=precision,
-                       calib=calib if precision == "int8" else None)
-    t_export = time.perf_counter() - t0
-    # write=False: report, do not gate; random weights have small logit margins, so int8 agreement
-    # here understates what an adapted model reaches (the gate is meant for real models)
-    rep = check_parity(path, model, samples, write=False)
-    rows.append((precision, "onnxruntime cpu", rep.label_agreement, rep.confidence_max_abs_err,
-                 rep.ort_ms_per_frame, f"gate {100 * rep.gate:.1f}% {'passed' if rep.passed else 'FAILED'}, "
-                 f"export {t_export:.1f}s"))
-    if "CUDAExecutionProvider" in providers:
-        rep = check_parity(path, model, samples, providers=["CUDAExecutionProvider"], write=False)
-        rows.append((precision, "onnxruntime cuda", rep.label_agreement, rep.confidence_max_abs_err,
-                     rep.ort_ms_per_frame, "first runs, untuned"))
-
-if trt is not None and cuda:
-    dtypes = {trt.DataType.UINT8: torch.uint8, trt.DataType.FLOAT: torch.float32,
-              trt.DataType.INT32: torch.int32, trt.DataType.HALF: torch.float16}
-    bgr = np.stack(synthetic_frames(1, (h, w), seed=30))
-    frames = torch.from_numpy(bgr).cuda()
-    gpu_model = model.cuda()
-    with torch.no_grad():
-        x = torch.from_numpy(meta.normalization.apply(bgr, "bgr")).cuda()
-        ref = gpu_model(x).argmax(1)
-        for _ in range(5):
-            gpu_model(x)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            gpu_model(x)
-        torch.cuda.synchronize()
-    rows.append(("fp32", "pytorch cuda", 1.0, 0.0, 1000 * (time.perf_counter() - t0) / iters, f"{h}x{w}"))
-    major = int(trt.__version__.split(".")[0])
-    builds = [(p, None) for p in ("fp32", "fp16", "int8")] + ([("int8", True)] if major == 10 else [])
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    for precision, strong in builds:
-        onnx_path = out / f"model_{precision}.onnx"
-        engine_path = out / f"model_{precision}{'_strong' if strong else ''}.engine"
-        t0 = time.perf_counter()
-        build_engine(onnx_path, engine_path, min_shape=f"1x{h // 2}x{w // 2}", opt_shape=f"1x{h}x{w}",
-                     max_shape=f"2x{h}x{w}", timing_cache=out / "timing.cache", strongly_typed=strong)
-        t_build = time.perf_counter() - t0
-        engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        context = engine.create_execution_context()
-        context.set_input_shape("input", tuple(frames.shape))
-        buffers = {"input": frames}
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-                buffers[name] = torch.empty(tuple(context.get_tensor_shape(name)),
-                                            dtype=dtypes[engine.get_tensor_dtype(name)], device="cuda")
-        for name, buf in buffers.items():
-            context.set_tensor_address(name, buf.data_ptr())
-        stream = torch.cuda.current_stream().cuda_stream
-        for _ in range(5):
-            context.execute_async_v3(stream)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            context.execute_async_v3(stream)
-        torch.cuda.synchronize()
-        ms = 1000 * (time.perf_counter() - t0) / iters
-        agree = (buffers["output"].long() == ref).float().mean().item()
-        kind = "strongly typed" if strong else ("strongly typed" if major >= 11 else "builder flags")
-        rows.append((precision, f"tensorrt {trt.__version__}", agree, None, ms,
-                     f"{kind}, build {t_build:.0f}s, {h}x{w}"))
-elif trt is not None:
-    print("TensorRT is installed but torch sees no CUDA GPU: engines skipped")
-else:
-    print("TensorRT absent: engines skipped (pip install 'mslseg[gpu]' on a GPU machine)")
-
-print("\n| precision | runtime | labels agree | max confidence error | ms/frame | note |")
-print("|---|---|---|---|---|---|")
-for p, rt, agree, conf, ms, note in rows:
-    conf_s = "" if conf is None else f"{conf:.2g}"
-    print(f"| {p} | {rt} | {100 * agree:.2f}% | {conf_s} | {ms:.1f} | {note} |")
-print(f"\nfiles in {out}")
-PY
+echo; echo "=== summary ==="
+for s in speed adapt-resume export bench; do echo "$s: ${STATUS[$s]:-not run}"; done
+[ -f "$OUT/train_speed.json" ] && python -c "
+import json; d = json.load(open('$OUT/train_speed.json'))
+print(d['device']); [print(f\"  {r['amp']:5} {r['images_per_s']:.2f} img/s, floor {r['floor_pct']:.1f}%, peak mem {r['peak_mem_gib']} GiB\") for r in d['rows']]"
+echo "files in $OUT"

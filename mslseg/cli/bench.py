@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-_COLUMNS = ("model", "backend", "variant", "device", "batch", "HxW", "ms/batch", "infer ms", "FPS", "agree")
+_COLUMNS = ("model", "backend", "variant", "device", "batch", "WxH", "ms/batch", "infer ms", "FPS", "agree")
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -32,7 +32,7 @@ def _table(report, threads):
         table.add_column(col, justify="left" if i < 4 else "right")
     for r in report.rows:
         agree = "" if r.agree is None else f"{100 * r.agree:.1f}%"
-        size = f"{r.size[0]}x{r.size[1]}"
+        size = f"{r.size[1]}x{r.size[0]}"
         table.add_row(escape(r.model), r.backend, r.variant, r.device, str(r.batch), size,
                       f"{r.ms:.1f}", f"{r.infer_ms:.1f}", f"{r.fps:.2f}", agree)
     return table
@@ -59,7 +59,7 @@ def bench(
         help="Models to compare: .pt (PyTorch), .onnx (fp32/fp16/int8), .engine/.plan (TensorRT).")],
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
     size: Annotated[list[str] | None, typer.Option(
-        help="Input size HEIGHTxWIDTH; repeat for several (default 256x512).")] = None,
+        help="Input size WIDTHxHEIGHT; repeat for several (default 512x256).")] = None,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed runs before timing.")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs; the median is reported.")] = 5,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
@@ -78,12 +78,12 @@ def bench(
     from mslseg.runtime.atomic import atomic_write_text
     from mslseg.runtime.benchmark import bench_models
 
-    sizes = [parse_size(s) for s in (size or ["256x512"])]
+    sizes = [parse_size(s) for s in (size or ["512x256"])]
     batches = _ints(batch, "--batch")
     progress = Console(stderr=True)
 
     def on_row(r) -> None:
-        progress.print(f"  {r.model} b{r.batch} {r.size[0]}x{r.size[1]}: {r.ms:.1f} ms",
+        progress.print(f"  {r.model} b{r.batch} {r.size[1]}x{r.size[0]}: {r.ms:.1f} ms",
                        highlight=False, markup=False)
 
     report = bench_models(models, batch_sizes=batches, sizes=sizes, warmup=warmup, repeats=repeats,
@@ -94,7 +94,7 @@ def bench(
         console = Console(width=160)  # a pipe or a file gets the whole table, not an 80-column cut
     console.print(_table(report, threads))
     for p in report.pipeline:
-        typer.echo(f"pipeline {p.model} b{p.batch} {p.size[0]}x{p.size[1]}: {p.pipeline_fps:.2f} FPS over "
+        typer.echo(f"pipeline {p.model} b{p.batch} {p.size[1]}x{p.size[0]}: {p.pipeline_fps:.2f} FPS over "
                    f"{p.frames} frames vs model-only {p.model_fps:.2f} FPS = {p.ratio:.2f}x")
     for line in _speedups(report.rows):
         typer.echo(line)

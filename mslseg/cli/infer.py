@@ -29,15 +29,15 @@ class Codec(str, Enum):
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'256x512' (height x width) -> (256, 512)."""
+    """'1024x512' (WIDTHxHEIGHT, as every --size of mslseg) -> (height, width) = (512, 1024)."""
     from mslseg.runtime.errors import InputError
 
     if not text:
         return None
     parts = text.lower().replace(",", "x").split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise InputError(f"--size '{text}' is not HEIGHTxWIDTH (for example 512x1024)")
-    return int(parts[0]), int(parts[1])
+        raise InputError(f"--size '{text}' is not WIDTHxHEIGHT (for example 1024x512)")
+    return int(parts[1]), int(parts[0])
 
 
 def infer(
@@ -63,7 +63,7 @@ def infer(
     codec: Annotated[Codec, typer.Option(
         help="Overlay codec: auto (H.264 via PyAV, else mp4v), h264, mp4v.")] = Codec.auto,
     size: Annotated[str | None, typer.Option(
-        help="Run the model at HEIGHTxWIDTH (labels are resized back).")] = None,
+        help="Run the model at WIDTHxHEIGHT, e.g. 1024x512 (labels are resized back).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
     threads: Annotated[int | None, typer.Option(
         min=1, help="ONNX Runtime intra-op threads (default: one per core).")] = None,

@@ -117,6 +117,8 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         raise ConfigError(f"target_val has classes {target_val.class_names}, the source {class_names}")
 
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
     channels_last = cfg.train.channels_last and device.type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -136,6 +138,7 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         _truncate_metrics(out / "metrics.jsonl", start)
+    board = _tensorboard(out) if dist.main else None
     pin = device.type == "cuda"
     src_iter = stream_loader(source, cfg.train.batch_source, seed=cfg.train.seed,
                              start=start * cfg.train.batch_source * dist.world, workers=cfg.train.workers,
@@ -170,6 +173,10 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
                 cfg.train.batch_target if target else 0)) * dist.world / max(elapsed, 1e-9)}
             _append_metrics(out / "metrics.jsonl", record)
             result.history.append(record)
+            if board is not None:
+                for key, value in record.items():
+                    if key != "iteration":
+                        board.add_scalar(f"train/{key}", value, done)
             t0, seen = time.perf_counter(), 0
         evaluate_now = target_val is not None and (
             (cfg.train.eval_every and done % cfg.train.eval_every == 0) or done == total)
@@ -178,6 +185,8 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
                                  class_names=class_names, amp_dtype=dtype)
             _append_metrics(out / "metrics.jsonl", {"iteration": done, "eval": scores.to_dict()})
             result.final_miou = scores.miou
+            if board is not None:
+                board.add_scalar("eval/miou", scores.miou, done)
             if best is None or scores.miou > best:
                 best = result.best_miou = scores.miou
                 save_checkpoint(out / "best.pt", model, meta)
@@ -194,6 +203,8 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
                         "config": to_dict(cfg)}
             save_checkpoint(last, model, meta, training=training)
     result.iterations = end
+    if board is not None:
+        board.close()
     if end < total:
         return result
     if dist.main and target_val is None:
@@ -201,6 +212,15 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
     if dist.main:
         _plot(out)
     return result
+
+
+def _tensorboard(out: Path):
+    """A TensorBoard writer into the run dir when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
 def _normalization(cfg: RunConfig) -> Normalization:

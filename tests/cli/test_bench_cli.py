@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_bench_torch_and_onnx(tmp_path):
     out = tmp_path / "bench.json"
     result = runner.invoke(app, ["bench", str(models.checkpoint()), str(models.onnx_model("float_logits")),
-                                 str(models.onnx_model("uint8_labels")), "--batch", "1,2", "--size", "32x48",
+                                 str(models.onnx_model("uint8_labels")), "--batch", "1,2", "--size", "48x32",
                                  "--warmup", "1", "--repeats", "2", "--threads", "1", "--no-torch-fast",
                                  "--pipeline-frames", "6", "--out", str(out)])
     assert result.exit_code == 0, result.output

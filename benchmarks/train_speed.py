@@ -1,0 +1,133 @@
+"""Adaptation-step throughput: fp32 vs AMP, and the share of the FLOP floor reached.
+
+    python benchmarks/train_speed.py                       # GPU: ResNet-101 at the paper's sizes
+    python benchmarks/train_speed.py --device cpu --backbone resnet18 --source-size 128x64 --target-size 128x64
+
+One step = the full IW-MSL + multi-level step (source CE + aux CE, target IW-MSL + guidance, SGD),
+on random tensors of the paper's sizes (source 1280x720, target 1024x512, batch 1 + 1), so the
+data pipeline is out of the measurement. FLOPs of one step are counted with
+torch.utils.flop_counter; the floor is FLOPs / the measured matmul peak of the same dtype, and
+"floor %" = floor time / measured step time. Prints a table and writes JSON (--json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+
+def _wh(text: str) -> tuple[int, int]:
+    w, h = (int(v) for v in text.lower().split("x"))
+    return w, h
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 8192, repeats: int = 10) -> float:
+    """Measured dense matmul FLOP/s for `dtype` on `device`."""
+    if device.type == "cpu":
+        n = 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - t)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(args: argparse.Namespace, amp: str, device: torch.device) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mslseg.models import deeplabv2
+    from mslseg.training.config import MethodConfig, OptimConfig
+    from mslseg.training.runtime_env import amp_dtype
+    from mslseg.training.step import adapt_step, build_optimizer
+
+    torch.manual_seed(0)
+    model = deeplabv2(args.backbone, num_classes=19, multi_level=True).to(device).train()
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(model, OptimConfig())
+    dtype = amp_dtype(device, amp)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    method = MethodConfig(target_loss="iw-msl", multi_level=True, lambda_target=0.09)
+    (sw, sh), (tw, th) = _wh(args.source_size), _wh(args.target_size)
+    src = {"image": torch.randn(args.batch, 3, sh, sw), "label": torch.randint(0, 19, (args.batch, sh, sw))}
+    tgt = {"image": torch.randn(args.batch, 3, th, tw)}
+    if device.type == "cuda":
+        src = {k: v.pin_memory() for k, v in src.items()}
+        tgt = {k: v.pin_memory() for k, v in tgt.items()}
+
+    def step(i: int) -> None:
+        adapt_step(model, opt, src, tgt, method, iteration=i, lr=1e-4, device=device, amp_dtype=dtype,
+                   scaler=scaler, channels_last=channels_last)
+
+    for i in range(args.warmup):
+        step(i)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(0)
+    flops = counter.get_total_flops()
+    times = []
+    for i in range(args.steps):
+        _sync(device)
+        t = time.perf_counter()
+        step(i)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    sec = statistics.median(times)
+    peak = matmul_peak(device, dtype or torch.float32)
+    images = 2 * args.batch
+    return {"amp": amp if dtype else "off", "dtype": str(dtype or torch.float32).replace("torch.", ""),
+            "step_s": sec, "images_per_s": images / sec, "tflop_per_step": flops / 1e12,
+            "matmul_peak_tflops": peak / 1e12, "floor_pct": 100 * (flops / peak) / sec,
+            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--backbone", default="resnet101")
+    ap.add_argument("--source-size", default="1280x720")
+    ap.add_argument("--target-size", default="1024x512")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--amp", nargs="+", default=None, help="modes to compare (default: off and auto)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    modes = args.amp or (["off", "auto"] if device.type == "cuda" else ["off", "bf16"])
+    rows = [measure(args, m, device) for m in modes]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"{args.backbone} DeepLab-v2, source {args.source_size} + target {args.target_size}, "
+          f"batch {args.batch}+{args.batch}, {name}")
+    print(f"{'amp':6} {'dtype':9} {'step ms':>8} {'img/s':>7} {'TFLOP/step':>10} {'peak TFLOP/s':>12} {'floor %':>8}")
+    for r in rows:
+        print(f"{r['amp']:6} {r['dtype']:9} {1000 * r['step_s']:8.1f} {r['images_per_s']:7.2f} "
+              f"{r['tflop_per_step']:10.3f} {r['matmul_peak_tflops']:12.1f} {r['floor_pct']:8.1f}")
+    if len(rows) > 1:
+        print(f"speed-up {rows[-1]['amp']} vs {rows[0]['amp']}: {rows[-1]['images_per_s'] / rows[0]['images_per_s']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "args": vars(args), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

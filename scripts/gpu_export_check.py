@@ -1,0 +1,121 @@
+"""Export stage of scripts/gpu_check.sh: ONNX fp32/fp16/int8 parity on ORT (CPU and CUDA), and
+TensorRT engines with their latency and label agreement when TensorRT is present."""
+import os, sys, time, logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+from mslseg.export import build_engine, check_parity, export_onnx, synthetic_frames
+from mslseg.models import deeplabv2
+from mslseg.runtime.metadata import ModelMeta, default_palette
+
+out = Path(os.environ["OUT"])
+h, w = (int(v) for v in os.environ.get("GPU_CHECK_SIZE", "512x1024").split("x"))
+iters = int(os.environ.get("GPU_CHECK_ITERS", "50"))
+cuda = torch.cuda.is_available()
+import onnxruntime as ort
+
+providers = ort.get_available_providers()
+try:
+    import tensorrt as trt
+except ImportError:
+    trt = None
+print(f"torch {torch.__version__}, CUDA GPU: {torch.cuda.get_device_name(0) if cuda else 'none'}; "
+      f"onnxruntime {ort.__version__} {providers}; TensorRT {trt.__version__ if trt else 'absent'}")
+
+torch.manual_seed(0)
+C = 19
+model = deeplabv2("resnet18", num_classes=C, multi_level=False)
+meta = ModelMeta(num_classes=C, class_names=tuple(f"c{i}" for i in range(C)),
+                 palette=default_palette(C), train_size=(h, w))
+model.train()
+with torch.no_grad():  # BatchNorm statistics from image-like frames; no weight is trained
+    for i in range(3):
+        batch = np.stack(synthetic_frames(2, (h // 4, w // 4), seed=i))
+        model(torch.from_numpy(meta.normalization.apply(batch)))
+model.eval()
+calib = synthetic_frames(16, (h // 2, w // 2), seed=10)
+samples = synthetic_frames(2, (h // 2, w // 2), seed=20) + synthetic_frames(1, (h // 4, w // 4), seed=21)
+
+rows = []
+for precision in ("fp32", "fp16", "int8"):
+    t0 = time.perf_counter()
+    path = export_onnx(model, meta, out / f"model_{precision}.onnx", input_kind="uint8",
+                       output_kind="labels", confidence=True, precision=precision,
+                       calib=calib if precision == "int8" else None)
+    t_export = time.perf_counter() - t0
+    # write=False: report, do not gate; random weights have small logit margins, so int8 agreement
+    # here understates what an adapted model reaches (the gate is meant for real models)
+    rep = check_parity(path, model, samples, write=False)
+    rows.append((precision, "onnxruntime cpu", rep.label_agreement, rep.confidence_max_abs_err,
+                 rep.ort_ms_per_frame, f"gate {100 * rep.gate:.1f}% {'passed' if rep.passed else 'FAILED'}, "
+                 f"export {t_export:.1f}s"))
+    if "CUDAExecutionProvider" in providers:
+        rep = check_parity(path, model, samples, providers=["CUDAExecutionProvider"], write=False)
+        rows.append((precision, "onnxruntime cuda", rep.label_agreement, rep.confidence_max_abs_err,
+                     rep.ort_ms_per_frame, "first runs, untuned"))
+
+if trt is not None and cuda:
+    dtypes = {trt.DataType.UINT8: torch.uint8, trt.DataType.FLOAT: torch.float32,
+              trt.DataType.INT32: torch.int32, trt.DataType.HALF: torch.float16}
+    bgr = np.stack(synthetic_frames(1, (h, w), seed=30))
+    frames = torch.from_numpy(bgr).cuda()
+    gpu_model = model.cuda()
+    with torch.no_grad():
+        x = torch.from_numpy(meta.normalization.apply(bgr, "bgr")).cuda()
+        ref = gpu_model(x).argmax(1)
+        for _ in range(5):
+            gpu_model(x)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            gpu_model(x)
+        torch.cuda.synchronize()
+    rows.append(("fp32", "pytorch cuda", 1.0, 0.0, 1000 * (time.perf_counter() - t0) / iters, f"{h}x{w}"))
+    major = int(trt.__version__.split(".")[0])
+    builds = [(p, None) for p in ("fp32", "fp16", "int8")] + ([("int8", True)] if major == 10 else [])
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    for precision, strong in builds:
+        onnx_path = out / f"model_{precision}.onnx"
+        engine_path = out / f"model_{precision}{'_strong' if strong else ''}.engine"
+        t0 = time.perf_counter()
+        build_engine(onnx_path, engine_path, min_shape=f"1x{h // 2}x{w // 2}", opt_shape=f"1x{h}x{w}",
+                     max_shape=f"2x{h}x{w}", timing_cache=out / "timing.cache", strongly_typed=strong)
+        t_build = time.perf_counter() - t0
+        engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        context = engine.create_execution_context()
+        context.set_input_shape("input", tuple(frames.shape))
+        buffers = {"input": frames}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
+                buffers[name] = torch.empty(tuple(context.get_tensor_shape(name)),
+                                            dtype=dtypes[engine.get_tensor_dtype(name)], device="cuda")
+        for name, buf in buffers.items():
+            context.set_tensor_address(name, buf.data_ptr())
+        stream = torch.cuda.current_stream().cuda_stream
+        for _ in range(5):
+            context.execute_async_v3(stream)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            context.execute_async_v3(stream)
+        torch.cuda.synchronize()
+        ms = 1000 * (time.perf_counter() - t0) / iters
+        agree = (buffers["output"].long() == ref).float().mean().item()
+        kind = "strongly typed" if strong else ("strongly typed" if major >= 11 else "builder flags")
+        rows.append((precision, f"tensorrt {trt.__version__}", agree, None, ms,
+                     f"{kind}, build {t_build:.0f}s, {h}x{w}"))
+elif trt is not None:
+    print("TensorRT is installed but torch sees no CUDA GPU: engines skipped")
+else:
+    print("TensorRT absent: engines skipped (pip install 'mslseg[gpu]' on a GPU machine)")
+
+print("\n| precision | runtime | labels agree | max confidence error | ms/frame | note |")
+print("|---|---|---|---|---|---|")
+for p, rt, agree, conf, ms, note in rows:
+    conf_s = "" if conf is None else f"{conf:.2g}"
+    print(f"| {p} | {rt} | {100 * agree:.2f}% | {conf_s} | {ms:.1f} | {note} |")
+print(f"\nfiles in {out}")
