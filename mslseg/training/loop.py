@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from mslseg.runtime.errors import ConfigError, TrainingError
 from mslseg.runtime.metadata import ModelMeta, Normalization
 from mslseg.training.config import ModelConfig, RunConfig, load_config, to_dict
 from mslseg.training.evaluate import evaluate
+from mslseg.training.run_log import append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
 from mslseg.training.runtime_env import amp_dtype, capture_rng, resolve_device, restore_rng
 from mslseg.training.sampling import stream_loader
 from mslseg.training.step import StepStats, adapt_step, build_optimizer, set_poly_lr
@@ -81,6 +81,25 @@ def _train_size(cfg: RunConfig) -> tuple[int, int] | None:
     return (wh[1], wh[0]) if wh else None
 
 
+@dataclass
+class _Setup:
+    """Everything a run builds before its first step."""
+
+    cfg: RunConfig
+    device: torch.device
+    model: DeepLabV2
+    meta: ModelMeta
+    source: Any
+    target: Any | None
+    target_val: Any | None
+    optimizer: torch.optim.Optimizer
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+    channels_last: bool
+    start: int = 0
+    best: float | None = None
+
+
 def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         on_step: Callable[[StepStats], None] | None = None) -> RunResult:
     """Train/adapt as `cfg` says, writing the run directory; returns where and how it ended.
@@ -88,31 +107,82 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
     With `resume`, continues from `cfg.out/last.pt` (model, optimiser, RNG, sample position).
     """
     dist = dist or Dist()
-    device = resolve_device(cfg.train.device)
-    if device.type == "cuda" and device.index is None and dist.world > 1:
-        device = torch.device("cuda", torch.cuda.current_device())
     out = Path(cfg.out)
     last = out / "last.pt"
     if resume and not last.is_file():
         raise ConfigError(f"cannot resume: {last} does not exist; start a new run instead")
     if not resume and last.exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    torch.manual_seed(cfg.train.seed)
-    if resume:
-        cfg = _rebatch_for_world(cfg, last, dist.world)
+    saved = load_checkpoint(last) if resume else None
+    s = _setup(cfg, dist, saved)
+    cfg, model = s.cfg, s.model
+    net = _wrap_ddp(model, cfg, s.device) if dist.world > 1 else (
+        torch.compile(model) if cfg.train.compile else model)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        truncate_metrics(out / "metrics.jsonl", s.start)
+    board = tensorboard_writer(out) if dist.main else None
+    src_iter = _loader(s, s.source, cfg.train.batch_source, cfg.train.seed, dist)
+    tgt_iter = _loader(s, s.target, cfg.train.batch_target, cfg.train.seed + 1, dist) if s.target else None
 
-    source = build_dataset(cfg.source, _normalization(cfg), train=True, seed=cfg.train.seed)
-    class_names = tuple(source.class_names)
+    result = RunResult(out, s.start, best_miou=s.best)
+    total = cfg.train.iterations
+    end = total if cfg.train.stop_after is None else min(total, s.start + cfg.train.stop_after)
+    images_per_step = (cfg.train.batch_source + (cfg.train.batch_target if s.target else 0)) * dist.world
+    net.train()
+    t0, seen = time.perf_counter(), 0
+    for it in range(s.start, end):
+        lr = set_poly_lr(s.optimizer, cfg.optim, it, total)
+        stats = adapt_step(net, s.optimizer, next(src_iter), next(tgt_iter) if tgt_iter else None,
+                           cfg.method, iteration=it + 1, lr=lr, device=s.device, amp_dtype=s.amp_dtype,
+                           scaler=s.scaler, channels_last=s.channels_last)
+        if not stats.finite:
+            raise TrainingError(f"the loss became non-finite at iteration {it + 1} ({stats.to_dict()}); "
+                                f"{_last_good(last)}")
+        seen += 1
+        if on_step is not None:
+            on_step(stats)
+        done = it + 1
+        if not dist.main:
+            continue
+        if done % cfg.train.log_every == 0 or done == total:
+            record = stats.to_dict() | {"images_per_s": seen * images_per_step / max(time.perf_counter() - t0, 1e-9)}
+            log_record(out, board, record, result)
+            t0, seen = time.perf_counter(), 0
+        if s.target_val is not None and ((cfg.train.eval_every and done % cfg.train.eval_every == 0)
+                                         or done == total):
+            _evaluate(s, out, board, done, result)
+            net.train()
+        if done % cfg.train.checkpoint_every == 0 or done in (total, end):
+            _save_last(s, last, done, dist)
+    result.iterations = end
+    if board is not None:
+        board.close()
+    if end == total and dist.main:
+        if s.target_val is None:
+            save_checkpoint(out / "best.pt", model, s.meta)
+        plot_run(out)
+    return result
+
+
+def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and device.index is None and dist.world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    torch.manual_seed(cfg.train.seed)
+    if saved is not None:
+        cfg = _rebatch_for_world(cfg, saved, dist.world)
+    probe = build_dataset(cfg.source, _normalization(cfg), train=True, seed=cfg.train.seed)
+    class_names = tuple(probe.class_names)
     model, meta = build_model(cfg.model, class_names, _train_size(cfg))
     if model.spec.multi_level is False and cfg.method.multi_level:
         raise ConfigError("multi-level adaptation needs a model with an auxiliary head")
-    # normalisation comes from the initial model: rebuild the datasets if it differs
-    if meta.normalization != _normalization(cfg):
-        source = build_dataset(cfg.source, meta.normalization, train=True, seed=cfg.train.seed)
-    target = (build_dataset(cfg.target, meta.normalization, train=True, seed=cfg.train.seed + 1)
-              if cfg.target is not None else None)
-    target_val = (build_dataset(cfg.target_val, meta.normalization, train=False)
-                  if cfg.target_val is not None else None)
+    # the normalisation is the initial model's: datasets are built with it
+    norm = meta.normalization
+    source = probe if norm == _normalization(cfg) else build_dataset(cfg.source, norm, train=True, seed=cfg.train.seed)
+    target = build_dataset(cfg.target, norm, train=True, seed=cfg.train.seed + 1) if cfg.target else None
+    target_val = build_dataset(cfg.target_val, norm, train=False) if cfg.target_val else None
     if target_val is not None and tuple(target_val.class_names) != class_names:
         raise ConfigError(f"target_val has classes {target_val.class_names}, the source {class_names}")
 
@@ -122,138 +192,75 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
     channels_last = cfg.train.channels_last and device.type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg.optim)
     dtype = amp_dtype(device, cfg.train.amp)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    start, best = 0, None
-    if resume:
-        start, best = _restore(last, model, optimizer, scaler)
-    net = model
-    if dist.world > 1:
-        net = _wrap_ddp(model, cfg, device)
-    elif cfg.train.compile:
-        net = torch.compile(model)
+    s = _Setup(cfg, device, model, meta, source, target, target_val, build_optimizer(model, cfg.optim),
+               dtype, torch.amp.GradScaler("cuda") if dtype == torch.float16 else None, channels_last)
+    if saved is not None:
+        s.start, s.best = _restore(saved, s)
+    return s
 
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        _truncate_metrics(out / "metrics.jsonl", start)
-    board = _tensorboard(out) if dist.main else None
-    pin = device.type == "cuda"
-    src_iter = stream_loader(source, cfg.train.batch_source, seed=cfg.train.seed,
-                             start=start * cfg.train.batch_source * dist.world, workers=cfg.train.workers,
-                             rank=dist.rank, world=dist.world, pin_memory=pin)
-    tgt_iter = (stream_loader(target, cfg.train.batch_target, seed=cfg.train.seed + 1,
-                              start=start * cfg.train.batch_target * dist.world, workers=cfg.train.workers,
-                              rank=dist.rank, world=dist.world, pin_memory=pin)
-                if target is not None else None)
 
-    result = RunResult(out, start, best_miou=best)
-    total = cfg.train.iterations
-    net.train()
-    t0, seen = time.perf_counter(), 0
-    end = total if cfg.train.stop_after is None else min(total, start + cfg.train.stop_after)
-    for it in range(start, end):
-        lr = set_poly_lr(optimizer, cfg.optim, it, total)
-        stats = adapt_step(net, optimizer, next(src_iter), next(tgt_iter) if tgt_iter else None,
-                           cfg.method, iteration=it + 1, lr=lr, device=device, amp_dtype=dtype,
-                           scaler=scaler, channels_last=channels_last)
-        if not stats.finite:
-            raise TrainingError(
-                f"the loss became non-finite at iteration {it + 1} ({stats.to_dict()}); the last good "
-                f"checkpoint is {last if last.exists() else 'not written yet'}: lower optim.lr or check the data"
-            )
-        seen += 1
-        if on_step is not None:
-            on_step(stats)
-        done = it + 1
-        if dist.main and (done % cfg.train.log_every == 0 or done == total):
-            elapsed = time.perf_counter() - t0
-            record = stats.to_dict() | {"images_per_s": seen * (cfg.train.batch_source + (
-                cfg.train.batch_target if target else 0)) * dist.world / max(elapsed, 1e-9)}
-            _append_metrics(out / "metrics.jsonl", record)
-            result.history.append(record)
-            if board is not None:
-                for key, value in record.items():
-                    if key != "iteration":
-                        board.add_scalar(f"train/{key}", value, done)
-            t0, seen = time.perf_counter(), 0
-        evaluate_now = target_val is not None and (
-            (cfg.train.eval_every and done % cfg.train.eval_every == 0) or done == total)
-        if evaluate_now and dist.main:
-            scores, _ = evaluate(model, target_val, device=device, num_classes=meta.num_classes,
-                                 class_names=class_names, amp_dtype=dtype)
-            _append_metrics(out / "metrics.jsonl", {"iteration": done, "eval": scores.to_dict()})
-            result.final_miou = scores.miou
-            if board is not None:
-                board.add_scalar("eval/miou", scores.miou, done)
-            if best is None or scores.miou > best:
-                best = result.best_miou = scores.miou
-                save_checkpoint(out / "best.pt", model, meta)
-            net.train()
-        if dist.main and (done % cfg.train.checkpoint_every == 0 or done in (total, end)):
-            if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
-                raise TrainingError(
-                    f"the weights became non-finite by iteration {done}; the last good checkpoint is "
-                    f"{last if last.exists() else 'not written yet'}: lower optim.lr or check the data"
-                )
-            training = {"iteration": done, "optimizer": optimizer.state_dict(), "rng": capture_rng(),
-                        "scaler": scaler.state_dict() if scaler else None, "best_miou": best,
-                        "world": dist.world,
-                        "config": to_dict(cfg)}
-            save_checkpoint(last, model, meta, training=training)
-    result.iterations = end
+def _loader(s: _Setup, dataset: Any, batch: int, seed: int, dist: Dist):
+    return stream_loader(dataset, batch, seed=seed, start=s.start * batch * dist.world,
+                         workers=s.cfg.train.workers, rank=dist.rank, world=dist.world,
+                         pin_memory=s.device.type == "cuda")
+
+
+def _evaluate(s: _Setup, out: Path, board: Any, done: int, result: RunResult) -> None:
+    scores, _ = evaluate(s.model, s.target_val, device=s.device, num_classes=s.meta.num_classes,
+                         class_names=tuple(s.meta.class_names), amp_dtype=s.amp_dtype)
+    append_metrics(out / "metrics.jsonl", {"iteration": done, "eval": scores.to_dict()})
+    result.final_miou = scores.miou
     if board is not None:
-        board.close()
-    if end < total:
-        return result
-    if dist.main and target_val is None:
-        save_checkpoint(out / "best.pt", model, meta)
-    if dist.main:
-        _plot(out)
-    return result
+        board.add_scalar("eval/miou", scores.miou, done)
+    if s.best is None or scores.miou > s.best:
+        s.best = result.best_miou = scores.miou
+        save_checkpoint(out / "best.pt", s.model, s.meta)
 
 
-def _tensorboard(out: Path):
-    """A TensorBoard writer into the run dir when tensorboard is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))
+def _save_last(s: _Setup, last: Path, done: int, dist: Dist) -> None:
+    if not all(torch.isfinite(t).all() for t in s.model.state_dict().values() if t.is_floating_point()):
+        raise TrainingError(f"the weights became non-finite by iteration {done}; {_last_good(last)}")
+    training = {"iteration": done, "optimizer": s.optimizer.state_dict(), "rng": capture_rng(),
+                "scaler": s.scaler.state_dict() if s.scaler else None, "best_miou": s.best,
+                "world": dist.world, "config": to_dict(s.cfg)}
+    save_checkpoint(last, s.model, s.meta, training=training)
+
+
+def _last_good(last: Path) -> str:
+    where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+    return f"{where}: lower optim.lr or check the data"
 
 
 def _normalization(cfg: RunConfig) -> Normalization:
     return Normalization.named(cfg.model.normalization)
 
 
-def _rebatch_for_world(cfg: RunConfig, last: Path, world: int) -> RunConfig:
+def _rebatch_for_world(cfg: RunConfig, saved: dict[str, Any], world: int) -> RunConfig:
     """Resuming on another number of ranks keeps the total batch: per-rank batch = total / world."""
-    saved = (load_checkpoint(last).get("training") or {}).get("world", 1)
-    if saved == world:
+    was = (saved.get("training") or {}).get("world", 1)
+    if was == world:
         return cfg
     train = cfg.train
-    totals = (train.batch_source * saved, train.batch_target * saved)
+    totals = (train.batch_source * was, train.batch_target * was)
     if any(t % world for t in totals):
         raise ConfigError(
-            f"cannot resume a {saved}-rank run on {world} ranks: total batches {totals} do not divide by {world}"
+            f"cannot resume a {was}-rank run on {world} ranks: total batches {totals} do not divide by {world}"
         )
-    log.info("resuming a %d-rank run on %d ranks with the same total batch", saved, world)
+    log.info("resuming a %d-rank run on %d ranks with the same total batch", was, world)
     return replace(cfg, train=replace(train, batch_source=totals[0] // world, batch_target=totals[1] // world))
 
 
-def _restore(path: Path, model: DeepLabV2, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler | None) -> tuple[int, float | None]:
-    data = load_checkpoint(path)
-    training = data.get("training") or {}
+def _restore(saved: dict[str, Any], s: _Setup) -> tuple[int, float | None]:
+    training = saved.get("training") or {}
     if "optimizer" not in training:
-        raise ConfigError(f"{path} holds no training state; it cannot be resumed")
-    model.load_state_dict(data["state_dict"])
-    optimizer.load_state_dict(training["optimizer"])
-    if scaler is not None and training.get("scaler"):
-        scaler.load_state_dict(training["scaler"])
+        raise ConfigError("last.pt holds no training state; it cannot be resumed")
+    s.model.load_state_dict(saved["state_dict"])
+    s.optimizer.load_state_dict(training["optimizer"])
+    if s.scaler is not None and training.get("scaler"):
+        s.scaler.load_state_dict(training["scaler"])
     restore_rng(training["rng"])
-    log.info("resumed %s at iteration %d", path, training["iteration"])
+    log.info("resumed at iteration %d", training["iteration"])
     return int(training["iteration"]), training.get("best_miou")
 
 
@@ -276,24 +283,3 @@ def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> RunConfig:
     return load_config(path, list(overrides))
 
 
-def _append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_metrics(path: Path, iteration: int) -> None:
-    """On resume, drop records logged after the checkpoint being resumed."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("iteration", 0) <= iteration]
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-def _plot(out: Path) -> None:
-    try:
-        from mslseg.training.plots import plot_curves
-    except ImportError:  # matplotlib is in the [train] extra; a run without it still completes
-        log.warning("matplotlib is not installed; no curves.png (pip install 'mslseg[train]')")
-        return
-    plot_curves(out / "metrics.jsonl", out / "curves.png")
