@@ -26,6 +26,12 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
+class CalibMethod(str, Enum):
+    minmax = "minmax"
+    percentile = "percentile"
+    entropy = "entropy"
+
+
 class HardwareLevel(str, Enum):
     none = "none"
     ampere = "ampere+"
@@ -53,6 +59,8 @@ def export(
         help="int8 calibration frames from the target domain: an image folder, a dataset root or a "
         "video; repeat for several.")] = None,
     calib_frames: Annotated[int, typer.Option(min=1, help="Frames sampled across --calib.")] = 64,
+    calib_method: Annotated[CalibMethod, typer.Option(
+        help="int8 activation ranges: minmax, percentile (clips outliers) or entropy.")] = CalibMethod.minmax,
     static: Annotated[tuple[int, int] | None, typer.Option(
         metavar="H W", help="Fix batch 1 and this input size (default: dynamic batch, height, "
         "width).")] = None,
@@ -106,6 +114,7 @@ def export(
         src, out, input_kind=input_kind.value, input_order="rgb" if rgb else "bgr",
         output_kind=output_kind.value, confidence=confidence, precision=precision.value,
         static=static, opset=opset, calib=calib or None, calib_frames=calib_frames,
+        calib_method=calib_method.value,
         samples=sample or None, gate=None if gate is None else gate / 100.0, slim=slim,
     )
     line = f"wrote {result.onnx} ({precision.value}, parity: {result.report.summary()})"
