@@ -34,6 +34,8 @@ def _common(overrides: dict[str, Any], *, source, source_kind, target_val, val_k
         "out": out, "train.device": device, "model.init": init, "model.init_format": init_format,
     }
     overrides.update({k: str(v) if isinstance(v, Path) else v for k, v in pairs.items() if v is not None})
+    if init is not None:  # a new --init replaces the config's init and its format
+        overrides["model.init_format"] = init_format
     if size is not None:
         for ds in ("source", "target", "target_val"):
             if not (ds in overrides and overrides[ds] is None):  # train drops the target
