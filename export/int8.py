@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ("Conv",)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# tensorrt: symmetric int8 activations (zero point 0), what TensorRT's explicit quantisation takes;
+# cpu: asymmetric uint8 activations with int8 weights (U8S8), ONNX Runtime's fast x86 kernels
+INT8_LAYOUTS = ("tensorrt", "cpu")
 
 
 def calibration_inputs(frames: Sequence[np.ndarray], *, input_kind: str, input_order: str,
@@ -41,11 +44,16 @@ def calibration_inputs(frames: Sequence[np.ndarray], *, input_kind: str, input_o
 
 def quantize_int8(src: str | Path, dst: str | Path, frames: Sequence[np.ndarray], *,
                   input_kind: str, input_order: str, norm: Normalization,
-                  method: str = "minmax") -> Path:
-    """Quantise the fp32 model `src` into `dst`, calibrating on BGR `frames`; returns `dst`."""
+                  method: str = "minmax", layout: str = "tensorrt") -> Path:
+    """Quantise the fp32 model `src` into `dst`, calibrating on BGR `frames`; returns `dst`.
+
+    `layout`: "tensorrt" (S8S8, symmetric) or "cpu" (U8S8: asymmetric uint8 activations, about
+    2.5x faster than S8S8 on ONNX Runtime's x86 CPU kernels; TensorRT cannot build it)."""
     quant = require("onnxruntime.quantization", "cpu", "int8 quantisation")
     if method not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method '{method}'; valid: {', '.join(CALIBRATION_METHODS)}")
+    if layout not in INT8_LAYOUTS:
+        raise InputError(f"unknown int8 layout '{layout}'; valid: {', '.join(INT8_LAYOUTS)}")
     if not len(frames):
         raise InputError("int8 quantisation needs at least one calibration frame")
     inputs = calibration_inputs(frames, input_kind=input_kind, input_order=input_order, norm=norm)
@@ -68,11 +76,11 @@ def quantize_int8(src: str | Path, dst: str | Path, frames: Sequence[np.ndarray]
                 nodes_to_exclude=float_convs(src),
                 per_channel=True,
                 reduce_range=False,
-                activation_type=quant.QuantType.QInt8,
+                activation_type=quant.QuantType.QInt8 if layout == "tensorrt" else quant.QuantType.QUInt8,
                 weight_type=quant.QuantType.QInt8,
                 calibrate_method=methods[method],
                 extra_options={
-                    "ActivationSymmetric": True,
+                    "ActivationSymmetric": layout == "tensorrt",
                     "WeightSymmetric": True,
                     "QuantizeBias": False,
                 },

@@ -83,8 +83,8 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
                 input_order: str = "bgr", output_kind: str = "logits", confidence: bool = False,
                 precision: str = "fp32", static: tuple[int, int] | None = None, batch: int = 1,
                 opset: int = MIN_OPSET, calib: Sequence[str | Path] | Sequence[np.ndarray] | None = None,
-                calib_frames: int = 64, calib_method: str = "minmax", slim: bool | None = None,
-                source_sha256: str | None = None) -> Path:
+                calib_frames: int = 64, calib_method: str = "minmax", int8_layout: str = "tensorrt",
+                slim: bool | None = None, source_sha256: str | None = None) -> Path:
     """Export `model` (normalised NCHW in, logits NCHW out) to `out`; returns `out`.
 
     Dynamic batch, height and width unless `static=(H, W)` (then the batch is fixed at `batch`).
@@ -104,6 +104,7 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
         confidence=confidence, precision=precision, mslseg_version=__version__,
         train_size=meta.train_size or (tuple(static) if static else None),
         source_sha256=meta.source_sha256 if source_sha256 is None else source_sha256,
+        extra=meta.extra | ({"int8_layout": int8_layout} if precision == "int8" else {}),
     )
     graph = ExportGraph(model, meta.normalization, meta.num_classes, input_kind=input_kind,
                         input_order=input_order, output_kind=output_kind, confidence=confidence,
@@ -115,7 +116,8 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
         if frames is not None:  # quantise the (slimmed) fp32 graph
             onnx.save_model(proto, str(path))
             path = quantize_int8(path, Path(tmp) / "int8.onnx", frames, input_kind=input_kind,
-                                 input_order=input_order, norm=meta.normalization, method=calib_method)
+                                 input_order=input_order, norm=meta.normalization, method=calib_method,
+                                 layout=int8_layout)
             proto = onnx.load(str(path))
     if output_kind != "labels":
         # the tracer cannot infer the class dimension through Resize; it is a constant

@@ -56,7 +56,8 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
                       confidence: bool = False, precision: str = "fp32",
                       static: tuple[int, int] | None = None, opset: int = MIN_OPSET,
                       calib: Sequence[str | Path] | None = None, calib_frames: int = 64,
-                      calib_method: str = "minmax", samples: Sequence[str | Path] | None = None,
+                      calib_method: str = "minmax", int8_layout: str = "tensorrt",
+                      samples: Sequence[str | Path] | None = None,
                       gate: float | None = None, slim: bool | None = None) -> ExportResult:
     """Export an mslseg checkpoint to ONNX (default: beside it, as .onnx) and check its parity.
 
@@ -91,6 +92,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     path = export_onnx(model, meta, out, input_kind=input_kind, input_order=input_order,
                        output_kind=output_kind, confidence=confidence, precision=precision,
                        static=static, opset=opset, calib=calib_set, calib_method=calib_method,
+                       int8_layout=int8_layout,
                        slim=slim, source_sha256=file_sha256(ckpt))
     report = check_parity(path, model, parity, gate=gate)
     return ExportResult(path, report)

@@ -114,6 +114,9 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
     meta = load_meta(proto, str(onnx_path))
     profile = resolve_profile(meta, _fixed_shape(proto, meta.input_kind), min_shape=min_shape,
                               opt_shape=opt_shape, max_shape=max_shape)
+    if meta.extra.get("int8_layout") == "cpu":
+        raise InputError(f"{onnx_path} is an int8 export for CPUs (uint8 activations), which TensorRT cannot "
+                         "build; export it again with --int8-layout tensorrt")
     if dla_core is not None and meta.precision == "fp32":
         raise InputError("DLA runs fp16 or int8 only; export with --precision fp16 or int8 for --dla-core")
     check_trt_ops(proto)

@@ -74,7 +74,11 @@ def choose_providers(device: str, available: list[str], meta: ModelMeta, cache_d
         "trt_int8_enable": meta.precision == "int8",  # Q/DQ nodes: explicit quantisation
     })
     cuda = (CUDA_EP, {"device_id": index})
-    wanted = {"cpu": [], "cuda": [cuda], "tensorrt": [trt, cuda], "auto": [trt, cuda]}[kind]
+    if kind == "tensorrt" and meta.extra.get("int8_layout") == "cpu":
+        raise InputError("this int8 model was exported for CPUs (uint8 activations), which TensorRT cannot "
+                         "run; export it with --int8-layout tensorrt, or use --device cuda or cpu")
+    cpu_int8 = meta.extra.get("int8_layout") == "cpu"  # the TensorRT EP cannot build it: skip it
+    wanted = {"cpu": [], "cuda": [cuda], "tensorrt": [trt, cuda], "auto": [cuda] if cpu_int8 else [trt, cuda]}[kind]
     if kind != "auto":
         missing = [name for name, _ in wanted if name not in available]
         if missing:

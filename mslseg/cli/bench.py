@@ -49,7 +49,7 @@ def _speedups(rows) -> list[str]:
         other = [r for r in group if r.backend != "torch"]
         if torch_rows and other:
             best, base = max(other, key=lambda r: r.fps), max(torch_rows, key=lambda r: r.fps)
-            lines.append(f"{h}x{w} b{b}: fastest runtime {best.model} {best.fps:.2f} FPS = "
+            lines.append(f"{w}x{h} b{b}: fastest runtime {best.model} {best.fps:.2f} FPS = "
                          f"{best.fps / base.fps:.2f}x the fastest PyTorch ({base.model}, {base.fps:.2f} FPS)")
     return lines
 

@@ -32,6 +32,11 @@ class CalibMethod(str, Enum):
     entropy = "entropy"
 
 
+class Int8Layout(str, Enum):
+    tensorrt = "tensorrt"
+    cpu = "cpu"
+
+
 class HardwareLevel(str, Enum):
     none = "none"
     ampere = "ampere+"
@@ -61,6 +66,9 @@ def export(
     calib_frames: Annotated[int, typer.Option(min=1, help="Frames sampled across --calib.")] = 64,
     calib_method: Annotated[CalibMethod, typer.Option(
         help="int8 activation ranges: minmax, percentile (clips outliers) or entropy.")] = CalibMethod.minmax,
+    int8_layout: Annotated[Int8Layout, typer.Option(
+        help="int8 for TensorRT (symmetric, runs on ONNX Runtime too) or for ONNX Runtime on x86 CPUs "
+             "(uint8 activations, ~2.5x faster there; TensorRT cannot build it).")] = Int8Layout.tensorrt,
     static: Annotated[tuple[int, int] | None, typer.Option(
         metavar="H W", help="Fix batch 1 and this input size (default: dynamic batch, height, "
         "width).")] = None,
@@ -114,7 +122,7 @@ def export(
         src, out, input_kind=input_kind.value, input_order="rgb" if rgb else "bgr",
         output_kind=output_kind.value, confidence=confidence, precision=precision.value,
         static=static, opset=opset, calib=calib or None, calib_frames=calib_frames,
-        calib_method=calib_method.value,
+        calib_method=calib_method.value, int8_layout=int8_layout.value,
         samples=sample or None, gate=None if gate is None else gate / 100.0, slim=slim,
     )
     line = f"wrote {result.onnx} ({precision.value}, parity: {result.report.summary()})"
