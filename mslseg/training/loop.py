@@ -120,6 +120,8 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         torch.compile(model) if cfg.train.compile else model)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # temporaries of a write that a kill interrupted
+            stale.unlink(missing_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         truncate_metrics(out / "metrics.jsonl", s.start)
     board = tensorboard_writer(out) if dist.main else None

@@ -36,11 +36,17 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
 
 
 def truncate_metrics(path: Path, iteration: int) -> None:
-    """On resume, drop records logged after the checkpoint being resumed."""
+    """On resume, drop records logged after the checkpoint being resumed, and a line torn by a kill."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("iteration", 0) <= iteration]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("iteration", 0) <= iteration:
+            keep.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
