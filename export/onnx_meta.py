@@ -14,6 +14,7 @@ import onnx
 
 from mslseg.runtime.errors import ExportError, ModelFormatError
 from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
+from mslseg.runtime.onnx_meta import check_external_data
 
 _FLOAT, _UINT8, _INT32 = onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8, onnx.TensorProto.INT32
 
@@ -46,6 +47,7 @@ def load_proto(path: str | Path) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise ModelFormatError(f"ONNX model {path} does not exist or is empty; check the path")
+    check_external_data(path)  # before onnx.load follows any external-data path
     try:
         return onnx.load(str(path))
     except Exception as exc:  # protobuf raises its own DecodeError types

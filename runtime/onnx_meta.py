@@ -15,6 +15,9 @@ from mslseg.runtime.errors import ModelFormatError
 from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
 
 _METADATA_PROPS = 14
+# ModelProto.graph = 7; GraphProto.initializer = 5, .node = 1; NodeProto.attribute = 5;
+# AttributeProto.t = 5, .g = 6; TensorProto.external_data = 13 (StringStringEntryProto key 1, value 2)
+_GRAPH, _INITIALIZER, _NODE, _ATTRIBUTE, _ATTR_T, _ATTR_G, _EXTERNAL_DATA = 7, 5, 1, 5, 5, 6, 13
 
 
 def _varint(buf: mmap.mmap | bytes, pos: int) -> tuple[int, int]:
@@ -69,11 +72,62 @@ def read_metadata_props(path: Path) -> dict[str, str]:
     return props
 
 
+def external_data_locations(path: Path) -> list[str]:
+    """Every `location` of a tensor stored outside the file (initializers, and constant tensors of
+    node attributes, in the main graph and subgraphs), read without parsing the whole model."""
+    found: list[str] = []
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+
+        def tensor(span: tuple[int, int]) -> None:
+            for n, sub in _fields(buf, *span):
+                if n == _EXTERNAL_DATA and sub:
+                    entry = {k: bytes(buf[a:b]).decode("utf-8") for k, (a, b) in
+                             ((k, v) for k, v in _fields(buf, *sub) if v)}
+                    if entry.get(1) == "location":
+                        found.append(entry.get(2, ""))
+
+        def graph(span: tuple[int, int]) -> None:
+            for n, sub in _fields(buf, *span):
+                if n == _INITIALIZER and sub:
+                    tensor(sub)
+                elif n == _NODE and sub:
+                    for m, attr in _fields(buf, *sub):
+                        if m == _ATTRIBUTE and attr:
+                            for k, val in _fields(buf, *attr):
+                                if k == _ATTR_T and val:
+                                    tensor(val)
+                                elif k == _ATTR_G and val:
+                                    graph(val)
+
+        for number, span in _fields(buf, 0, len(buf)):
+            if number == _GRAPH and span:
+                graph(span)
+    return found
+
+
+def check_external_data(path: str | Path) -> None:
+    """Refuse a model whose external tensors point outside its own folder (absolute paths, '..')."""
+    path = Path(path)
+    try:
+        locations = external_data_locations(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{path} is not an ONNX model ({exc}); check the path") from None
+    folder = path.resolve().parent
+    for loc in locations:
+        target = (folder / loc).resolve()
+        if Path(loc).is_absolute() or folder not in target.parents:
+            raise ModelFormatError(
+                f"{path} stores a tensor at '{loc}', outside the model's folder; refusing to read it: "
+                "re-export the model (mslseg writes one self-contained file)"
+            )
+
+
 def read_onnx_meta(path: str | Path) -> ModelMeta:
     """The ModelMeta stored in an .onnx file, or a ModelFormatError saying what is wrong."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise ModelFormatError(f"model {path} does not exist or is empty; check the path")
+    check_external_data(path)
     try:
         props = read_metadata_props(path)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -62,6 +62,30 @@ def read_engine_meta(engine: str | Path) -> tuple[ModelMeta, dict[str, Any]]:
     return meta, {**info, **(trt_info if isinstance(trt_info, dict) else {})}
 
 
+def engine_mismatch(info: dict[str, Any], *, trt_version: str, gpu: str, compute_capability: str) -> str | None:
+    """Why an engine built as `info` (its sidecar) cannot run here, or None. Pure: checked before
+    any deserialisation. Engines are tied to their TensorRT version (a version-compatible one to
+    its major version) and to their GPU's compute capability (unless built hardware-compatible)."""
+    built = str(info.get("version") or info.get("tensorrt_version") or "")
+    if built:
+        same = built.split(".")[:1 if info.get("version_compatible") else 3] == \
+            trt_version.split(".")[:1 if info.get("version_compatible") else 3]
+        if not same:
+            return f"it was built with TensorRT {built} and this machine has TensorRT {trt_version}"
+    cc = str(info.get("compute_capability") or "")
+    level = info.get("hardware_compatibility", "none")
+
+    def number(text: str) -> float:
+        return float(text.replace("sm_", "").replace("sm", "")) if text else 0.0
+
+    if cc and level == "none" and number(cc) != number(compute_capability):
+        return (f"it was built for compute capability {cc} ({info.get('gpu', 'another GPU')}) and this "
+                f"GPU ({gpu}) has {compute_capability}")
+    if level == "ampere+" and number(compute_capability) < 8.0:
+        return f"it was built for Ampere or newer GPUs and this GPU ({gpu}) has compute capability {compute_capability}"
+    return None
+
+
 def _import_cudart() -> Any:
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
@@ -107,6 +131,13 @@ class TrtBackend:
         self._cuda = cuda = _Cuda()
         self._index = index
         cuda("cudaSetDevice", index)
+        prop = cuda("cudaGetDeviceProperties", index)
+        gpu = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+        problem = engine_mismatch(self.build_info, trt_version=trt.__version__, gpu=gpu,
+                                  compute_capability=f"{prop.major}.{prop.minor}")
+        if problem:
+            raise ModelFormatError(f"{path} cannot run here: {problem}; rebuild the engine on this machine "
+                                   "with 'mslseg export MODEL.onnx --trt'")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())

@@ -1,0 +1,28 @@
+"""An engine from another TensorRT version or GPU is refused before deserialisation."""
+
+from mslseg.runtime.trt_backend import engine_mismatch
+
+H100 = {"version": "10.3.0", "gpu": "NVIDIA H100", "compute_capability": "9.0", "hardware_compatibility": "none"}
+
+
+def test_same_machine_is_fine():
+    assert engine_mismatch(H100, trt_version="10.3.0.26", gpu="NVIDIA H100", compute_capability="9.0") is None
+
+
+def test_other_tensorrt_version_is_refused():
+    why = engine_mismatch(H100, trt_version="10.4.0", gpu="NVIDIA H100", compute_capability="9.0")
+    assert "TensorRT 10.3.0" in why and "10.4.0" in why
+
+
+def test_version_compatible_engine_needs_only_the_major():
+    info = H100 | {"version_compatible": True}
+    assert engine_mismatch(info, trt_version="10.7.0", gpu="NVIDIA H100", compute_capability="9.0") is None
+    assert "11.0" in engine_mismatch(info, trt_version="11.0.0", gpu="NVIDIA H100", compute_capability="9.0")
+
+
+def test_other_gpu_is_refused_unless_hardware_compatible():
+    why = engine_mismatch(H100, trt_version="10.3.0", gpu="NVIDIA A100", compute_capability="8.0")
+    assert "compute capability 9.0" in why and "A100" in why
+    ampere = H100 | {"hardware_compatibility": "ampere+"}
+    assert engine_mismatch(ampere, trt_version="10.3.0", gpu="NVIDIA A100", compute_capability="8.0") is None
+    assert "Ampere" in engine_mismatch(ampere, trt_version="10.3.0", gpu="Tesla T4", compute_capability="7.5")
