@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+
+# OpenCV's own log lines (e.g. FFmpeg's "can't be used to capture by name") would break the
+# one-line error contract; mslseg reports what failed itself
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 from typing import Annotated
 
 import typer
