@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 LABEL_FORMATS = ("png", "npz", "none")
 AREA_FORMATS = ("csv", "json", "none")
 STAGES = ("decode", "pre", "infer", "post", "encode")
+DONE_FOLDER = ".done"  # one marker per completed source, written after its outputs
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class InferOptions:
     alpha: float = 0.5  # weight of the label colours in the overlay
     codec: str = "auto"  # overlay video codec: auto (H.264 if PyAV has it, else mp4v) | h264 | mp4v
     overwrite: bool = False  # replace files in an existing, non-empty output folder
+    resume: bool = False  # continue an interrupted run in `out`: skip the sources already complete
     show: bool = False  # a live window
     queue_size: int = 4  # batches waiting between decode, inference and encode
 
@@ -68,6 +70,7 @@ class SourceReport:
     expected: int | None = None
     outputs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    resumed: bool = False  # complete from an earlier run (--resume), not processed again
 
 
 @dataclass
@@ -91,8 +94,10 @@ class InferSummary:
     def line(self) -> str:
         stages = " ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
         head = "interrupted: " if self.interrupted else ""
+        resumed = sum(r.resumed for r in self.sources)
+        tail = f" ({resumed} source(s) complete from an earlier run)" if resumed else ""
         return (f"{head}{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} FPS; "
-                f"ms/frame: {stages}) -> {self.out}")
+                f"ms/frame: {stages}) -> {self.out}{tail}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -163,11 +168,24 @@ class _SourceOutputs:
                     w.abort()
 
 
+def unique_stems(stems: list[str]) -> list[str]:
+    """File stems made unique in order: a, a_2, a_3, ..."""
+    seen: set[str] = set()
+    out = []
+    for base in stems:
+        stem, n = base, 2
+        while stem in seen:
+            stem, n = f"{base}_{n}", n + 1
+        seen.add(stem)
+        out.append(stem)
+    return out
+
+
 def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
               on_frame: Callable[[SourceReport], None] | None = None,
               stop: threading.Event | None = None) -> InferSummary:
     """Segment every source into `opts.out` (see the module docstring); `stop` ends the run cleanly."""
-    check_output_folder(opts.out, opts.overwrite)
+    check_output_folder(opts.out, opts.overwrite or opts.resume)
     window = None
     if opts.show:
         from mslseg.runtime.display import Window
@@ -176,22 +194,29 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
     opts.out.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     lut = palette_lut(segmenter.meta, "bgr")
+    stems_of = unique_stems([src.stem for src in sources])
+
+    def done_marker(stem: str) -> Path:
+        return opts.out / DONE_FOLDER / f"{stem}.json"
+
     areas = None
     if opts.areas != "none":
         name = "areas.csv" if opts.areas == "csv" else "areas.jsonl"
-        areas = AreaTable(opts.out / name, segmenter.meta, opts.areas)
+        areas = AreaTable(opts.out / name, segmenter.meta, opts.areas,
+                          keep_sources={src.name for src, stem in zip(sources, stems_of, strict=True)
+                                        if done_marker(stem).is_file()} if opts.resume else set())
     totals = dict.fromkeys(STAGES, 0.0)
     reports: list[SourceReport] = []
-    stems: set[str] = set()
     start = time.perf_counter()
     try:
-        for source in sources:
+        for source, stem in zip(sources, stems_of, strict=True):
             if stop.is_set():
                 break
-            stem, n = source.stem, 2
-            while stem in stems:
-                stem, n = f"{source.stem}_{n}", n + 1
-            stems.add(stem)
+            marker = done_marker(stem)
+            if opts.resume and marker.is_file():
+                reports.append(SourceReport(**(json.loads(marker.read_text()) | {"resumed": True})))
+                source.close()
+                continue
             report = SourceReport(source.name, source.kind, expected=source.expected)
             reports.append(report)
             outputs = _SourceOutputs(source, stem, opts, segmenter, lut)
@@ -215,6 +240,11 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
             report.outputs = outputs.close()
             report.problems.extend(source.problems)
             source.close()
+            if not stop.is_set():  # complete: a --resume run skips it
+                if areas is not None:
+                    areas.snapshot()  # its rows reach the final table before its marker exists
+                marker.parent.mkdir(exist_ok=True)
+                atomic_write_text(marker, json.dumps(asdict(report) | {"resumed": False}))
         if areas is not None:
             areas.close()
             areas = None
@@ -223,7 +253,7 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
             areas.abort()
         if window is not None:
             window.close()
-    frames = sum(r.frames for r in reports)
+    frames = sum(r.frames for r in reports if not r.resumed)  # this run's frames
     summary = InferSummary(opts.out, segmenter.describe(), frames, time.perf_counter() - start,
                            {k: round(v / max(frames, 1), 3) for k, v in totals.items()}, reports,
                            interrupted=stop.is_set())

@@ -88,13 +88,29 @@ class LabelNpz:
 class AreaTable:
     """fmt "csv": columns source, frame, time_s, image, then one per class; "json": one object a line."""
 
-    def __init__(self, path: Path, meta: ModelMeta, fmt: str) -> None:
+    def __init__(self, path: Path, meta: ModelMeta, fmt: str, *, keep_sources: set[str] = frozenset()) -> None:
+        """`keep_sources`: start with those sources' rows of an existing table at `path` (a resumed run)."""
         self.path, self._tmp, self._fmt = path, partial_name(path), fmt
         self._names = list(meta.class_names)
         self._file = open(self._tmp, "w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._file) if fmt == "csv" else None
         if self._csv:
             self._csv.writerow(["source", "frame", "time_s", "image", *self._names])
+        if keep_sources and path.is_file():
+            with open(path, newline="", encoding="utf-8") as old:
+                if self._csv:
+                    rows = list(csv.reader(old))[1:]
+                    self._csv.writerows(r for r in rows if r and r[0] in keep_sources)
+                else:
+                    self._file.writelines(line for line in old if json.loads(line)["source"] in keep_sources)
+
+    def snapshot(self) -> Path:
+        """Publish the rows so far under the final name (the table keeps growing in its temp file)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        copy = self.path.with_name(f".{self.path.name}.snapshot")
+        shutil.copyfile(self._tmp, copy)
+        return publish(copy, self.path)
 
     def write(self, source: str, index: int, time_s: float | None, image: str, fractions: np.ndarray) -> None:
         t = None if time_s is None else round(time_s, 4)

@@ -68,6 +68,8 @@ def infer(
     threads: Annotated[int | None, typer.Option(
         min=1, help="ONNX Runtime intra-op threads (default: one per core).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace files in an existing output folder.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue an interrupted run into the same --out: sources already complete are skipped.")] = False,
     show: Annotated[bool, typer.Option(help="Show a live window (needs a display); q or Esc stops.")] = False,
 ) -> None:
     """Segment frames and write an overlay video, label maps, class areas and a summary."""
@@ -77,8 +79,8 @@ def infer(
     from mslseg.runtime.sources import FrameRange, open_sources
 
     opts = InferOptions(out=out, labels=labels.value, areas=areas.value, overlay=overlay, alpha=alpha,
-                        codec=codec.value, overwrite=overwrite, show=show)
-    check_output_folder(out, overwrite)
+                        codec=codec.value, overwrite=overwrite, resume=resume, show=show)
+    check_output_folder(out, overwrite or resume)
     model_size = parse_size(size)
     frames = FrameRange(start, end, stride)
     opened = []

@@ -169,14 +169,14 @@ def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi):
 
 @pytest.fixture
 def engine(tmp_path, monkeypatch):
-    def make(lo, hi, data=b"engine bytes"):
+    def make(lo, hi, data=b"engine bytes", version="10.9.0"):
         cuda = FakeCudart()
         monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake_tensorrt(cuda, lo, hi))
         monkeypatch.setattr(trt_backend, "_import_cudart", lambda: cuda)
         path = tmp_path / "model.engine"
         path.write_bytes(data)
         meta = models.meta().with_(input_kind="uint8", output_kind="labels",
-                                   extra={"tensorrt": {"version": "10.8", "gpu": "NVIDIA A100"}})
+                                   extra={"tensorrt": {"version": version, "gpu": "NVIDIA A100"}})
         (tmp_path / "model.json").write_text(json.dumps(meta.to_dict()))
         return path, cuda
 
@@ -211,9 +211,15 @@ def test_static_engine_captures_once_and_replays_a_cuda_graph(engine):
     assert cuda.launches == 4  # warm-up + 3 batches, all replays of the one captured graph
 
 
-def test_engine_for_another_tensorrt_or_gpu(engine):
+def test_engine_for_another_tensorrt_is_refused_before_deserialising(engine):
+    path, cuda = engine((1, 8, 8, 3), (1, 64, 64, 3), version="10.8")
+    with pytest.raises(ModelFormatError, match=r"built with TensorRT 10\.8 and this machine has TensorRT 10\.9\.0.*rebuild"):
+        Segmenter(path, device="cuda")
+
+
+def test_engine_that_fails_to_deserialise(engine):
     path, _ = engine((1, 8, 8, 3), (1, 64, 64, 3), data=b"bad")
-    with pytest.raises(ModelFormatError, match=r"version 10\.8, gpu NVIDIA A100.*Fake GPU, sm_90.*rebuild"):
+    with pytest.raises(ModelFormatError, match=r"version 10\.9\.0, gpu NVIDIA A100.*Fake GPU, sm_90.*rebuild"):
         Segmenter(path, device="cuda")
 
 
