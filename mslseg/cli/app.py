@@ -63,20 +63,17 @@ def _root(
 
 
 def _register() -> None:
-    from mslseg.cli import convert, evaluate, train
+    from mslseg.cli import bench, convert, demo, evaluate, export, infer, synth, train
 
+    app.command("demo")(demo.demo)
+    app.command("synth")(synth.synth)
     app.command("train")(train.train)
     app.command("adapt")(train.adapt)
     app.command("evaluate")(evaluate.evaluate)
-    app.command("convert")(convert.convert)
-    from mslseg.cli import synth
-
-    app.command("synth")(synth.synth)
-    from mslseg.cli import bench, export, infer
-
+    app.command("export")(export.export)
     app.command("infer")(infer.infer)
     app.command("bench")(bench.bench)
-    app.command("export")(export.export)
+    app.command("convert")(convert.convert)
 
 
 _register()

@@ -1,0 +1,41 @@
+"""`mslseg demo --fast` runs the whole chain: data, source-only, adaptation, evaluation, export, video."""
+
+import json
+
+import cv2
+from typer.testing import CliRunner
+
+from mslseg.cli.app import app
+
+runner = CliRunner()
+
+
+def test_demo_fast_writes_everything_it_lists(tmp_path):
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--fast"])
+    assert r.exit_code == 0, r.output
+    assert "mIoU" in r.output and "source only" in r.output and "adapted" in r.output
+    listed = [line.split()[-1] for line in r.output.splitlines() if line.startswith(("source-only", "adapted check",
+                                                                                      "training", "scores", "confusion",
+                                                                                      "ONNX", "parity", "overlay",
+                                                                                      "before/after"))]
+    assert len(listed) == 9
+    for path in listed:
+        assert (out / path).exists() or __import__("pathlib").Path(path).exists(), path
+    cap = cv2.VideoCapture(str(out / "video" / "target_overlay.mp4"))
+    assert cap.read()[0]
+    cap.release()
+    assert json.loads((out / "model.parity.json").read_text())["passed"]
+    r = runner.invoke(app, ["demo", "--out", str(out), "--fast"])
+    assert r.exit_code == 1 and "--overwrite" in r.output
+
+
+def test_dockerfile_has_both_targets_and_a_non_root_user():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    stages = [line.split()[-1] for line in text.splitlines() if line.upper().startswith("FROM ")]
+    assert {"train", "runtime"} <= set(stages)
+    users = [line.split()[1] for line in text.splitlines() if line.upper().startswith("USER ")]
+    assert users and all(u not in ("root", "0") for u in users)
+    assert 'ENTRYPOINT ["mslseg"]' in text and "HEALTHCHECK" not in text
