@@ -1,6 +1,6 @@
 """Soak: the runtime over many generated frames, resident memory sampled as it goes.
 
-    python benchmarks/soak.py                        # 10,000 frames of 256x128 through a ResNet-18 export
+    python benchmarks/soak.py                        # 10,000 frames of 128x64 through a ResNet-18 export
     python benchmarks/soak.py --model m.onnx --frames 10000 --size 512x256
 
 Without --model it exports a small random-weight ResNet-18 DeepLab (uint8 in, labels out; needs
@@ -45,7 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--frames", type=int, default=10_000)
-    ap.add_argument("--size", default="256x128", help="WIDTHxHEIGHT of the frames")
+    ap.add_argument("--size", default="128x64", help="WIDTHxHEIGHT of the frames")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--samples", type=int, default=20, help="memory samples over the run")
     args = ap.parse_args()

@@ -84,17 +84,17 @@ def run_demo(out: str | Path, plan: DemoPlan, *, overwrite: bool = False,
                             seed=0, overwrite=True)
     lap("data")
     base = {"source.root": str(data / "gta5"), "target.root": str(data / "cityscapes"),
-            "target_val.root": str(data / "cityscapes"), "source.size": [w, h], "target.size": [w, h],
-            "target_val.size": [w, h], "train.eval_every": 0, "train.log_every": 5}
+            "source.size": [w, h], "target.size": [w, h], "train.log_every": 5}
     say(f"2/6 training source-only for {plan.source_iterations} iterations (ResNet-18 DeepLab-v2)")
-    run(load_config("synthetic", base | {"out": str(out / "source"), "target": None,
+    # the runs skip their own end-of-run evaluation: stage 4 scores both checkpoints once
+    run(load_config("synthetic", base | {"out": str(out / "source"), "target": None, "target_val": None,
                                          "train.iterations": plan.source_iterations}))
     lap("train")
     say(f"3/6 adapting with IW-MSL + multi-level for {plan.adapt_iterations} iterations")
     run(load_config("synthetic", base | {
         "out": str(out / "adapted"), "model.init": str(out / "source" / "best.pt"),
         "method.target_loss": "iw-msl", "method.multi_level": True, "method.lambda_target": 0.09,
-        "train.iterations": plan.adapt_iterations}))
+        "train.iterations": plan.adapt_iterations, "target_val": None}))
     lap("adapt")
     say("4/6 evaluating both on the target val split")
     val = DataConfig(kind="cityscapes", root=str(data / "cityscapes"), split="val", size=(w, h))

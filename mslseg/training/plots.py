@@ -21,6 +21,8 @@ def plot_curves(metrics: Path, out: Path) -> Path | None:
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     steps = [r for r in records if "loss_source" in r]
     evals = [r for r in records if "eval" in r]
+    if len(evals) < 2:  # one score is a number, not a curve
+        evals = []
     if not steps:
         return None
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5.5, 3.6), squeeze=False)
