@@ -59,9 +59,14 @@ def _check_arguments(out: Path, input_kind: str, input_order: str, output_kind: 
     check_precision(precision)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise InputError(f"opset {opset} is not supported; valid: {MIN_OPSET}..{MAX_OPSET}")
+    check_static(static, batch)
+    check_output_path(out)
+
+
+def check_static(static: tuple[int, int] | None, batch: int = 1) -> None:
+    """A fixed input size must be (height, width), at least 8x8, with batch >= 1."""
     if static is not None and (len(static) != 2 or min(static) < 8 or batch < 1):
         raise InputError(f"static shape must be (height, width), at least 8x8, with batch >= 1; got {static}")
-    check_output_path(out)
 
 
 def _calibration_frames(calib: Sequence[str | Path] | Sequence[np.ndarray] | None, precision: str,

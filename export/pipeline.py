@@ -16,6 +16,7 @@ from mslseg.export.onnx_export import (
     MIN_OPSET,
     check_output_path,
     check_precision,
+    check_static,
     export_onnx,
 )
 from mslseg.export.parity import ParityReport, check_parity
@@ -71,6 +72,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     out = Path(out) if out is not None else ckpt.with_suffix(".onnx")
     check_io_options(input_kind, input_order, output_kind)
     check_precision(precision)
+    check_static(static)
     if precision == "int8" and not calib:
         raise InputError("int8 export needs calibration frames from the target domain: pass --calib "
                          "with an image folder, a dataset root or video files")

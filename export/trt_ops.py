@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from mslseg.export.onnx_meta import load_proto
 from mslseg.runtime.errors import ExportError
 
 TRT_OPSETS = (9, 24)
@@ -111,7 +112,8 @@ def _inferred(proto: onnx.ModelProto) -> onnx.GraphProto:
 
 def trt_op_problems(model: str | Path | onnx.ModelProto) -> list[str]:
     """Sentences naming what TensorRT's ONNX parser would reject in `model`; empty when none."""
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    # load_proto refuses external-data paths outside the model's folder before onnx follows them
+    proto = model if isinstance(model, onnx.ModelProto) else load_proto(model)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     problems = []
     if not TRT_OPSETS[0] <= opset <= TRT_OPSETS[1]:

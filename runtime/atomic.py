@@ -4,34 +4,55 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 
+def _create_temp(final: Path) -> Path:
+    """A new, empty hidden file beside `final`. Created with mode 0o666 so the umask applies, as
+    for any file the user writes (tempfile.mkstemp would make every output owner-only, 0o600);
+    a file being replaced keeps its mode."""
+    for _ in range(100):
+        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            if final.is_file():
+                os.fchmod(fd, stat.S_IMODE(final.stat().st_mode))
+        finally:
+            os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {final}")
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, sync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
 
     A kill at any moment leaves either the old file or the new one under `path`, never a torn
-    one. On an exception the temporary file is removed and `path` is untouched.
+    one. On an exception the temporary file is removed and `path` is untouched. `sync=False`
+    skips the fsync: still safe against a killed process (the kernel keeps what was written),
+    not against a power cut; for many small files that can be regenerated.
     """
     final = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(final)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
+        if sync:
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, sync: bool = True) -> Path:
+    with atomic_path(path, sync=sync) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 

@@ -166,6 +166,9 @@ class _SourceOutputs:
             if w is not None:
                 with suppress(Exception):
                     w.abort()
+        for folder in ("overlays", "labels"):  # made for this source; shared, so only when empty
+            with suppress(OSError):
+                (self.opts.out / folder).rmdir()
 
 
 def unique_stems(stems: list[str]) -> list[str]:
@@ -237,10 +240,13 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
             except BaseException:
                 outputs.abort()
                 raise
-            report.outputs = outputs.close()
+            if report.frames:
+                report.outputs = outputs.close()
+            else:  # nothing decoded: no empty video, label folder or overlay folder
+                outputs.abort()
             report.problems.extend(source.problems)
             source.close()
-            if not stop.is_set():  # complete: a --resume run skips it
+            if not stop.is_set() and report.frames:  # complete: a --resume run skips it
                 if areas is not None:
                     areas.snapshot()  # its rows reach the final table before its marker exists
                 marker.parent.mkdir(exist_ok=True)

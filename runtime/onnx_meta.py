@@ -4,6 +4,9 @@ The ONNX Runtime providers need to know the file's precision before the session 
 TensorRT EP must be told that a Q/DQ graph is int8), and the runtime does not depend on the
 `onnx` package, so this walks the top level of the ModelProto (protobuf wire format) and reads
 only field 14, `metadata_props`; the graph itself (field 7) is skipped, never parsed.
+
+Before anything loads a model (ONNX Runtime, onnx, TensorRT's parser), `check_external_data`
+walks to every TensorProto and refuses external-data locations outside the model's folder.
 """
 
 from __future__ import annotations
@@ -15,9 +18,17 @@ from mslseg.runtime.errors import ModelFormatError
 from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
 
 _METADATA_PROPS = 14
-# ModelProto.graph = 7; GraphProto.initializer = 5, .node = 1; NodeProto.attribute = 5;
-# AttributeProto.t = 5, .g = 6; TensorProto.external_data = 13 (StringStringEntryProto key 1, value 2)
-_GRAPH, _INITIALIZER, _NODE, _ATTRIBUTE, _ATTR_T, _ATTR_G, _EXTERNAL_DATA = 7, 5, 1, 5, 5, 6, 13
+# Where TensorProtos live, by field number (onnx.proto): every one of them may name an external file.
+_MODEL_GRAPH, _MODEL_TRAINING_INFO, _MODEL_FUNCTIONS = 7, 20, 25
+_TRAINING_GRAPHS = (1, 2)  # TrainingInfoProto.initialization, .algorithm
+_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_SPARSE_INITIALIZER = 1, 5, 15
+_FUNCTION_NODE = 7
+_NODE_ATTRIBUTE = 5
+_ATTR_TENSORS = (5, 10)  # AttributeProto.t, .tensors
+_ATTR_GRAPHS = (6, 11)  # .g, .graphs
+_ATTR_SPARSE = (22, 23)  # .sparse_tensor, .sparse_tensors
+_SPARSE_TENSORS = (1, 2)  # SparseTensorProto.values, .indices
+_EXTERNAL_DATA = 13  # TensorProto.external_data: StringStringEntryProto (key 1, value 2)
 
 
 def _varint(buf: mmap.mmap | bytes, pos: int) -> tuple[int, int]:
@@ -73,8 +84,9 @@ def read_metadata_props(path: Path) -> dict[str, str]:
 
 
 def external_data_locations(path: Path) -> list[str]:
-    """Every `location` of a tensor stored outside the file (initializers, and constant tensors of
-    node attributes, in the main graph and subgraphs), read without parsing the whole model."""
+    """Every `location` of a tensor stored outside the file, read without parsing the whole model:
+    initializers (dense and sparse) and tensors of node attributes, in the main graph, its
+    subgraphs, model-local functions and training graphs."""
     found: list[str] = []
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
 
@@ -86,22 +98,49 @@ def external_data_locations(path: Path) -> list[str]:
                     if entry.get(1) == "location":
                         found.append(entry.get(2, ""))
 
+        def sparse(span: tuple[int, int]) -> None:
+            for n, sub in _fields(buf, *span):
+                if n in _SPARSE_TENSORS and sub:
+                    tensor(sub)
+
+        def node(span: tuple[int, int]) -> None:
+            for m, attr in _fields(buf, *span):
+                if m != _NODE_ATTRIBUTE or not attr:
+                    continue
+                for k, val in _fields(buf, *attr):
+                    if not val:
+                        continue
+                    if k in _ATTR_TENSORS:
+                        tensor(val)
+                    elif k in _ATTR_GRAPHS:
+                        graph(val)
+                    elif k in _ATTR_SPARSE:
+                        sparse(val)
+
         def graph(span: tuple[int, int]) -> None:
             for n, sub in _fields(buf, *span):
-                if n == _INITIALIZER and sub:
+                if not sub:
+                    continue
+                if n == _GRAPH_INITIALIZER:
                     tensor(sub)
-                elif n == _NODE and sub:
-                    for m, attr in _fields(buf, *sub):
-                        if m == _ATTRIBUTE and attr:
-                            for k, val in _fields(buf, *attr):
-                                if k == _ATTR_T and val:
-                                    tensor(val)
-                                elif k == _ATTR_G and val:
-                                    graph(val)
+                elif n == _GRAPH_SPARSE_INITIALIZER:
+                    sparse(sub)
+                elif n == _GRAPH_NODE:
+                    node(sub)
 
         for number, span in _fields(buf, 0, len(buf)):
-            if number == _GRAPH and span:
+            if not span:
+                continue
+            if number == _MODEL_GRAPH:
                 graph(span)
+            elif number == _MODEL_FUNCTIONS:
+                for n, sub in _fields(buf, *span):
+                    if n == _FUNCTION_NODE and sub:
+                        node(sub)
+            elif number == _MODEL_TRAINING_INFO:
+                for n, sub in _fields(buf, *span):
+                    if n in _TRAINING_GRAPHS and sub:
+                        graph(sub)
     return found
 
 
@@ -112,12 +151,17 @@ def check_external_data(path: str | Path) -> None:
         locations = external_data_locations(path)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelFormatError(f"{path} is not an ONNX model ({exc}); check the path") from None
+    except RecursionError:
+        raise ModelFormatError(f"{path} nests subgraphs too deeply to be a real model; check the file") from None
     folder = path.resolve().parent
     for loc in locations:
-        target = (folder / loc).resolve()
-        if Path(loc).is_absolute() or folder not in target.parents:
+        try:
+            inside = not Path(loc).is_absolute() and folder in (folder / loc).resolve().parents
+        except (ValueError, OSError):  # an embedded NUL byte, a symlink loop
+            inside = False
+        if not inside:
             raise ModelFormatError(
-                f"{path} stores a tensor at '{loc}', outside the model's folder; refusing to read it: "
+                f"{path} stores a tensor at {loc!r}, outside the model's folder; refusing to read it: "
                 "re-export the model (mslseg writes one self-contained file)"
             )
 

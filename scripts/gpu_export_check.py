@@ -1,6 +1,8 @@
 """Export stage of scripts/gpu_check.sh: ONNX fp32/fp16/int8 parity on ORT (CPU and CUDA), and
 TensorRT engines with their latency and label agreement when TensorRT is present."""
-import os, sys, time, logging
+import logging
+import os
+import time
 from pathlib import Path
 
 import numpy as np

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from mslseg.data.synthetic_render import Camera, render, sample_camera, sample_look
 from mslseg.data.synthetic_styles import STYLES
 from mslseg.data.synthetic_world import SYNTHETIC_LABEL_IDS, sample_world
+from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text
 from mslseg.runtime.errors import DataError, InputError
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,12 @@ def _scene_rng(seed: int, domain: str, split: str, index: int) -> np.random.Gene
 
 def _write_png(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), array):
-        raise DataError(f"could not write {path}; check that the folder is writable and has space")
+    ok, data = cv2.imencode(".png", array)
+    if not ok:
+        raise DataError(f"could not encode {path} as PNG")
+    # temporary name + rename (a kill never leaves a torn PNG); no fsync: thousands of small,
+    # regenerable files
+    atomic_write_bytes(path, data.tobytes(), sync=False)
 
 
 def write_gta5_layout(root: str | Path, n: int, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> Path:
@@ -99,9 +105,11 @@ def write_target_video(path: str | Path, n_frames: int = 120, size: tuple[int, i
     world = sample_world(rng, style, length=90.0 + speed * n_frames / fps)
     cam0, look = sample_camera(rng, style, size), sample_look(rng, style, size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # OpenCV picks the container by suffix
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise DataError(f"could not open {path} to write mp4v video; check the folder and the suffix (.mp4)")
+    done = False
     try:
         for k in range(n_frames):
             t = k / fps
@@ -110,8 +118,13 @@ def write_target_video(path: str | Path, n_frames: int = 120, size: tuple[int, i
                          z=speed * t)
             image, _ = render(world, style, cam, look, rng)
             writer.write(image)
+        done = True
     finally:
         writer.release()
+        if done:
+            os.replace(tmp, path)
+        else:
+            tmp.unlink(missing_ok=True)
     return path
 
 
@@ -142,11 +155,15 @@ def write_synthetic_dataset(out: str | Path, *, source: int = 200, target_train:
     """
     out, size = Path(out), _check_size(size)
     _prepare_out(out, overwrite)
+    # the marker goes first, so that a run killed midway can be redone with --overwrite; it says
+    # "complete" only once everything is written
+    info = {"seed": seed, "size": list(size), "complete": False}
+    atomic_write_text(out / MARKER, json.dumps(info) + "\n")
     gta5 = write_gta5_layout(out / "gta5", source, size, seed)
     cityscapes = write_cityscapes_layout(out / "cityscapes", target_train, target_val, size, seed)
     clip = write_target_video(out / "target.mp4", video_frames, size, seed=seed) if video else None
     counts = (source, target_train, target_val, video_frames if video else 0)
-    (out / MARKER).write_text(json.dumps({"seed": seed, "size": list(size), "counts": list(counts)}) + "\n")
+    atomic_write_text(out / MARKER, json.dumps(info | {"counts": list(counts), "complete": True}) + "\n")
     log.info("synthetic data written to %s", out)
     return SynthSummary(gta5, cityscapes, clip, counts, size)
 
@@ -165,5 +182,6 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
                          "choose an empty folder")
     for name in ("gta5", "cityscapes"):
         shutil.rmtree(out / name, ignore_errors=True)
-    (out / "target.mp4").unlink(missing_ok=True)
+    for name in ("target.mp4", ".target.partial.mp4"):
+        (out / name).unlink(missing_ok=True)
     (out / MARKER).unlink()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -87,7 +88,19 @@ class RunConfig:
              f"method.target_loss '{self.method.target_loss}' is not one of {', '.join(TARGET_LOSS_NAMES)}"),
             (self.train.iterations >= 1, "train.iterations must be >= 1"),
             (self.train.batch_source >= 1 and self.train.batch_target >= 1, "batch sizes must be >= 1"),
+            (self.train.workers >= 0, "train.workers must be >= 0 (0: load in the main process)"),
+            (self.train.log_every >= 1 and self.train.checkpoint_every >= 1,
+             "train.log_every and train.checkpoint_every must be >= 1"),
+            (self.train.eval_every >= 0, "train.eval_every must be >= 0 (0: only at the end)"),
+            (self.train.stop_after is None or self.train.stop_after >= 1, "train.stop_after must be >= 1"),
             (self.optim.lr > 0, "optim.lr must be > 0"),
+            (self.optim.head_lr_mult > 0 and self.optim.poly_power >= 0,
+             "optim.head_lr_mult must be > 0 and optim.poly_power >= 0"),
+            (0 <= self.optim.momentum < 1 and self.optim.weight_decay >= 0,
+             "optim.momentum must be in [0, 1) and optim.weight_decay >= 0"),
+            (self.method.lambda_target >= 0 and self.method.lambda_seg >= 0,
+             "method.lambda_target and method.lambda_seg must be >= 0"),
+            (math.isfinite(self.method.iw_ratio), "method.iw_ratio must be a finite number"),
             (0 < self.method.threshold < 1, "method.threshold must be in (0, 1)"),
             (self.model.bn in ("train", "frozen"), "model.bn must be train or frozen"),
             (self.train.amp in ("auto", "bf16", "fp16", "off"), "train.amp must be auto, bf16, fp16 or off"),
@@ -248,8 +261,13 @@ def resolve_config_path(path: str | Path) -> Path:
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path} ({exc.strerror}); check the path") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"config {path} is not valid YAML{where}: {problem}; fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
