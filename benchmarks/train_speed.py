@@ -71,19 +71,8 @@ def measure(args: argparse.Namespace, amp: str, device: torch.device) -> dict:
         tgt = {k: v.pin_memory() for k, v in tgt.items()}
 
     def step(i: int) -> None:
-        adapt_step(
-            model,
-            opt,
-            src,
-            tgt,
-            method,
-            iteration=i,
-            lr=1e-4,
-            device=device,
-            amp_dtype=dtype,
-            scaler=scaler,
-            channels_last=channels_last,
-        )
+        adapt_step(model, opt, src, tgt, method, iteration=i, lr=1e-4, device=device, amp_dtype=dtype,
+                   scaler=scaler, channels_last=channels_last)
 
     for i in range(args.warmup):
         step(i)
@@ -101,16 +90,10 @@ def measure(args: argparse.Namespace, amp: str, device: torch.device) -> dict:
     sec = statistics.median(times)
     peak = matmul_peak(device, dtype or torch.float32)
     images = 2 * args.batch
-    return {
-        "amp": amp if dtype else "off",
-        "dtype": str(dtype or torch.float32).replace("torch.", ""),
-        "step_s": sec,
-        "images_per_s": images / sec,
-        "tflop_per_step": flops / 1e12,
-        "matmul_peak_tflops": peak / 1e12,
-        "floor_pct": 100 * (flops / peak) / sec,
-        "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-    }
+    return {"amp": amp if dtype else "off", "dtype": str(dtype or torch.float32).replace("torch.", ""),
+            "step_s": sec, "images_per_s": images / sec, "tflop_per_step": flops / 1e12,
+            "matmul_peak_tflops": peak / 1e12, "floor_pct": 100 * (flops / peak) / sec,
+            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
 def main() -> None:
@@ -133,20 +116,14 @@ def main() -> None:
     modes = args.amp or (["off", "auto"] if device.type == "cuda" else ["off", "bf16"])
     rows = [measure(args, m, device) for m in modes]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(
-        f"{args.backbone} DeepLab-v2, source {args.source_size} + target {args.target_size}, "
-        f"batch {args.batch}+{args.batch}, {name}"
-    )
+    print(f"{args.backbone} DeepLab-v2, source {args.source_size} + target {args.target_size}, "
+          f"batch {args.batch}+{args.batch}, {name}")
     print(f"{'amp':6} {'dtype':9} {'step ms':>8} {'img/s':>7} {'TFLOP/step':>10} {'peak TFLOP/s':>12} {'floor %':>8}")
     for r in rows:
-        print(
-            f"{r['amp']:6} {r['dtype']:9} {1000 * r['step_s']:8.1f} {r['images_per_s']:7.2f} "
-            f"{r['tflop_per_step']:10.3f} {r['matmul_peak_tflops']:12.1f} {r['floor_pct']:8.1f}"
-        )
+        print(f"{r['amp']:6} {r['dtype']:9} {1000 * r['step_s']:8.1f} {r['images_per_s']:7.2f} "
+              f"{r['tflop_per_step']:10.3f} {r['matmul_peak_tflops']:12.1f} {r['floor_pct']:8.1f}")
     if len(rows) > 1:
-        print(
-            f"speed-up {rows[-1]['amp']} vs {rows[0]['amp']}: {rows[-1]['images_per_s'] / rows[0]['images_per_s']:.2f}x"
-        )
+        print(f"speed-up {rows[-1]['amp']} vs {rows[0]['amp']}: {rows[-1]['images_per_s'] / rows[0]['images_per_s']:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": name, "args": vars(args), "rows": rows}, f, indent=2)

@@ -9,9 +9,7 @@ import typer
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path(
-        "mslseg-demo"
-    ),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path("mslseg-demo"),
     fast: Annotated[bool, typer.Option(help="A tiny version (under a minute) that checks the whole chain.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo in --out.")] = False,
 ) -> None:
@@ -25,12 +23,8 @@ def demo(
     from mslseg.demo import DemoPlan, run_demo
 
     console = Console()
-    result = run_demo(
-        out,
-        DemoPlan.fast() if fast else DemoPlan.full(),
-        overwrite=overwrite,
-        say=lambda text: console.print(text, highlight=False),
-    )
+    result = run_demo(out, DemoPlan.fast() if fast else DemoPlan.full(), overwrite=overwrite,
+                      say=lambda text: console.print(text, highlight=False))
     table = Table(title="target domain (val split), IoU %")
     table.add_column("class")
     table.add_column("source only", justify="right")
@@ -40,14 +34,9 @@ def demo(
             table.add_row(name, f"{100 * a:.1f}" if a == a else "-", f"{100 * b:.1f}" if b == b else "-")
     table.add_row("mIoU", f"{100 * result.before.miou:.2f}", f"{100 * result.after.miou:.2f}", style="bold")
     console.print(table)
-    console.print(
-        "Short runs gain mostly from BatchNorm statistics on target images; the README's method "
-        "table shows each loss's share.",
-        highlight=False,
-    )
+    console.print("Short runs gain mostly from BatchNorm statistics on target images; the README's method "
+                  "table shows each loss's share.", highlight=False)
     for what, path in result.files.items():
         typer.echo(f"{what:24} {path}")
-    typer.echo(
-        f"demo done in {sum(result.seconds.values()):.0f} s: mIoU {100 * result.before.miou:.2f} -> "
-        f"{100 * result.after.miou:.2f}"
-    )
+    typer.echo(f"demo done in {sum(result.seconds.values()):.0f} s: mIoU {100 * result.before.miou:.2f} -> "
+               f"{100 * result.after.miou:.2f}")

@@ -14,16 +14,9 @@ def evaluate(
     kind: Annotated[str, typer.Option(help="Layout: cityscapes | gta5 | synthia | nthu | folder.")] = "cityscapes",
     split: Annotated[str, typer.Option(help="Split (cityscapes: val; nthu: Test).")] = "val",
     classes: Annotated[int, typer.Option(help="Class set: 19, 16 or 13.")] = 19,
-    size: Annotated[
-        str | None,
-        typer.Option(
-            help="Score at WxH (images and labels resized; the reference used 1024x512). Default: full resolution."
-        ),
-    ] = None,
+    size: Annotated[str | None, typer.Option(help="Score at WxH (images and labels resized; the reference used 1024x512). Default: full resolution.")] = None,
     flip: Annotated[bool, typer.Option(help="Average the prediction with that of the mirrored image.")] = False,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for scores.json, confusion.png, predictions/.")
-    ] = Path("eval"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for scores.json, confusion.png, predictions/.")] = Path("eval"),
     save_predictions: Annotated[bool, typer.Option(help="Write colourised predictions.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N images.")] = None,
@@ -38,15 +31,8 @@ def evaluate(
     from mslseg.training.eval_run import evaluate_checkpoint
 
     wh = coerce_value(size, tuple[int, int], "--size") if size else None
-    cfg = DataConfig(
-        kind=kind,
-        root=str(data),
-        split=split,
-        classes=classes,
-        size=wh,
-        limit=limit,
-        label_map=str(label_map) if label_map else None,
-    )
+    cfg = DataConfig(kind=kind, root=str(data), split=split, classes=classes, size=wh, limit=limit,
+                     label_map=str(label_map) if label_map else None)
     scores = evaluate_checkpoint(checkpoint, cfg, out, device=device, flip=flip, save_predictions=save_predictions)
     table = Table(title=f"{checkpoint} on {data} ({split})")
     table.add_column("class")

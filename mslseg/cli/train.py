@@ -9,13 +9,8 @@ import typer
 
 from mslseg.cli.progress import step_progress
 
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config file or the name of a shipped one (see docs).")
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override any config key: --set method.lambda_target=0.2 (repeatable)."),
-]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file or the name of a shipped one (see docs).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set method.lambda_target=0.2 (repeatable).")]
 SourceOpt = Annotated[Path | None, typer.Option(help="Labelled source dataset root.")]
 SourceKindOpt = Annotated[str | None, typer.Option(help="Source layout: gta5 | synthia | cityscapes | folder.")]
 ValOpt = Annotated[Path | None, typer.Option(help="Labelled target split to evaluate on (e.g. a Cityscapes root).")]
@@ -27,41 +22,16 @@ SizeOpt = Annotated[str | None, typer.Option(help="Resize all images to WxH, e.g
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N.")]
 ResumeOpt = Annotated[Path | None, typer.Option(help="Continue the run in this directory from its last.pt.")]
-InitOpt = Annotated[
-    Path | None, typer.Option(help="Checkpoint to start from (own .pt, or foreign with --init-format).")
-]
-InitFmtOpt = Annotated[
-    str | None, typer.Option(help="Format of a foreign --init: msl | deeplab-imagenet | torchvision-resnet.")
-]
+InitOpt = Annotated[Path | None, typer.Option(help="Checkpoint to start from (own .pt, or foreign with --init-format).")]
+InitFmtOpt = Annotated[str | None, typer.Option(help="Format of a foreign --init: msl | deeplab-imagenet | torchvision-resnet.")]
 
 
-def _common(
-    overrides: dict[str, Any],
-    *,
-    source,
-    source_kind,
-    target_val,
-    val_kind,
-    backbone,
-    iterations,
-    batch,
-    size,
-    out,
-    device,
-    init,
-    init_format,
-) -> None:
+def _common(overrides: dict[str, Any], *, source, source_kind, target_val, val_kind, backbone,
+            iterations, batch, size, out, device, init, init_format) -> None:
     pairs = {
-        "source.root": source,
-        "source.kind": source_kind,
-        "model.backbone": backbone,
-        "train.iterations": iterations,
-        "train.batch_source": batch,
-        "train.batch_target": batch,
-        "out": out,
-        "train.device": device,
-        "model.init": init,
-        "model.init_format": init_format,
+        "source.root": source, "source.kind": source_kind, "model.backbone": backbone,
+        "train.iterations": iterations, "train.batch_source": batch, "train.batch_target": batch,
+        "out": out, "train.device": device, "model.init": init, "model.init_format": init_format,
     }
     overrides.update({k: str(v) if isinstance(v, Path) else v for k, v in pairs.items() if v is not None})
     if init is not None:  # a new --init replaces the config's init and its format
@@ -86,93 +56,44 @@ def _launch(config: Path | None, overrides: dict[str, Any], sets: list[str] | No
     else:
         overrides.update(dict(parse_override(s) for s in sets or []))
         cfg = load_config(config, overrides)
-    with (
-        distributed_context(cfg.train.device) as dist,
-        step_progress(cfg.train.iterations, description=f"{cfg.method.target_loss} ", enabled=dist.main) as on_step,
-    ):
+    with distributed_context(cfg.train.device) as dist, step_progress(
+        cfg.train.iterations, description=f"{cfg.method.target_loss} ", enabled=dist.main
+    ) as on_step:
         result = run(cfg, resume=resume is not None, dist=dist, on_step=on_step)
     if not dist.main:
         return
-    miou = (
-        f", target mIoU {100 * result.final_miou:.2f} (best {100 * result.best_miou:.2f})"
-        if result.final_miou is not None
-        else ""
-    )
+    miou = f", target mIoU {100 * result.final_miou:.2f} (best {100 * result.best_miou:.2f})" if result.final_miou is not None else ""
     typer.echo(f"wrote {result.run_dir}/last.pt and best.pt after {result.iterations} iterations{miou}")
 
 
 def train(
-    config: ConfigOpt = None,
-    source: SourceOpt = None,
-    source_kind: SourceKindOpt = None,
-    target_val: ValOpt = None,
-    val_kind: ValKindOpt = None,
-    backbone: BackboneOpt = None,
-    iterations: ItOpt = None,
-    batch: BatchOpt = None,
-    size: SizeOpt = None,
-    out: OutOpt = None,
-    device: DeviceOpt = None,
-    init: InitOpt = None,
-    init_format: InitFmtOpt = None,
-    multi_level: Annotated[
-        bool, typer.Option(help="Also train the aux head (x0.1 CE), as the multi-level recipe starts from.")
-    ] = True,
-    resume: ResumeOpt = None,
-    set_: SetOpt = None,
+    config: ConfigOpt = None, source: SourceOpt = None, source_kind: SourceKindOpt = None,
+    target_val: ValOpt = None, val_kind: ValKindOpt = None, backbone: BackboneOpt = None,
+    iterations: ItOpt = None, batch: BatchOpt = None, size: SizeOpt = None, out: OutOpt = None,
+    device: DeviceOpt = None, init: InitOpt = None, init_format: InitFmtOpt = None,
+    multi_level: Annotated[bool, typer.Option(help="Also train the aux head (x0.1 CE), as the multi-level recipe starts from.")] = True,
+    resume: ResumeOpt = None, set_: SetOpt = None,
 ) -> None:
     """Train on labelled source data only (the starting point of adaptation)."""
     # source only: no target images at all, not even for BatchNorm statistics
     overrides: dict[str, Any] = {"method.target_loss": "none", "method.multi_level": multi_level, "target": None}
-    _common(
-        overrides,
-        source=source,
-        source_kind=source_kind,
-        target_val=target_val,
-        val_kind=val_kind,
-        backbone=backbone,
-        iterations=iterations,
-        batch=batch,
-        size=size,
-        out=out,
-        device=device,
-        init=init,
-        init_format=init_format,
-    )
+    _common(overrides, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
+            backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
+            init=init, init_format=init_format)
     _launch(config, overrides, set_, resume)
 
 
 def adapt(
-    config: ConfigOpt = None,
-    source: SourceOpt = None,
-    source_kind: SourceKindOpt = None,
-    target: Annotated[
-        Path | None,
-        typer.Option(help="Unlabelled target data: a dataset root, an image folder, or video file(s)/glob."),
-    ] = None,
+    config: ConfigOpt = None, source: SourceOpt = None, source_kind: SourceKindOpt = None,
+    target: Annotated[Path | None, typer.Option(help="Unlabelled target data: a dataset root, an image folder, or video file(s)/glob.")] = None,
     target_kind: Annotated[str | None, typer.Option(help="Target layout: cityscapes | folder | video | nthu.")] = None,
-    target_val: ValOpt = None,
-    val_kind: ValKindOpt = None,
-    method: Annotated[
-        str | None, typer.Option(help="Target loss: msl | iw-msl | minent | none (BN statistics only).")
-    ] = None,
-    multi_level: Annotated[
-        bool | None,
-        typer.Option("--multi-level/--single-level", help="Multi-level self-produced guidance on the aux head."),
-    ] = None,
-    lambda_target: Annotated[
-        float | None, typer.Option(min=0.0, help="Weight of the target loss (paper: 0.1; 0.09 with multi-level).")
-    ] = None,
-    backbone: BackboneOpt = None,
-    iterations: ItOpt = None,
-    batch: BatchOpt = None,
-    size: SizeOpt = None,
-    out: OutOpt = None,
-    device: DeviceOpt = None,
-    init: InitOpt = None,
-    init_format: InitFmtOpt = None,
-    resume: ResumeOpt = None,
-    set_: SetOpt = None,
+    target_val: ValOpt = None, val_kind: ValKindOpt = None,
+    method: Annotated[str | None, typer.Option(help="Target loss: msl | iw-msl | minent | none (BN statistics only).")] = None,
+    multi_level: Annotated[bool | None, typer.Option("--multi-level/--single-level", help="Multi-level self-produced guidance on the aux head.")] = None,
+    lambda_target: Annotated[float | None, typer.Option(min=0.0, help="Weight of the target loss (paper: 0.1; 0.09 with multi-level).")] = None,
+    backbone: BackboneOpt = None, iterations: ItOpt = None, batch: BatchOpt = None, size: SizeOpt = None,
+    out: OutOpt = None, device: DeviceOpt = None, init: InitOpt = None, init_format: InitFmtOpt = None,
+    resume: ResumeOpt = None, set_: SetOpt = None,
 ) -> None:
     """Adapt a source-trained model to unlabelled target images or videos (MSL, IW-MSL, MinEnt)."""
     overrides: dict[str, Any] = {}
@@ -186,22 +107,8 @@ def adapt(
     if target is not None:
         overrides["target.root"] = str(target)
         overrides["target.labelled"] = False
-        overrides["target.kind"] = target_kind or (
-            "video" if target.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov") else "cityscapes"
-        )
-    _common(
-        overrides,
-        source=source,
-        source_kind=source_kind,
-        target_val=target_val,
-        val_kind=val_kind,
-        backbone=backbone,
-        iterations=iterations,
-        batch=batch,
-        size=size,
-        out=out,
-        device=device,
-        init=init,
-        init_format=init_format,
-    )
+        overrides["target.kind"] = target_kind or ("video" if target.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov") else "cityscapes")
+    _common(overrides, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
+            backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
+            init=init, init_format=init_format)
     _launch(config, overrides, set_, resume)

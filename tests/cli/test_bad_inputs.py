@@ -57,28 +57,21 @@ def _one_line_error(result, code=1):
         assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1, result.output
 
 
-@pytest.mark.parametrize(
-    "name, needle",
-    [
-        ("zero.mp4", "cannot decode"),
-        ("corrupt.mp4", "cannot decode"),
-        ("empty", "holds no images or videos"),
-        ("missing.mp4", "missing.mp4"),
-    ],
-)
+@pytest.mark.parametrize("name, needle", [("zero.mp4", "cannot decode"),
+                                          ("corrupt.mp4", "cannot decode"),
+                                          ("empty", "holds no images or videos"),
+                                          ("missing.mp4", "missing.mp4")])
 def test_infer_bad_sources(files, tmp_path, name, needle):
-    r = runner.invoke(
-        app, ["infer", str(files["root"] / name), "--model", str(files["onnx"]), "--out", str(tmp_path / "o")]
-    )
+    r = runner.invoke(app, ["infer", str(files["root"] / name), "--model", str(files["onnx"]),
+                            "--out", str(tmp_path / "o")])
     _one_line_error(r)
     assert needle in r.output and name in r.output
     assert not any(p.suffix in (".mp4", ".png") for p in (tmp_path / "o").rglob("*"))
 
 
 def test_infer_skips_an_unreadable_image_and_keeps_the_rest(files, tmp_path):
-    r = runner.invoke(
-        app, ["infer", str(files["root"] / "images"), "--model", str(files["onnx"]), "--out", str(tmp_path / "o")]
-    )
+    r = runner.invoke(app, ["infer", str(files["root"] / "images"), "--model", str(files["onnx"]),
+                            "--out", str(tmp_path / "o")])
     _one_line_error(r)
     assert "b.png" in r.output and "skipped" in r.output
     assert (tmp_path / "o" / "summary.json").is_file()
@@ -87,9 +80,8 @@ def test_infer_skips_an_unreadable_image_and_keeps_the_rest(files, tmp_path):
 
 @pytest.mark.parametrize("name", ["gray.png", "deep.png"])
 def test_infer_converts_grayscale_and_16_bit_images(files, tmp_path, name):
-    r = runner.invoke(
-        app, ["infer", str(files["root"] / name), "--model", str(files["onnx"]), "--out", str(tmp_path / "o")]
-    )
+    r = runner.invoke(app, ["infer", str(files["root"] / name), "--model", str(files["onnx"]),
+                            "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
 
 
@@ -97,66 +89,37 @@ def test_onnx_without_mslseg_metadata(files, tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["input"], ["output"])],
-        "g",
-        [helper.make_tensor_value_info("input", TensorProto.UINT8, [1, 2, 2, 3])],
-        [helper.make_tensor_value_info("output", TensorProto.UINT8, [1, 2, 2, 3])],
-    )
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.UINT8, [1, 2, 2, 3])],
+                              [helper.make_tensor_value_info("output", TensorProto.UINT8, [1, 2, 2, 3])])
     plain = tmp_path / "plain.onnx"
     onnx.save_model(helper.make_model(graph), str(plain))
-    for args in (
-        ["infer", str(files["video"]), "--model", str(plain), "--out", str(tmp_path / "o")],
-        ["export", str(plain), "--trt"],
-    ):
+    for args in (["infer", str(files["video"]), "--model", str(plain), "--out", str(tmp_path / "o")],
+                 ["export", str(plain), "--trt"]):
         r = runner.invoke(app, args)
         _one_line_error(r)
         assert "no mslseg metadata" in r.output and "plain.onnx" in r.output
 
 
 def test_checkpoint_for_another_number_of_classes(files, synth_data, tmp_path):
-    r = runner.invoke(
-        app,
-        [
-            "adapt",
-            "-c",
-            "synthetic",
-            "--init",
-            str(files["ckpt"]),
-            "--source",
-            str(synth_data / "gta5"),
-            "--target",
-            str(synth_data / "cityscapes"),
-            "--size",
-            "64x32",
-            "--iterations",
-            "1",
-            "--out",
-            str(tmp_path / "run"),
-            "--set",
-            "target_val=null",
-        ],
-    )
+    r = runner.invoke(app, ["adapt", "-c", "synthetic", "--init", str(files["ckpt"]), "--source",
+                            str(synth_data / "gta5"), "--target", str(synth_data / "cityscapes"),
+                            "--size", "64x32", "--iterations", "1", "--out", str(tmp_path / "run"),
+                            "--set", "target_val=null"])
     _one_line_error(r)
     assert "5 classes" in r.output and "19" in r.output
     assert not (tmp_path / "run" / "last.pt").exists()
-    r = runner.invoke(
-        app, ["evaluate", str(files["ckpt"]), "--data", str(synth_data / "cityscapes"), "--out", str(tmp_path / "ev")]
-    )
+    r = runner.invoke(app, ["evaluate", str(files["ckpt"]), "--data", str(synth_data / "cityscapes"),
+                            "--out", str(tmp_path / "ev")])
     _one_line_error(r)
     assert "5 classes" in r.output
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["infer", "x.mp4", "--model", "m.onnx", "--batch", "0"],
-        ["infer", "x.mp4", "--model", "m.onnx", "--stride", "0"],
-        ["train", "--iterations", "0"],
-        ["export", "m.pt", "--calib-frames", "0"],
-        ["synth", "out", "--size", "4x2"],
-    ],
-)
+@pytest.mark.parametrize("args", [["infer", "x.mp4", "--model", "m.onnx", "--batch", "0"],
+                                  ["infer", "x.mp4", "--model", "m.onnx", "--stride", "0"],
+                                  ["train", "--iterations", "0"],
+                                  ["export", "m.pt", "--calib-frames", "0"],
+                                  ["synth", "out", "--size", "4x2"]])
 def test_out_of_range_numbers_are_usage_errors(args):
     r = runner.invoke(app, args)
     assert r.exit_code == 2, r.output
@@ -174,26 +137,10 @@ def test_foreign_weights_that_would_run_code_run_nothing(tmp_path, synth_data, p
     evil = tmp_path / "GTA5_msl.pth"
     with open(evil, "wb") as f:
         pickle.dump({"state_dict": {"conv1.weight": Evil()}}, f, protocol=protocol)
-    for args in (
-        ["convert", str(evil), str(tmp_path / "o.pt"), "--from", "msl"],
-        [
-            "adapt",
-            "-c",
-            "synthetic",
-            "--init",
-            str(evil),
-            "--init-format",
-            "msl",
-            "--source",
-            str(synth_data / "gta5"),
-            "--target",
-            str(synth_data / "cityscapes"),
-            "--iterations",
-            "1",
-            "--out",
-            str(tmp_path / "run"),
-        ],
-    ):
+    for args in (["convert", str(evil), str(tmp_path / "o.pt"), "--from", "msl"],
+                 ["adapt", "-c", "synthetic", "--init", str(evil), "--init-format", "msl", "--source",
+                  str(synth_data / "gta5"), "--target", str(synth_data / "cityscapes"), "--iterations", "1",
+                  "--out", str(tmp_path / "run")]):
         r = runner.invoke(app, args)
         _one_line_error(r)
         assert "GTA5_msl.pth" in r.output
@@ -209,60 +156,17 @@ def test_inputs_are_never_modified(files, synth_data, tmp_path):
     inputs = [files["root"], synth_data]
     before = [_digest(f) for f in inputs]
     runs = [
-        [
-            "infer",
-            str(files["video"]),
-            str(files["root"] / "gray.png"),
-            "--model",
-            str(files["onnx"]),
-            "--out",
-            str(tmp_path / "inf"),
-        ],
-        [
-            "export",
-            str(files["ckpt"]),
-            "-o",
-            str(tmp_path / "e.onnx"),
-            "--precision",
-            "int8",
-            "--calib",
-            str(files["video"]),
-            "--gate",
-            "0.5",
-        ],
-        [
-            "adapt",
-            "-c",
-            "synthetic",
-            "--source",
-            str(synth_data / "gta5"),
-            "--target",
-            str(synth_data / "cityscapes"),
-            "--size",
-            "64x32",
-            "--iterations",
-            "1",
-            "--out",
-            str(tmp_path / "run"),
-            "--set",
-            "target_val=null",
-        ],
+        ["infer", str(files["video"]), str(files["root"] / "gray.png"), "--model", str(files["onnx"]),
+         "--out", str(tmp_path / "inf")],
+        ["export", str(files["ckpt"]), "-o", str(tmp_path / "e.onnx"), "--precision", "int8",
+         "--calib", str(files["video"]), "--gate", "0.5"],
+        ["adapt", "-c", "synthetic", "--source", str(synth_data / "gta5"), "--target", str(synth_data / "cityscapes"),
+         "--size", "64x32", "--iterations", "1", "--out", str(tmp_path / "run"), "--set", "target_val=null"],
     ]
     for args in runs:
         r = runner.invoke(app, args)
         assert r.exit_code == 0, (args, r.output)
-    r = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(tmp_path / "run" / "best.pt"),
-            "--data",
-            str(synth_data / "cityscapes"),
-            "--size",
-            "64x32",
-            "--out",
-            str(tmp_path / "ev"),
-        ],
-    )
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "run" / "best.pt"), "--data", str(synth_data / "cityscapes"),
+                            "--size", "64x32", "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
     assert [_digest(f) for f in inputs] == before

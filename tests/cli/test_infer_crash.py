@@ -69,20 +69,8 @@ def test_resume_skips_complete_sources_and_keeps_their_rows(setup, tmp_path):
 def test_sigkill_leaves_no_torn_file_under_a_final_name(setup, tmp_path):
     onnx_path, a, b = setup
     out = tmp_path / "o"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mslseg",
-        "infer",
-        str(a),
-        str(b),
-        "--model",
-        str(onnx_path),
-        "--out",
-        str(out),
-        "--codec",
-        "mp4v",
-    ]
+    cmd = [sys.executable, "-m", "mslseg", "infer", str(a), str(b), "--model", str(onnx_path), "--out", str(out),
+           "--codec", "mp4v"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60

@@ -13,22 +13,12 @@ from mslseg.training.loop import run
 
 def _cfg(synth_data, out, **extra):
     overrides = {
-        "source.root": str(synth_data / "gta5"),
-        "source.size": [64, 32],
-        "target.root": str(synth_data / "cityscapes"),
-        "target.size": [64, 32],
-        "target.flip": True,
-        "target_val.root": str(synth_data / "cityscapes"),
-        "target_val.size": [64, 32],
-        "train.iterations": 6,
-        "train.batch_source": 2,
-        "train.batch_target": 2,
-        "train.checkpoint_every": 3,
-        "train.eval_every": 0,
-        "train.log_every": 1,
-        "method.target_loss": "iw-msl",
-        "method.multi_level": True,
-        "source.flip": True,
+        "source.root": str(synth_data / "gta5"), "source.size": [64, 32],
+        "target.root": str(synth_data / "cityscapes"), "target.size": [64, 32], "target.flip": True,
+        "target_val.root": str(synth_data / "cityscapes"), "target_val.size": [64, 32],
+        "train.iterations": 6, "train.batch_source": 2, "train.batch_target": 2,
+        "train.checkpoint_every": 3, "train.eval_every": 0, "train.log_every": 1,
+        "method.target_loss": "iw-msl", "method.multi_level": True, "source.flip": True,
         "out": str(out),
     }
     return load_config("synthetic", overrides | extra)
@@ -59,18 +49,13 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights_bitwise(synth_da
     steps = [r["iteration"] for r in lines if "loss_source" in r]
     assert steps == [1, 2, 3, 4, 5, 6]
     ref = [json.loads(x) for x in (full.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["loss_target"] for r in lines if "loss_source" in r] == [
-        r["loss_target"] for r in ref if "loss_source" in r
-    ]
+    assert [r["loss_target"] for r in lines if "loss_source" in r] == [r["loss_target"] for r in ref if "loss_source" in r]
 
 
 @pytest.mark.parametrize("method, multi", [("none", False), ("minent", False), ("msl", False), ("iw-msl", True)])
 def test_each_method_runs_and_writes_the_run_dir(synth_data, tmp_path, method, multi):
-    cfg = _cfg(
-        synth_data,
-        tmp_path / method,
-        **{"method.target_loss": method, "method.multi_level": multi, "train.iterations": 2, "train.eval_every": 2},
-    )
+    cfg = _cfg(synth_data, tmp_path / method, **{"method.target_loss": method, "method.multi_level": multi,
+                                                 "train.iterations": 2, "train.eval_every": 2})
     result = run(cfg)
     assert result.final_miou is not None and 0 <= result.final_miou <= 1
     for name in ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "curves.png"):
@@ -86,11 +71,8 @@ def test_each_method_runs_and_writes_the_run_dir(synth_data, tmp_path, method, m
 
 def test_bn_only_changes_running_stats_but_no_weight_from_target(synth_data, tmp_path):
     """Method none with target data: target images only move BatchNorm statistics."""
-    cfg = _cfg(
-        synth_data,
-        tmp_path / "bn",
-        **{"method.target_loss": "none", "method.multi_level": False, "train.iterations": 1, "optim.lr": 1e-12},
-    )
+    cfg = _cfg(synth_data, tmp_path / "bn", **{"method.target_loss": "none", "method.multi_level": False,
+                                               "train.iterations": 1, "optim.lr": 1e-12})
     run(cfg)
     state = load_checkpoint(tmp_path / "bn" / "last.pt")["state_dict"]
     assert state["backbone.bn1.num_batches_tracked"].item() == 2  # source pass + target pass
@@ -104,17 +86,9 @@ def test_existing_run_dir_needs_resume(synth_data, tmp_path):
 
 
 def test_non_finite_loss_stops_with_iteration_and_keeps_last_good(synth_data, tmp_path):
-    cfg = _cfg(
-        synth_data,
-        tmp_path / "nan",
-        **{
-            "optim.lr": 1e10,
-            "train.iterations": 20,
-            "train.checkpoint_every": 1,
-            "method.target_loss": "none",
-            "method.multi_level": False,
-        },
-    )
+    cfg = _cfg(synth_data, tmp_path / "nan", **{"optim.lr": 1e10, "train.iterations": 20,
+                                                "train.checkpoint_every": 1, "method.target_loss": "none",
+                                                "method.multi_level": False})
     with pytest.raises(TrainingError, match=r"non-finite (at|by) iteration \d+"):
         run(cfg)
     data = load_checkpoint(tmp_path / "nan" / "last.pt")
