@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from mslseg.runtime.errors import InputError
+
+if TYPE_CHECKING:
+    from mslseg.training.metrics import Scores
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,8 @@ class DemoPlan:
 
 @dataclass
 class DemoResult:
-    before: object  # Scores of the source-only model on the target val split
-    after: object  # Scores of the adapted model
+    before: Scores | None  # the source-only model on the target val split
+    after: Scores | None  # the adapted model on the same split
     files: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -51,10 +53,9 @@ class DemoResult:
 def run_demo(out: str | Path, plan: DemoPlan, *, overwrite: bool = False,
              say: Callable[[str], None] = log.info) -> DemoResult:
     """Write the whole demo into `out` (see the module docstring); returns the before/after scores."""
-    import torch
-
     from mslseg.data.config import DataConfig
     from mslseg.data.synthetic import write_synthetic_dataset
+    from mslseg.demo_pictures import before_after_picture, curves_picture
     from mslseg.export import export_checkpoint
     from mslseg.runtime import Segmenter
     from mslseg.runtime.infer_job import InferOptions, run_infer
@@ -67,7 +68,6 @@ def run_demo(out: str | Path, plan: DemoPlan, *, overwrite: bool = False,
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty; pass --overwrite to replace an earlier demo, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     w, h = plan.size
     result = DemoResult(None, None)
     clock = time.perf_counter()
@@ -113,13 +113,17 @@ def run_demo(out: str | Path, plan: DemoPlan, *, overwrite: bool = False,
     finally:
         for src in sources:
             src.close()
-    before_after = out / "before_after.png"
-    _before_after_picture(out, data, (w, h), before_after)
     lap("infer")
+    say("pictures: an overlay before/after adaptation, and the curves of both runs")
+    before_after = before_after_picture(out / "source" / "best.pt", out / "adapted" / "best.pt", val,
+                                        out / "before_after.png")
+    curves = curves_picture(out / "source" / "metrics.jsonl", out / "adapted" / "metrics.jsonl", result.before,
+                            result.after, out / "curves.png")
+    lap("pictures")
     result.files = {
         "source-only checkpoint": out / "source" / "best.pt",
         "adapted checkpoint": out / "adapted" / "best.pt",
-        "training curves": out / "adapted" / "curves.png",
+        "training curves": curves,
         "scores (json)": out / "eval_adapted" / "scores.json",
         "confusion matrix": out / "eval_adapted" / "confusion.png",
         "ONNX model": exported.onnx,
@@ -128,31 +132,3 @@ def run_demo(out: str | Path, plan: DemoPlan, *, overwrite: bool = False,
         "before/after picture": before_after,
     }
     return result
-
-
-def _before_after_picture(out: Path, data: Path, size: tuple[int, int], dst: Path) -> Path:
-    """A target val frame, its source-only overlay and its adapted overlay, side by side."""
-    import cv2
-    import torch
-
-    from mslseg.checkpoint import load_model
-    from mslseg.runtime.atomic import atomic_write_bytes
-    from mslseg.runtime.viz import overlay, palette_lut
-
-    frame_path = sorted((data / "cityscapes" / "leftImg8bit" / "val").rglob("*.png"))[0]
-    frame = cv2.resize(cv2.imread(str(frame_path)), (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_AREA)
-    panels = [frame]
-    for name in ("source", "adapted"):
-        model, meta = load_model(out / name / "best.pt")
-        x = torch.from_numpy(meta.normalization.apply(cv2.resize(frame, size)[None]))
-        with torch.no_grad():
-            labels = model(x).argmax(1)[0].numpy().astype(np.uint8)
-        labels = cv2.resize(labels, frame.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-        panels.append(overlay(frame, labels, palette_lut(meta, "bgr"), 0.55))
-    picture = np.hstack(panels)
-    strip = np.full((22, picture.shape[1], 3), 255, np.uint8)
-    for i, text in enumerate(("target frame", "source only", "after IW-MSL + multi-level")):
-        cv2.putText(strip, text, (i * frame.shape[1] + 6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    ok, png = cv2.imencode(".png", np.vstack([strip, picture]))
-    return atomic_write_bytes(dst, png.tobytes())

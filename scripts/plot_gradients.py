@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter  # noqa: E402
 
 
 def main() -> None:
@@ -41,6 +42,9 @@ def main() -> None:
     b.axhline(1.0, color="grey", lw=0.8, ls="--", label="no weighting")
     b.set_xscale("log")
     b.set_yscale("log")
+    b.yaxis.set_major_locator(FixedLocator([0.2, 0.5, 1, 2, 5]))
+    b.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    b.yaxis.set_minor_formatter(NullFormatter())
     b.set_xlabel("share of the image's pixels predicted as class k")
     b.set_ylabel("weight relative to 1/N")
     b.set_title("image-wise class balance (IW)")

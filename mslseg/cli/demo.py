@@ -38,5 +38,6 @@ def demo(
                   "table shows each loss's share.", highlight=False)
     for what, path in result.files.items():
         typer.echo(f"{what:24} {path}")
-    typer.echo(f"demo done in {sum(result.seconds.values()):.0f} s: mIoU {100 * result.before.miou:.2f} -> "
-               f"{100 * result.after.miou:.2f}")
+    stages = ", ".join(f"{stage} {seconds:.0f}" for stage, seconds in result.seconds.items())
+    typer.echo(f"demo done in {sum(result.seconds.values()):.0f} s ({stages}): mIoU {100 * result.before.miou:.2f}"
+               f" -> {100 * result.after.miou:.2f}")

@@ -28,14 +28,3 @@ def test_demo_fast_writes_everything_it_lists(tmp_path):
     assert json.loads((out / "model.parity.json").read_text())["passed"]
     r = runner.invoke(app, ["demo", "--out", str(out), "--fast"])
     assert r.exit_code == 1 and "--overwrite" in r.output
-
-
-def test_dockerfile_has_both_targets_and_a_non_root_user():
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
-    stages = [line.split()[-1] for line in text.splitlines() if line.upper().startswith("FROM ")]
-    assert {"train", "runtime"} <= set(stages)
-    users = [line.split()[1] for line in text.splitlines() if line.upper().startswith("USER ")]
-    assert users and all(u not in ("root", "0") for u in users)
-    assert 'ENTRYPOINT ["mslseg"]' in text and "HEALTHCHECK" not in text

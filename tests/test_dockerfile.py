@@ -1,0 +1,76 @@
+"""The Dockerfile's two targets, parsed: train (torch) and runtime (no torch), non-root, `mslseg` entrypoint."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stages() -> tuple[dict[str, str], dict[str, list[tuple[str, str]]]]:
+    """(ARGs before the first FROM, {stage name: [(INSTRUCTION, arguments), ...]})."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    global_args: dict[str, str] = {}
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        word = word.upper()
+        if word == "FROM":
+            m = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", rest.strip(), re.IGNORECASE)
+            assert m, f"every stage is named: FROM {rest}"
+            current = m.group(2)
+            stages[current] = [("FROM", m.group(1))]
+        elif current is None:
+            assert word == "ARG", f"only ARGs before the first FROM, got {word}"
+            name, _, value = rest.partition("=")
+            global_args[name.strip()] = value.strip()
+        else:
+            stages[current].append((word, rest.strip()))
+    return global_args, stages
+
+
+def test_both_targets_exist_with_versioned_bases():
+    args, stages = _stages()
+    assert {"train", "runtime"} <= set(stages)
+    for name in ("train", "runtime"):
+        base = stages[name][0][1]
+        m = re.fullmatch(r"\$\{?(\w+)\}?", base)
+        assert m and m.group(1) in args, f"{name}: base image comes from a build ARG, got {base}"
+        image = args[m.group(1)]
+        assert ":" in image and not image.endswith(":latest"), f"{name}: pin a version, got {image}"
+    assert "pytorch" in args[stages["train"][0][1].strip("${}")]
+    assert "tensorrt" in args[stages["runtime"][0][1].strip("${}")]
+
+
+@pytest.mark.parametrize("stage", ["train", "runtime"])
+def test_stage_runs_the_cli_as_a_non_root_user(stage):
+    _, stages = _stages()
+    steps = stages[stage]
+    users = [(i, arg) for i, (word, arg) in enumerate(steps) if word == "USER"]
+    assert users, f"{stage}: no USER, the container would run as root"
+    last_index, last_user = users[-1]
+    assert last_user.split(":")[0] not in ("root", "0")
+    assert all(word != "RUN" for word, _ in steps[last_index:]), f"{stage}: RUN after the last USER runs as that user"
+    entry = [arg for word, arg in steps if word == "ENTRYPOINT"]
+    assert entry and json.loads(entry[-1]) == ["mslseg"]
+    assert all(word != "HEALTHCHECK" for word, _ in steps)
+
+
+def test_runtime_target_installs_no_torch():
+    _, stages = _stages()
+    installs = {name: " ".join(arg for word, arg in steps if word == "RUN" and "pip install" in arg)
+                for name, steps in stages.items()}
+    assert '".[train,gpu]"' in installs["train"]
+    assert '".[gpu]"' in installs["runtime"]
+    assert "train" not in installs["runtime"] and "torch" not in installs["runtime"]
+
+
+def test_dockerignore_keeps_local_state_out_of_the_context():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv"} <= set(ignored)
