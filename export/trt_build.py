@@ -24,6 +24,7 @@ from mslseg.export.trt_profile import (
     Shape3,
     import_tensorrt,
     resolve_profile,
+    sidecar_path,
     tensorrt_info,
     write_sidecar,
 )
@@ -150,6 +151,9 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
     if serialized is None:
         raise ExportError(f"TensorRT could not build an engine from {onnx_path}; its log above says why "
                           "(a larger --workspace or smaller --max shape often helps)")
+    # the old sidecar goes first: a kill between the two writes below leaves an engine without a
+    # sidecar (a clear error at load), never the new engine described by the old build's sidecar
+    sidecar_path(out).unlink(missing_ok=True)
     atomic_write_bytes(out, memoryview(serialized).tobytes())
     if cache_file is not None:
         atomic_write_bytes(cache_file, memoryview(config.get_timing_cache().serialize()).tobytes())

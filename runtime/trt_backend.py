@@ -43,7 +43,7 @@ def read_engine_meta(engine: str | Path) -> tuple[ModelMeta, dict[str, Any]]:
     if not path.is_file():
         raise ModelFormatError(
             f"engine {engine} has no sidecar {path.name} beside it (written with the engine by "
-            "'mslseg export --trt'); copy it along with the engine"
+            "'mslseg export --trt'); copy it along with the engine, or rebuild the engine"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -78,7 +78,7 @@ def engine_mismatch(info: dict[str, Any], *, trt_version: str, gpu: str, compute
     def number(text: str) -> float:
         return float(text.replace("sm_", "").replace("sm", "")) if text else 0.0
 
-    if cc and level == "none" and number(cc) != number(compute_capability):
+    if cc and level in ("none", "same-cc") and number(cc) != number(compute_capability):
         return (f"it was built for compute capability {cc} ({info.get('gpu', 'another GPU')}) and this "
                 f"GPU ({gpu}) has {compute_capability}")
     if level == "ampere+" and number(compute_capability) < 8.0:

@@ -39,9 +39,10 @@ def png_size(path: Path) -> tuple[int, int] | None:
             head = f.read(24)
     except OSError as exc:
         raise DataError(f"cannot read {path} ({exc.strerror}); check its permissions") from None
-    if head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
         return None
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return (w, h) if w and h else None  # a torn header has no size: decoding names the file as corrupt
 
 
 def _read_bytes(path: Path, what: str) -> bytes:

@@ -6,6 +6,7 @@ need (`build_optimizer(model, cfg.optim)`); the resolved config is written into 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -234,7 +235,12 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] =
     """A RunConfig from a YAML file (a path, or the name of a shipped config) plus overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        data = read_yaml(resolve_config_path(path))
+        file = resolve_config_path(path)
+        data = read_yaml(file)
+        try:  # keys and types of the file on their own, so that a mistake names the file
+            from_dict(RunConfig, copy.deepcopy(data))
+        except ConfigError as exc:
+            raise ConfigError(f"{file}: {exc}") from None
     items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
     for key, value in items:
         set_dotted(data, key, value)

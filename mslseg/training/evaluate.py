@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mslseg.runtime.errors import DataError
 from mslseg.training.metrics import Scores, confusion_matrix, scores_from_confusion
+from mslseg.training.sampling import unwrap_worker_errors
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: torch.device, num_cl
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
     try:
-        for batch in loader:
+        for batch in unwrap_worker_errors(loader):
             if "label" not in batch:
                 raise DataError("the evaluation split has no labels; give a labelled split")
             image = batch["image"].to(device)

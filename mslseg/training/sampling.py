@@ -12,12 +12,16 @@ it, so it too is independent of worker count, rank and resume point.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mslseg.runtime.errors import MslsegError
+
+T = TypeVar("T")
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
@@ -88,4 +92,25 @@ def stream_loader(dataset: Dataset, batch: int, *, seed: int, start: int, worker
         pin_memory=pin_memory, persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
     )
-    return iter(loader)
+    return unwrap_worker_errors(loader)
+
+
+def unwrap_worker_errors(batches: Iterable[T]) -> Iterator[T]:
+    """Iterate a DataLoader, giving an MslsegError raised in a worker process back its own message.
+
+    DataLoader re-raises a worker's exception as ``type(exc)("Caught ... Original Traceback ...")``:
+    the worker's traceback inside the message, which the CLI would print as the error "line".
+    """
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except MslsegError as exc:
+            text = str(exc)
+            marker = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+            if text.startswith("Caught ") and marker in text:
+                raise type(exc)(text.rsplit(marker, 1)[1].strip()) from None
+            raise
+        yield batch

@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
 
     onnx_path = export_onnx(model, meta, root / "m.onnx", input_kind="uint8", output_kind="labels", slim=False)
     a = write_target_video(root / "a.mp4", 12, (96, 48), 10, seed=1)
-    b = write_target_video(root / "b.mp4", 300, (96, 48), 10, seed=2)
+    b = write_target_video(root / "b.mp4", 120, (96, 48), 10, seed=2)
     return onnx_path, a, b
 
 
@@ -74,17 +74,26 @@ def test_sigkill_leaves_no_torn_file_under_a_final_name(setup, tmp_path):
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and not (out / ".done" / "a.json").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)  # now inside b
+    partial = out / ".b_overlay.partial.mp4"
+    while time.time() < deadline and proc.poll() is None and not (partial.exists() and partial.stat().st_size):
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside b, writing its video, label maps and area rows
+    assert proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (out / ".done" / "a.json").exists()
+    assert (out / ".done" / "a.json").exists() and not (out / ".done" / "b.json").exists()
     assert _frames(out / "a_overlay.mp4") == 12  # finished source: complete and playable
+    assert len(list((out / "labels" / "a").glob("*.png"))) == 12
     assert not (out / "b_overlay.mp4").exists()  # unfinished: nothing under the final name
+    assert not (out / "labels" / "b").exists()
+    rows = (out / "areas.csv").read_text().splitlines()
+    assert len(rows) == 13 and all(r.startswith(str(a)) for r in rows[1:])  # a's rows, complete
     assert not (out / "summary.json").exists()
     r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert _frames(out / "b_overlay.mp4") == 300
+    assert _frames(out / "b_overlay.mp4") == 120
+    assert len(list((out / "labels" / "b").glob("*.png"))) == 120
+    assert len((out / "areas.csv").read_text().splitlines()) == 1 + 12 + 120
     summary = json.loads((out / "summary.json").read_text())
     assert [s["resumed"] for s in summary["sources"]] == [True, False]
+    assert not [p for p in out.rglob(".*partial*")]  # the killed run's partial files were replaced

@@ -14,8 +14,9 @@ import types
 import pytest
 
 from mslseg.export import build_engine, parse_shape, resolve_profile, sidecar_path, write_sidecar
-from mslseg.runtime.errors import InputError, MissingDependencyError
+from mslseg.runtime.errors import InputError, MissingDependencyError, ModelFormatError
 from mslseg.runtime.metadata import ModelMeta
+from mslseg.runtime.trt_backend import read_engine_meta
 from tests.export.conftest import SIZE
 
 
@@ -168,3 +169,22 @@ def test_build_against_a_stand_in(labels_onnx, tmp_path, monkeypatch, version, s
     assert trt["version"] == version and trt["precision"] == "fp16" and trt["strongly_typed"] == strong
     assert trt["profile"]["max"] == [2, 64, 96, 3] and "compute_capability" in trt and "gpu" in trt
     assert ModelMeta.from_dict(side).output_kind == "labels"
+
+
+def test_a_rebuild_killed_before_its_sidecar_leaves_no_stale_sidecar(labels_onnx, tmp_path, monkeypatch):
+    from mslseg.export import trt_build
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _Recorder("10.9.0").module)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"OLD-ENGINE")
+    write_sidecar(engine, ModelMeta(num_classes=1, class_names=("a",), palette=((0, 0, 0),)), {"version": "10.1.0"})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the process died between the engine and its sidecar
+
+    monkeypatch.setattr(trt_build, "write_sidecar", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_engine(labels_onnx, engine)
+    assert engine.read_bytes() == b"ENGINE-BYTES"
+    with pytest.raises(ModelFormatError, match="has no sidecar"):  # not the old build's description
+        read_engine_meta(engine)

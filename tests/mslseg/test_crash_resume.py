@@ -59,8 +59,8 @@ def test_sigkill_and_resume_gives_the_uninterrupted_weights(synth_data, tmp_path
     rng = random.Random(7)
     killed_at = []  # last.pt's iteration after each kill (None: no checkpoint yet)
     # first a kill during setup (the run dir may exist, last.pt not: the next start is fresh), then
-    # three kills at random points after a random iteration was logged (mid-step, mid-save, ...)
-    plans = ["setup", *sorted(rng.sample(range(1, ITERATIONS - 1), 3))]
+    # two kills at random moments after a random iteration was logged (mid-step, mid-save, ...)
+    plans = ["setup", *sorted(rng.sample(range(2, ITERATIONS - 2), 2))]
     for plan in plans:
         resume = (out / "last.pt").exists()
         proc = subprocess.Popen(_cmd(synth_data, out, resume), env=ENV, stdout=subprocess.DEVNULL,
@@ -69,7 +69,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_weights(synth_data, tmp_path
             _wait_for(proc, lambda: (out / "config.yaml").exists())
         else:
             _wait_for(proc, lambda plan=plan: _records(out) >= plan)
-            time.sleep(rng.uniform(0.0, 0.4))  # a step takes ~0.3 s here
+            time.sleep(rng.uniform(0.0, 0.25))  # a step takes ~0.3 s here
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -79,7 +79,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_weights(synth_data, tmp_path
         killed_at.append(load_checkpoint(last)["training"]["iteration"] if last.exists() else None)
 
     assert killed_at[0] is None  # the setup kill left no checkpoint: the next start was fresh
-    assert sum(1 for it in killed_at[1:] if it is not None and 0 < it < ITERATIONS) >= 2, killed_at
+    assert all(it is not None and 0 < it < ITERATIONS for it in killed_at[1:]), killed_at  # resumed mid-run
     done = subprocess.run(_cmd(synth_data, out, resume=(out / "last.pt").exists()), env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -94,12 +94,15 @@ def test_sigkill_and_resume_gives_the_uninterrupted_weights(synth_data, tmp_path
     assert not list(out.glob(".*.tmp"))  # temporaries of interrupted writes are cleaned on resume
 
 
+def _synth(out, source, *extra):
+    return [sys.executable, "-m", "mslseg", "synth", str(out), "--source", str(source), "--target-train", "4",
+            "--target-val", "2", "--size", "64x32", "--video-frames", "10", *extra]
+
+
 @pytest.mark.slow
 def test_synth_killed_midway_leaves_only_complete_files_and_can_be_redone(tmp_path):
     out = tmp_path / "s"
-    cmd = [sys.executable, "-m", "mslseg", "synth", str(out), "--source", "400", "--target-train", "4",
-           "--target-val", "2", "--size", "64x32", "--video-frames", "10"]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_synth(out, 400), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait_for(proc, lambda: len(list((out / "gta5" / "labels").glob("*.png"))) >= 20)
     assert proc.poll() is None, proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGKILL)
@@ -107,8 +110,7 @@ def test_synth_killed_midway_leaves_only_complete_files_and_can_be_redone(tmp_pa
     for png in out.rglob("*.png"):
         assert cv2.imread(str(png), cv2.IMREAD_UNCHANGED) is not None, png
     assert not json.loads((out / "synth.json").read_text())["complete"]
-    r = subprocess.run(cmd[:-2] + ["--video-frames", "10", "--source", "6", "--overwrite"], env=ENV,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(_synth(out, 6, "--overwrite"), env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((out / "synth.json").read_text())["complete"]
     assert len(list((out / "gta5" / "images").glob("*.png"))) == 6

@@ -26,3 +26,10 @@ def test_other_gpu_is_refused_unless_hardware_compatible():
     ampere = H100 | {"hardware_compatibility": "ampere+"}
     assert engine_mismatch(ampere, trt_version="10.3.0", gpu="NVIDIA A100", compute_capability="8.0") is None
     assert "Ampere" in engine_mismatch(ampere, trt_version="10.3.0", gpu="Tesla T4", compute_capability="7.5")
+
+
+def test_same_compute_capability_engine_needs_that_capability():
+    same_cc = H100 | {"hardware_compatibility": "same-cc"}
+    assert engine_mismatch(same_cc, trt_version="10.3.0", gpu="NVIDIA H200", compute_capability="9.0") is None
+    assert "compute capability 9.0" in engine_mismatch(same_cc, trt_version="10.3.0", gpu="NVIDIA A100",
+                                                       compute_capability="8.0")
