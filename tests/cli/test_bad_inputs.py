@@ -8,21 +8,17 @@ dtype/channels/NaN handed to the Segmenter (tests/runtime/test_input_checks.py);
 (tests/cli/test_export_cli.py); code-running pickles as own checkpoints (tests/mslseg/test_checkpoint.py)."""
 
 import hashlib
-import pickle
 import shutil
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from mslseg.checkpoint import save_checkpoint
-from mslseg.classes import default_class_names, palette_for
 from mslseg.cli.app import app
 from mslseg.data.synthetic import write_target_video
-from mslseg.models import deeplabv2
-from mslseg.runtime.metadata import ModelMeta
+from tests.helpers import export_labels_onnx, tiny_model, write_code_pickle
 
 runner = CliRunner()
 
@@ -30,14 +26,9 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    torch.manual_seed(0)
-    model = deeplabv2("resnet18", num_classes=5, multi_level=True).eval()
-    names = default_class_names(5)
-    meta = ModelMeta(num_classes=5, class_names=names, palette=palette_for(names), train_size=(32, 64))
+    model, meta = tiny_model(5, multi_level=True, train_size=(32, 64))
     ckpt = save_checkpoint(root / "five.pt", model, meta)
-    from mslseg.export import export_onnx
-
-    onnx_path = export_onnx(model, meta, root / "five.onnx", input_kind="uint8", output_kind="labels", slim=False)
+    onnx_path = export_labels_onnx(model, meta, root / "five.onnx")
     video = write_target_video(root / "clip.mp4", 6, (64, 32), 5, seed=1)
     (root / "zero.mp4").write_bytes(b"")
     (root / "corrupt.mp4").write_bytes(b"\0" * 4096)
@@ -55,10 +46,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ckpt19(tmp_path_factory):
-    torch.manual_seed(0)
-    model = deeplabv2("resnet18", num_classes=19, multi_level=False).eval()
-    names = default_class_names(19)
-    meta = ModelMeta(num_classes=19, class_names=names, palette=palette_for(names))
+    model, meta = tiny_model(19)
     return save_checkpoint(tmp_path_factory.mktemp("c19") / "c19.pt", model, meta)
 
 
@@ -177,13 +165,8 @@ def test_values_mslseg_parses_are_one_line_errors(files, tmp_path, extra, needle
 def test_foreign_weights_that_would_run_code_run_nothing(tmp_path, synth_data, protocol):
     marker = tmp_path / "pwned"
 
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    evil = tmp_path / "GTA5_msl.pth"
-    with open(evil, "wb") as f:
-        pickle.dump({"state_dict": {"conv1.weight": Evil()}}, f, protocol=protocol)
+    evil = write_code_pickle(tmp_path / "GTA5_msl.pth", marker, lambda obj: {"state_dict": {"conv1.weight": obj}},
+                             protocol)
     adapt = ["adapt", "-c", "synthetic", "--init", str(evil), "--source", str(synth_data / "gta5"), "--target",
              str(synth_data / "cityscapes"), "--iterations", "1", "--out", str(tmp_path / "run")]
     for args in (["convert", str(evil), str(tmp_path / "o.pt"), "--from", "msl"],

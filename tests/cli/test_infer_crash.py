@@ -9,14 +9,11 @@ import time
 
 import cv2
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from mslseg.classes import default_class_names, palette_for
 from mslseg.cli.app import app
 from mslseg.data.synthetic import write_target_video
-from mslseg.models import deeplabv2
-from mslseg.runtime.metadata import ModelMeta
+from tests.helpers import export_labels_onnx, tiny_model
 
 runner = CliRunner()
 
@@ -24,13 +21,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
-    torch.manual_seed(0)
-    model = deeplabv2("resnet18", num_classes=4, multi_level=False).eval()
-    names = default_class_names(4)
-    meta = ModelMeta(num_classes=4, class_names=names, palette=palette_for(names))
-    from mslseg.export import export_onnx
-
-    onnx_path = export_onnx(model, meta, root / "m.onnx", input_kind="uint8", output_kind="labels", slim=False)
+    model, meta = tiny_model(4)
+    onnx_path = export_labels_onnx(model, meta, root / "m.onnx")
     a = write_target_video(root / "a.mp4", 12, (96, 48), 10, seed=1)
     b = write_target_video(root / "b.mp4", 120, (96, 48), 10, seed=2)
     return onnx_path, a, b

@@ -1,4 +1,3 @@
-import pickle
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ from mslseg.foreign import import_foreign, map_msl_keys, strip_wrappers
 from mslseg.models import deeplabv2
 from mslseg.runtime.errors import ModelFormatError
 from mslseg.runtime.metadata import ModelMeta, Normalization
+from tests.helpers import write_code_pickle
 
 from .reference_deeplab import RefResNetMulti
 
@@ -45,13 +45,8 @@ def test_round_trip_weights_only(tmp_path):
 def test_load_refuses_code_and_runs_nothing(tmp_path, protocol):
     marker = tmp_path / "pwned"
 
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as f:
-        pickle.dump({"format": "mslseg-checkpoint", "x": Evil()}, f, protocol=protocol)
+    path = write_code_pickle(tmp_path / "evil.pt", marker, lambda obj: {"format": "mslseg-checkpoint", "x": obj},
+                             protocol)
     with pytest.raises(ModelFormatError, match="refused" if protocol == 2 else "not a checkpoint"):
         load_checkpoint(path)
     assert not marker.exists()
