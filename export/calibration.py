@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from mslseg.runtime.errors import DataError, InputError
+from mslseg.runtime.sizes import Size
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,14 @@ def _read_video_frames(video: Path, indices: list[int]) -> list[Frame]:
     return frames
 
 
-def load_frames(sources: Sequence[str | Path], count: int, *, size: tuple[int, int] | None = None,
+def load_frames(sources: Sequence[str | Path], count: int, *, size: Size | str | None = None,
                 max_side: int | None = None) -> list[Frame]:
     """Up to `count` BGR frames sampled evenly across `sources`.
 
-    Resized to `size` (H, W) if given, else, with `max_side`, shrunk (aspect kept) until neither
-    side exceeds it.
+    Resized to `size` (WIDTHxHEIGHT) if given, else, with `max_side`, shrunk (aspect kept) until
+    neither side exceeds it.
     """
+    size = None if size is None else Size.of(size, "calibration size")
     if count < 1:
         raise InputError(f"the number of calibration frames must be >= 1, got {count}")
     if not sources:
@@ -160,26 +162,27 @@ def shrink(frame: Frame, max_side: int) -> Frame:
     if max(h, w) <= max_side:
         return frame
     scale = max_side / max(h, w)
-    return resize(frame, (max(8, round(h * scale / 8) * 8), max(8, round(w * scale / 8) * 8)))
+    return resize(frame, Size(max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)))
 
 
-def resize(frame: Frame, size: tuple[int, int]) -> Frame:
-    """Resize to (H, W) with area interpolation when shrinking, linear when growing."""
-    h, w = size
+def resize(frame: Frame, size: Size) -> Frame:
+    """Resize to `size` with area interpolation when shrinking, linear when growing."""
+    h, w = size.hw
     if frame.shape[:2] == (h, w):
         return frame
     shrink = h * w < frame.shape[0] * frame.shape[1]
     return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def synthetic_frames(n: int, size: tuple[int, int], seed: int = 0) -> list[Frame]:
-    """Deterministic image-like frames: smooth colour fields with edges and a little noise.
+def synthetic_frames(n: int, size: Size | str, seed: int = 0) -> list[Frame]:
+    """Deterministic image-like frames of `size` (WIDTHxHEIGHT): smooth colour fields with edges
+    and a little noise.
 
     Used for parity checks when no sample frames are given; they exercise the whole value range
     with spatial structure, which random noise does not.
     """
     rng = np.random.default_rng(seed)
-    h, w = size
+    h, w = Size.of(size).hw
     frames = []
     for _ in range(n):
         coarse = rng.integers(0, 256, (max(h // 16, 2), max(w // 16, 2), 3), dtype=np.uint8)

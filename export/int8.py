@@ -27,6 +27,27 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # tensorrt: symmetric int8 activations (zero point 0), what TensorRT's explicit quantisation takes;
 # cpu: asymmetric uint8 activations with int8 weights (U8S8), ONNX Runtime's fast x86 kernels
 INT8_LAYOUTS = ("tensorrt", "cpu")
+AUTO = "auto"  # tensorrt when a TensorRT engine is built from the file, cpu otherwise
+
+
+def check_int8_layout(layout: str, *, auto: bool = False) -> None:
+    valid = (AUTO, *INT8_LAYOUTS) if auto else INT8_LAYOUTS
+    if layout not in valid:
+        raise InputError(f"unknown int8 layout '{layout}'; valid: {', '.join(valid)}")
+
+
+def choose_int8_layout(layout: str, *, tensorrt: bool) -> tuple[str, str]:
+    """(layout, why): `auto` picks the TensorRT layout when an engine is built, else the CPU one.
+
+    An explicit layout is kept as it is; the caller refuses cpu with an engine (TensorRT cannot
+    build it). `why` says what chose it, for the summary line.
+    """
+    check_int8_layout(layout, auto=True)
+    if layout != AUTO:
+        return layout, f"--int8-layout {layout}"
+    if tensorrt:
+        return "tensorrt", "--int8-layout auto with --trt"
+    return "cpu", "--int8-layout auto without --trt: faster on ONNX Runtime CPUs, not for TensorRT"
 
 
 def calibration_inputs(frames: Sequence[np.ndarray], *, input_kind: str, input_order: str,
@@ -52,8 +73,7 @@ def quantize_int8(src: str | Path, dst: str | Path, frames: Sequence[np.ndarray]
     quant = require("onnxruntime.quantization", "cpu", "int8 quantisation")
     if method not in CALIBRATION_METHODS:
         raise InputError(f"unknown calibration method '{method}'; valid: {', '.join(CALIBRATION_METHODS)}")
-    if layout not in INT8_LAYOUTS:
-        raise InputError(f"unknown int8 layout '{layout}'; valid: {', '.join(INT8_LAYOUTS)}")
+    check_int8_layout(layout)
     if not len(frames):
         raise InputError("int8 quantisation needs at least one calibration frame")
     inputs = calibration_inputs(frames, input_kind=input_kind, input_order=input_order, norm=norm)

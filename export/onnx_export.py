@@ -25,19 +25,21 @@ from torch import nn
 from mslseg import __version__
 from mslseg.export.calibration import load_frames
 from mslseg.export.graph import ExportGraph, check_io_options
-from mslseg.export.int8 import quantize_int8
+from mslseg.export.int8 import check_int8_layout, quantize_int8
 from mslseg.export.onnx_meta import check_contract, write_meta
-from mslseg.export.trt_ops import trt_op_problems
+from mslseg.export.trt_ops import log_trt_problems, trt_op_problems
 from mslseg.runtime.atomic import atomic_path
 from mslseg.runtime.errors import ExportError, InputError, require
 from mslseg.runtime.metadata import PRECISIONS, ModelMeta
+from mslseg.runtime.sizes import Size
 
 log = logging.getLogger(__name__)
 
 MIN_OPSET, MAX_OPSET = 17, 20  # 17: the floor the project promises; 20: the tracer's newest
 _PROTOBUF_LIMIT = 2**31 - 1  # a single-file ONNX model cannot be larger
 CALIB_MAX_SIDE = 1024  # frames of a model without a training size are shrunk to this for calibration
-_TRACE_SIZE = (64, 96)  # any size traces the same dynamic graph; small keeps tracing fast
+_TRACE_SIZE = Size(96, 64)  # any size traces the same dynamic graph; small keeps tracing fast
+MIN_STATIC_SIDE = 8
 
 
 def check_output_path(out: Path) -> None:
@@ -53,24 +55,28 @@ def check_precision(precision: str) -> None:
         raise InputError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
 
 
-def _check_arguments(out: Path, input_kind: str, input_order: str, output_kind: str, precision: str,
-                     static: tuple[int, int] | None, batch: int, opset: int) -> None:
-    check_io_options(input_kind, input_order, output_kind)
-    check_precision(precision)
+def check_opset(opset: int) -> None:
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise InputError(f"opset {opset} is not supported; valid: {MIN_OPSET}..{MAX_OPSET}")
-    check_static(static, batch)
-    check_output_path(out)
 
 
-def check_static(static: tuple[int, int] | None, batch: int = 1) -> None:
-    """A fixed input size must be (height, width), at least 8x8, with batch >= 1."""
-    if static is not None and (len(static) != 2 or min(static) < 8 or batch < 1):
-        raise InputError(f"static shape must be (height, width), at least 8x8, with batch >= 1; got {static}")
+def check_static(static: Size | str | None, batch: int = 1) -> Size | None:
+    """The fixed input size as a Size (None: dynamic); InputError unless at least 8x8 with batch >= 1."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"the static batch must be an integer >= 1, got {batch!r}")
+    if static is None:
+        if batch != 1:
+            raise InputError(f"a static batch ({batch}) needs a static size: pass --static WIDTHxHEIGHT too")
+        return None
+    size = Size.of(static, "--static")
+    if min(size.width, size.height) < MIN_STATIC_SIDE:
+        raise InputError(f"--static {size} is too small; a static size is at least "
+                         f"{MIN_STATIC_SIDE}x{MIN_STATIC_SIDE} (WIDTHxHEIGHT, e.g. 1024x512)")
+    return size
 
 
 def _calibration_frames(calib: Sequence[str | Path] | Sequence[np.ndarray] | None, precision: str,
-                        count: int, size: tuple[int, int] | None) -> list[np.ndarray] | None:
+                        count: int, size: Size | None) -> list[np.ndarray] | None:
     given = calib is not None and len(calib) > 0
     if precision != "int8":
         if given:
@@ -86,28 +92,38 @@ def _calibration_frames(calib: Sequence[str | Path] | Sequence[np.ndarray] | Non
 
 def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kind: str = "float",
                 input_order: str = "bgr", output_kind: str = "logits", confidence: bool = False,
-                precision: str = "fp32", static: tuple[int, int] | None = None, batch: int = 1,
+                precision: str = "fp32", static: Size | str | None = None, batch: int = 1,
                 opset: int = MIN_OPSET, calib: Sequence[str | Path] | Sequence[np.ndarray] | None = None,
                 calib_frames: int = 64, calib_method: str = "minmax", int8_layout: str = "tensorrt",
-                slim: bool | None = None, source_sha256: str | None = None) -> Path:
+                slim: bool | None = None, source_sha256: str | None = None,
+                for_tensorrt: bool | None = None) -> Path:
     """Export `model` (normalised NCHW in, logits NCHW out) to `out`; returns `out`.
 
-    Dynamic batch, height and width unless `static=(H, W)` (then the batch is fixed at `batch`).
-    int8 needs `calib`: image folders, dataset roots or video files, or BGR uint8 frames. The file
-    is checked (onnx.checker, the I/O contract, no external data) and written atomically.
-    `slim`: simplify the traced graph with onnxslim (None: when it is installed).
+    Dynamic batch, height and width unless `static` fixes the size (a `Size` or 'WIDTHxHEIGHT';
+    then the batch is fixed at `batch`). int8 needs `calib`: image folders, dataset roots or video
+    files, or BGR uint8 frames. The file is checked (onnx.checker, the I/O contract, no external
+    data) and written atomically. `slim`: simplify the traced graph with onnxslim (None: when it
+    is installed). `for_tensorrt`: the file is meant for TensorRT, so each problem TensorRT's
+    parser would have is a warning; otherwise they are one summary line (None: unless the file
+    is int8 in the CPU layout).
     """
     out = Path(out)
-    _check_arguments(out, input_kind, input_order, output_kind, precision, static, batch, opset)
+    check_io_options(input_kind, input_order, output_kind)
+    check_precision(precision)
+    check_opset(opset)
+    size = check_static(static, batch)
+    if precision == "int8":
+        check_int8_layout(int8_layout)
+    check_output_path(out)
     if slim is None:
         slim = importlib.util.find_spec("onnxslim") is not None
     elif slim:
         require("onnxslim", "train", "Slimming the exported graph")
-    frames = _calibration_frames(calib, precision, calib_frames, static or meta.train_size)
+    frames = _calibration_frames(calib, precision, calib_frames, size or meta.train_size)
     final = meta.with_(
         input_kind=input_kind, input_order=input_order, output_kind=output_kind,
         confidence=confidence, precision=precision, mslseg_version=__version__,
-        train_size=meta.train_size or (tuple(static) if static else None),
+        train_size=meta.train_size or size,
         source_sha256=meta.source_sha256 if source_sha256 is None else source_sha256,
         extra=meta.extra | ({"int8_layout": int8_layout} if precision == "int8" else {}),
     )
@@ -116,7 +132,7 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
                         half=precision == "fp16")
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         path = Path(tmp) / "traced.onnx"
-        _trace(graph, path, static=static, batch=batch, opset=opset)
+        _trace(graph, path, static=size, batch=batch, opset=opset)
         proto = _slim(onnx.load(str(path))) if slim else onnx.load(str(path))
         if frames is not None:  # quantise the (slimmed) fp32 graph
             onnx.save_model(proto, str(path))
@@ -128,18 +144,18 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
         # the tracer cannot infer the class dimension through Resize; it is a constant
         proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = meta.num_classes
     write_meta(proto, final)
-    _check(proto, final, static, batch)
+    _check(proto, final, size, batch)
     with atomic_path(out) as tmp_out:
         onnx.save_model(proto, str(tmp_out))
-    for problem in trt_op_problems(proto):
-        log.warning("%s: TensorRT will not parse this graph: %s", out, problem)
+    if for_tensorrt is None:
+        for_tensorrt = not (precision == "int8" and int8_layout == "cpu")
+    log_trt_problems(out, trt_op_problems(proto), full=for_tensorrt)
     log.info("wrote %s (%s, %s in, %s out)", out, precision, input_kind, output_kind)
     return out
 
 
-def _trace(graph: ExportGraph, path: Path, *, static: tuple[int, int] | None, batch: int,
-           opset: int) -> None:
-    h, w = static or _TRACE_SIZE
+def _trace(graph: ExportGraph, path: Path, *, static: Size | None, batch: int, opset: int) -> None:
+    h, w = (static or _TRACE_SIZE).hw
     n = batch if static else 1
     if graph.input_kind == "uint8":
         dummy = torch.zeros(n, h, w, 3, dtype=torch.uint8)
@@ -176,7 +192,7 @@ def _slim(proto: onnx.ModelProto) -> onnx.ModelProto:
         return proto
 
 
-def _check(proto: onnx.ModelProto, meta: ModelMeta, static: tuple[int, int] | None, batch: int) -> None:
+def _check(proto: onnx.ModelProto, meta: ModelMeta, static: Size | None, batch: int) -> None:
     external = [t.name for t in proto.graph.initializer
                 if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
@@ -188,4 +204,4 @@ def _check(proto: onnx.ModelProto, meta: ModelMeta, static: tuple[int, int] | No
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported graph is not valid ONNX ({str(exc)[:300]})") from None
-    check_contract(proto, meta, static=(batch, *static) if static else None)
+    check_contract(proto, meta, static=(batch, *static.hw) if static else None)

@@ -86,14 +86,30 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _groups(samples: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Samples of one size stacked into one batch each (this also exercises dynamic batches)."""
+def check_gate(gate: float | None) -> None:
+    """InputError unless `gate` is None (the precision's own) or a share of pixels in (0, 1]."""
+    if gate is not None and not 0.0 < float(gate) <= 1.0:
+        raise InputError(f"the parity gate is a share of pixels in (0, 1], got {gate}")
+
+
+def _groups(samples: Sequence[np.ndarray], fixed_batch: int | None) -> list[tuple[np.ndarray, int]]:
+    """(batch, frames in it that count): samples of one size stacked into one batch each (this
+    also exercises dynamic batches); for a file with a fixed batch, chunks of that size, the last
+    one filled up with repeats that do not count."""
     by_size: dict[tuple[int, ...], list[np.ndarray]] = {}
     for s in samples:
         if s.dtype != np.uint8 or s.ndim != 3 or s.shape[2] != 3:
             raise InputError(f"parity samples must be (H, W, 3) uint8 frames, got {s.dtype} {s.shape}")
         by_size.setdefault(s.shape, []).append(s)
-    return [np.stack(v) for v in by_size.values()]
+    if fixed_batch is None:
+        return [(np.stack(v), len(v)) for v in by_size.values()]
+    groups = []
+    for frames in by_size.values():
+        for i in range(0, len(frames), fixed_batch):
+            chunk = frames[i:i + fixed_batch]
+            filled = [chunk[j % len(chunk)] for j in range(fixed_batch)]
+            groups.append((np.stack(filled), len(chunk)))
+    return groups
 
 
 def _session(ort: Any, path: Path, providers: Sequence[str] | None, threads: int | None) -> Any:
@@ -146,7 +162,8 @@ def check_parity(onnx_path: str | Path, model: nn.Module, samples: Sequence[np.n
                  providers: Sequence[str] | None = None, threads: int | None = None) -> ParityReport:
     """Compare the ONNX file with `model` (fp32, normalised NCHW in, logits out) on uint8 frames.
 
-    `samples` are (H, W, 3) uint8 frames in `frame_order`; frames of one size run as one batch.
+    `samples` are (H, W, 3) uint8 frames in `frame_order`; frames of one size run as one batch
+    (a file with a fixed batch takes them in chunks of it).
     `gate` overrides the precision's label-agreement gate (a share, 0..1). With `write`, the
     report goes beside the model as JSON, and a failed gate moves the model to `.failed.onnx`
     and raises ExportError. `threads`: ONNX Runtime's intra-op threads (default: OMP_NUM_THREADS
@@ -155,9 +172,8 @@ def check_parity(onnx_path: str | Path, model: nn.Module, samples: Sequence[np.n
     ort = require("onnxruntime", "cpu", "Checking an exported model")
     path = Path(onnx_path)
     meta = load_meta(path)
+    check_gate(gate)
     gate = GATES[meta.precision] if gate is None else float(gate)
-    if not 0.0 < gate <= 1.0:
-        raise InputError(f"the parity gate is a share of pixels in (0, 1], got {gate}")
     if not samples:
         raise InputError("parity needs at least one sample frame")
     session = _session(ort, path, providers, threads)
@@ -167,7 +183,8 @@ def check_parity(onnx_path: str | Path, model: nn.Module, samples: Sequence[np.n
     tally = _Tally()
     t_ort = t_torch = 0.0
     try:
-        for batch in _groups(samples):
+        fixed = session.get_inputs()[0].shape[0]
+        for batch, count in _groups(samples, fixed if isinstance(fixed, int) and fixed > 0 else None):
             x = meta.normalization.apply(batch, frame_order)
             feed = x
             if meta.input_kind == "uint8":
@@ -179,7 +196,7 @@ def check_parity(onnx_path: str | Path, model: nn.Module, samples: Sequence[np.n
             outs = session.run(None, {"input": feed})
             t_ort += time.perf_counter() - t1
             t_torch += t1 - t0
-            tally.add(meta, outs, ref, path)
+            tally.add(meta, [o[:count] for o in outs], ref[:count], path)
     finally:
         model.train(was_training)
     share = tally.agree / tally.pixels

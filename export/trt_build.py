@@ -19,28 +19,31 @@ import onnx
 from mslseg.export.onnx_meta import load_meta, load_proto
 from mslseg.export.trt_ops import check_trt_ops
 from mslseg.export.trt_profile import (
+    HARDWARE_LEVELS,
     INSTALL_HINT,
+    EngineOptions,
+    ProfilePoint,
     ProfileShapes,
-    Shape3,
+    check_engine_target,
+    engine_outputs,
     import_tensorrt,
     resolve_profile,
     sidecar_path,
     tensorrt_info,
     write_sidecar,
 )
-from mslseg.runtime.atomic import atomic_write_bytes
+from mslseg.runtime.atomic import atomic_write_bytes, refuse_existing
 from mslseg.runtime.errors import ExportError, InputError, MissingDependencyError
+from mslseg.runtime.sizes import Size
 
 log = logging.getLogger(__name__)
 
-HARDWARE_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
 
-
-def _fixed_shape(proto: onnx.ModelProto, input_kind: str) -> Shape3 | None:
+def _fixed_input(proto: onnx.ModelProto, input_kind: str) -> ProfilePoint | None:
     dims = [d.dim_value if d.HasField("dim_value") else -1
             for d in proto.graph.input[0].type.tensor_type.shape.dim]
     n, h, w = (dims[0], dims[1], dims[2]) if input_kind == "uint8" else (dims[0], dims[2], dims[3])
-    return (n, h, w) if min(n, h, w) > 0 else None
+    return ProfilePoint(n, Size(w, h)) if min(n, h, w) > 0 else None
 
 
 def gpu_info() -> tuple[str, str]:
@@ -92,34 +95,51 @@ def _network(trt: Any, onnx_path: Path, strongly_typed: bool) -> tuple[Any, Any,
     return builder, network, parser
 
 
-def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
-                 min_shape: str | Shape3 | None = None, opt_shape: str | Shape3 | None = None,
-                 max_shape: str | Shape3 | None = None, workspace_gib: float = 4.0,
-                 timing_cache: str | Path | bool = True, version_compatible: bool = False,
-                 hardware_compatibility: str = "none", dla_core: int | None = None,
-                 strongly_typed: bool | None = None) -> Path:
-    """Build `out` (default: beside the ONNX, .engine) and its sidecar .json; returns the engine path.
+def engine_path(onnx_path: str | Path, out: str | Path | None = None) -> Path:
+    """Where build_engine writes: `out`, else beside the ONNX file with .engine."""
+    return Path(out) if out is not None else Path(onnx_path).with_suffix(".engine")
 
-    Shapes are 'BATCHxHxW' (or tuples) for the one optimisation profile of a dynamic model;
-    `timing_cache` True keeps it beside the engine (.timing.cache), a path puts it there, False
-    uses none. `strongly_typed` None: TensorRT 11 strongly typed, TensorRT 10 precision flags.
-    """
-    onnx_path = Path(onnx_path)
-    out = Path(out) if out is not None else onnx_path.with_suffix(".engine")
+
+def check_engine_path(out: Path, overwrite: bool = True) -> None:
+    """InputError when the engine cannot be written at `out` (or, without `overwrite`, would replace one)."""
     if not out.parent.is_dir():
         raise InputError(f"cannot write {out}: folder {out.parent} does not exist; create it first")
-    if hardware_compatibility not in HARDWARE_LEVELS:
-        raise InputError(f"unknown hardware compatibility '{hardware_compatibility}'; "
-                         f"valid: {', '.join(HARDWARE_LEVELS)}")
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; give a file name such as {out / 'model.engine'}")
+    for path in engine_outputs(out):
+        refuse_existing(path, overwrite, option="-o")
+
+
+def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
+                 min_size: Size | str | None = None, opt_size: Size | str | None = None,
+                 max_size: Size | str | None = None, min_batch: int | None = None,
+                 opt_batch: int | None = None, max_batch: int | None = None, workspace_gib: float = 4.0,
+                 timing_cache: str | Path | bool = True, version_compatible: bool = False,
+                 hardware_compatibility: str = "none", dla_core: int | None = None,
+                 strongly_typed: bool | None = None, overwrite: bool = True) -> Path:
+    """Build `out` (default: beside the ONNX, .engine) and its sidecar .json; returns the engine path.
+
+    The one optimisation profile of a dynamic model: sizes WIDTHxHEIGHT (`Size` or '1024x512')
+    and batches, defaults as `resolve_profile` says. `timing_cache` True keeps it beside the
+    engine (.timing.cache), a path puts it there, False uses none. `strongly_typed` None:
+    TensorRT 11 strongly typed, TensorRT 10 precision flags. `overwrite=False` refuses an
+    existing engine or sidecar. Everything is checked before TensorRT is imported.
+    """
+    options = EngineOptions(min_size=min_size, opt_size=opt_size, max_size=max_size, min_batch=min_batch,
+                            opt_batch=opt_batch, max_batch=max_batch, workspace_gib=workspace_gib,
+                            timing_cache=timing_cache, version_compatible=version_compatible,
+                            hardware_compatibility=hardware_compatibility, dla_core=dla_core,
+                            strongly_typed=strongly_typed)
+    onnx_path = Path(onnx_path)
+    out = engine_path(onnx_path, out)
+    check_engine_path(out, overwrite)
     proto = load_proto(onnx_path)
     meta = load_meta(proto, str(onnx_path))
-    profile = resolve_profile(meta, _fixed_shape(proto, meta.input_kind), min_shape=min_shape,
-                              opt_shape=opt_shape, max_shape=max_shape)
-    if meta.extra.get("int8_layout") == "cpu":
-        raise InputError(f"{onnx_path} is an int8 export for CPUs (uint8 activations), which TensorRT cannot "
-                         "build; export it again with --int8-layout tensorrt")
-    if dla_core is not None and meta.precision == "fp32":
-        raise InputError("DLA runs fp16 or int8 only; export with --precision fp16 or int8 for --dla-core")
+    profile = resolve_profile(meta, _fixed_input(proto, meta.input_kind), min_size=options.min_size,
+                              opt_size=options.opt_size, max_size=options.max_size,
+                              min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch)
+    check_engine_target(options, precision=meta.precision, int8_layout=meta.extra.get("int8_layout"),
+                        source=str(onnx_path))
     check_trt_ops(proto)
     del proto  # TensorRT reads the file itself
     trt = import_tensorrt()
@@ -146,11 +166,12 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
             trt.HardwareCompatibilityLevel, HARDWARE_LEVELS[hardware_compatibility])
     if dla_core is not None:
         _use_dla(trt, builder, config, dla_core)
-    log.info("building a TensorRT %s engine from %s (minutes for a large model)", trt.__version__, onnx_path)
+    log.info("building a TensorRT %s engine from %s, profile min %s, opt %s, max %s (minutes for a large "
+             "model)", trt.__version__, onnx_path, profile.min, profile.opt, profile.max)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"TensorRT could not build an engine from {onnx_path}; its log above says why "
-                          "(a larger --workspace or smaller --max shape often helps)")
+                          "(a larger --workspace or a smaller --max size or --max-batch often helps)")
     # the old sidecar goes first: a kill between the two writes below leaves an engine without a
     # sidecar (a clear error at load), never the new engine described by the old build's sidecar
     sidecar_path(out).unlink(missing_ok=True)
@@ -200,4 +221,4 @@ def _use_dla(trt: Any, builder: Any, config: Any, core: int) -> None:
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
 
-__all__ = ["HARDWARE_LEVELS", "ProfileShapes", "build_engine", "gpu_info"]
+__all__ = ["HARDWARE_LEVELS", "ProfileShapes", "build_engine", "check_engine_path", "engine_path", "gpu_info"]

@@ -10,6 +10,7 @@ does promise a parse error, found before minutes of engine building.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from onnx import helper, numpy_helper
 
 from mslseg.export.onnx_meta import load_proto
 from mslseg.runtime.errors import ExportError
+
+log = logging.getLogger(__name__)
 
 TRT_OPSETS = (9, 24)
 
@@ -143,6 +146,27 @@ def trt_op_problems(model: str | Path | onnx.ModelProto) -> list[str]:
     for op, n in sorted(foreign.items()):
         problems.append(f"custom-domain operator {op} ({n}x) needs a TensorRT plugin")
     return problems
+
+
+def log_trt_problems(path: str | Path, problems: list[str], *, full: bool) -> None:
+    """Log what TensorRT's parser would reject in the file at `path`.
+
+    `full` (the file is meant for TensorRT): one warning per problem. Otherwise one warning with
+    the count and the first problem, and the full list at INFO level (`mslseg -v`).
+    """
+    if not problems:
+        return
+    if full:
+        for problem in problems:
+            log.warning("%s: TensorRT will not parse this graph: %s", path, problem)
+        return
+    if len(problems) == 1:
+        log.warning("%s: TensorRT will not parse this graph: %s", path, problems[0])
+        return
+    log.warning("%s: TensorRT will not parse this graph: %d problems, the first: %s; see --verbose "
+                "(mslseg --verbose export ...) for all", path, len(problems), problems[0])
+    for problem in problems[1:]:
+        log.info("%s: TensorRT will not parse this graph: %s", path, problem)
 
 
 def check_trt_ops(model: str | Path | onnx.ModelProto) -> None:

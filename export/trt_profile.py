@@ -1,88 +1,149 @@
-"""What surrounds a TensorRT build and needs no TensorRT: profile shapes, the sidecar, the preflight.
+"""What surrounds a TensorRT build and needs no TensorRT: the build options, profile, sidecar, preflight.
 
-Profile shapes are given as (batch, height, width), the way a user thinks of frames, and mapped
-onto the input's layout (NCHW for float input, NHWC for uint8). The engine's metadata goes in
-a sidecar `model.json` beside `model.engine`: the model's ModelMeta with a `tensorrt` entry in
-`extra`, so `ModelMeta.from_json` reads it as it is. The engine file holds the engine bytes
-only, so trtexec and every other TensorRT tool can read it.
+A profile point is a batch and a frame size, given as WIDTHxHEIGHT like every size a user types
+(`Size`), and mapped onto the input's tensor layout (NCHW for float input, NHWC for uint8) only
+where TensorRT is called. The engine's metadata goes in a sidecar `model.json` beside
+`model.engine`: the model's ModelMeta with a `tensorrt` entry in `extra`, so
+`ModelMeta.from_json` reads it as it is. The engine file holds the engine bytes only, so trtexec
+and every other TensorRT tool can read it.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import InputError, MissingDependencyError
 from mslseg.runtime.metadata import ModelMeta
-
-Shape3 = tuple[int, int, int]  # (batch, height, width)
+from mslseg.runtime.sizes import Size
 
 INSTALL_HINT = ("TensorRT engines need TensorRT and an NVIDIA GPU with its driver: on the machine that "
                 "will run the engine, pip install 'mslseg[gpu]'")
+HARDWARE_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+DEFAULT_OPT_SIZE = Size(1024, 512)  # the profile's opt size of a model without a training size
+_POINTS = ("min", "opt", "max")
+
+
+@dataclass(frozen=True)
+class ProfilePoint:
+    """One point of an optimisation profile: `batch` frames of `size`."""
+
+    batch: int
+    size: Size
+
+    def nhw(self) -> tuple[int, int, int]:
+        """(batch, height, width): the order of tensor shapes."""
+        return (self.batch, *self.size.hw)
+
+    def __str__(self) -> str:
+        return f"{self.size} at batch {self.batch}"
 
 
 @dataclass(frozen=True)
 class ProfileShapes:
-    """One optimisation profile, each shape (batch, height, width)."""
+    """One optimisation profile: its smallest, tuned-for and largest point."""
 
-    min: Shape3
-    opt: Shape3
-    max: Shape3
+    min: ProfilePoint
+    opt: ProfilePoint
+    max: ProfilePoint
 
     def __post_init__(self) -> None:
         for a, b, names in ((self.min, self.opt, "min <= opt"), (self.opt, self.max, "opt <= max")):
-            if any(x > y for x, y in zip(a, b, strict=True)):
-                raise InputError(f"profile shapes must satisfy {names} in every dimension, got "
-                                 f"min {_fmt(self.min)}, opt {_fmt(self.opt)}, max {_fmt(self.max)}")
+            if any(x > y for x, y in zip(a.nhw(), b.nhw(), strict=True)):
+                raise InputError(f"profile points must satisfy {names} in batch, width and height, got "
+                                 f"min {self.min}, opt {self.opt}, max {self.max}")
 
     def for_layout(self, input_kind: str) -> dict[str, list[int]]:
         """Full input shapes per profile point: NCHW for float input, NHWC for uint8."""
-        def full(s: Shape3) -> list[int]:
-            n, h, w = s
+        def full(point: ProfilePoint) -> list[int]:
+            n, h, w = point.nhw()
             return [n, h, w, 3] if input_kind == "uint8" else [n, 3, h, w]
-        return {"min": full(self.min), "opt": full(self.opt), "max": full(self.max)}
+        return {name: full(getattr(self, name)) for name in _POINTS}
 
 
-def _fmt(s: Shape3) -> str:
-    return "x".join(map(str, s))
+@dataclass(frozen=True)
+class EngineOptions:
+    """What a TensorRT build takes besides the ONNX file (build_engine's keywords), checked on creation.
 
-
-def parse_shape(text: str) -> Shape3:
-    """'4x512x1024' -> (4, 512, 1024); 'HxW' means batch 1. InputError on anything else."""
-    if not re.fullmatch(r"\s*\d+(\s*x\s*\d+){1,2}\s*", text or ""):
-        raise InputError(f"shape '{text}' is not BATCHxHEIGHTxWIDTH or HEIGHTxWIDTH (e.g. 1x512x1024)")
-    dims = [int(d) for d in text.lower().split("x")]
-    if len(dims) == 2:
-        dims = [1, *dims]
-    if min(dims) < 1:
-        raise InputError(f"shape '{text}' has a zero dimension")
-    return dims[0], dims[1], dims[2]
-
-
-def resolve_profile(meta: ModelMeta, fixed: Shape3 | None, *, min_shape: str | Shape3 | None = None,
-                    opt_shape: str | Shape3 | None = None,
-                    max_shape: str | Shape3 | None = None) -> ProfileShapes:
-    """The profile to build: given shapes, defaults from the export size, checked against fixed dims.
-
-    `fixed` is (batch, height, width) of a static model (None when dynamic). Defaults: opt at the
-    training size (else 512x1024), min at half of it, max at it; all at batch 1.
+    Sizes are WIDTHxHEIGHT (`Size` or '1024x512'), batches ints; None takes the default of
+    `resolve_profile`. `timing_cache` True keeps it beside the engine, a path puts it there, False
+    uses none. `strongly_typed` None: TensorRT 11 strongly typed, TensorRT 10 precision flags.
     """
-    parsed = [parse_shape(s) if isinstance(s, str) else s for s in (min_shape, opt_shape, max_shape)]
+
+    min_size: Size | str | None = None
+    opt_size: Size | str | None = None
+    max_size: Size | str | None = None
+    min_batch: int | None = None
+    opt_batch: int | None = None
+    max_batch: int | None = None
+    workspace_gib: float = 4.0
+    timing_cache: str | Path | bool = True
+    version_compatible: bool = False
+    hardware_compatibility: str = "none"
+    dla_core: int | None = None
+    strongly_typed: bool | None = None
+
+    def __post_init__(self) -> None:
+        for point in _POINTS:
+            value = getattr(self, f"{point}_size")
+            if value is not None:  # normalised, so every later use sees a Size
+                object.__setattr__(self, f"{point}_size", Size.of(value, f"--{point}"))
+            batch = getattr(self, f"{point}_batch")
+            if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+                raise InputError(f"--{point}-batch must be an integer >= 1, got {batch!r}")
+        if not self.workspace_gib > 0:
+            raise InputError(f"the TensorRT workspace must be > 0 GiB, got {self.workspace_gib}")
+        if self.hardware_compatibility not in HARDWARE_LEVELS:
+            raise InputError(f"unknown hardware compatibility '{self.hardware_compatibility}'; "
+                             f"valid: {', '.join(HARDWARE_LEVELS)}")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise InputError(f"--dla-core must be >= 0, got {self.dla_core}")
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as build_engine's keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def check_engine_target(options: EngineOptions, *, precision: str, int8_layout: str | None,
+                        source: str = "the model") -> None:
+    """InputError when the file to build cannot become the engine `options` ask for."""
+    if precision == "int8" and int8_layout == "cpu":
+        raise InputError(f"{source} is an int8 export for CPUs (uint8 activations), which TensorRT cannot "
+                         "build; export it again with --int8-layout tensorrt")
+    if options.dla_core is not None and precision == "fp32":
+        raise InputError("DLA runs fp16 or int8 only; export with --precision fp16 or int8 for --dla-core")
+
+
+def resolve_profile(meta: ModelMeta, fixed: ProfilePoint | None, *, min_size: Size | str | None = None,
+                    opt_size: Size | str | None = None, max_size: Size | str | None = None,
+                    min_batch: int | None = None, opt_batch: int | None = None,
+                    max_batch: int | None = None) -> ProfileShapes:
+    """The profile to build: the given points, defaults from the training size, checked against `fixed`.
+
+    `fixed` is the input of a static model (None when dynamic): then every given size and batch
+    must be its own. Defaults: opt at the training size (else 1024x512), min at half of it (at
+    least 8x8), max at opt; batches min 1, opt 1, max = opt.
+    """
+    given = EngineOptions(min_size=min_size, opt_size=opt_size, max_size=max_size,
+                          min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch)
     if fixed is not None:
-        wrong = [_fmt(s) for s in parsed if s is not None and tuple(s) != tuple(fixed)]
+        wrong = [f"--{p} {getattr(given, f'{p}_size')}" for p in _POINTS
+                 if getattr(given, f"{p}_size") not in (None, fixed.size)]
+        wrong += [f"--{p}-batch {getattr(given, f'{p}_batch')}" for p in _POINTS
+                  if getattr(given, f"{p}_batch") not in (None, fixed.batch)]
         if wrong:
-            raise InputError(f"the model has the fixed input shape {_fmt(fixed)}; profile shapes "
-                             f"{', '.join(wrong)} cannot apply (drop them, or export without --static)")
+            raise InputError(f"the model has the fixed input {fixed}; {', '.join(wrong)} cannot apply "
+                             "(drop them, or export without --static)")
         return ProfileShapes(fixed, fixed, fixed)
-    h, w = meta.train_size or (512, 1024)
-    opt = parsed[1] or (1, h, w)
-    mn = parsed[0] or (1, max(opt[1] // 2, 8), max(opt[2] // 2, 8))
-    mx = parsed[2] or opt
-    return ProfileShapes(tuple(mn), tuple(opt), tuple(mx))
+    opt = given.opt_size or (meta.train_size or DEFAULT_OPT_SIZE)
+    mn = given.min_size or Size(max(opt.width // 2, 8), max(opt.height // 2, 8))
+    mx = given.max_size or opt
+    ob = given.opt_batch or 1
+    return ProfileShapes(ProfilePoint(given.min_batch or 1, mn), ProfilePoint(ob, opt),
+                         ProfilePoint(given.max_batch or ob, mx))
 
 
 def sidecar_path(engine: str | Path) -> Path:
@@ -106,8 +167,9 @@ def tensorrt_info(*, version: str, gpu: str, compute_capability: str, profile: P
         "gpu": gpu,
         "compute_capability": compute_capability,
         "precision": precision,
-        "profile": profile.for_layout(input_kind),
-        "profile_nhw": {k: list(v) for k, v in asdict(profile).items()},
+        "profile": profile.for_layout(input_kind),  # tensor shapes, in the input's layout
+        "profile_sizes": {p: str(getattr(profile, p).size) for p in _POINTS},  # WIDTHxHEIGHT
+        "profile_batches": {p: getattr(profile, p).batch for p in _POINTS},
         **build,
     }
 
@@ -123,3 +185,8 @@ def import_tensorrt() -> Any:
         raise MissingDependencyError(f"TensorRT {trt.__version__} is too old: mslseg builds with "
                                      f"TensorRT 10 or 11; {INSTALL_HINT}")
     return trt
+
+
+def engine_outputs(engine: str | Path) -> list[Path]:
+    """The files a build writes (the timing cache is reused, not an output): the engine, its sidecar."""
+    return [Path(engine), sidecar_path(engine)]

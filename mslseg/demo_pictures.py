@@ -15,8 +15,10 @@ _LABELS = ("target frame", "ground truth", "source only", "adapted")
 
 
 def before_after_picture(source_ckpt: Path, adapted_ckpt: Path, val: object, dst: Path,
-                         index: int = 0) -> Path:
+                         index: int = 0, note: str = "") -> Path:
     """Frame `index` of the target val split: the frame, its labels, both models' overlays, a legend.
+
+    `note`: a line under the panel titles (the fast demo says its models are untrained).
 
     `val` is the DataConfig the demo evaluates on; each model sees the same input as in its
     evaluation (the dataset's resize and normalisation), its labels are shown at the frame's size.
@@ -27,7 +29,7 @@ def before_after_picture(source_ckpt: Path, adapted_ckpt: Path, val: object, dst
     from mslseg.checkpoint import load_model
     from mslseg.data import build_dataset
     from mslseg.runtime.atomic import atomic_write_bytes
-    from mslseg.runtime.viz import overlay, palette_lut
+    from mslseg.runtime.viz import legend_strip, overlay, palette_lut
 
     panels, shown = [], set()
     frame = gt = None
@@ -38,44 +40,33 @@ def before_after_picture(source_ckpt: Path, adapted_ckpt: Path, val: object, dst
             frame, gt, _ = dataset.frames.load(index)  # BGR at the generated size, train ids
             lut = palette_lut(meta, "bgr")
             gt_shown = np.where(gt == 255, 0, gt).astype(np.uint8)
-            panels += [frame, np.where((gt == 255)[..., None], frame // 3, overlay(frame, gt_shown, lut, 0.55))]
+            truth = overlay(frame, gt_shown, lut, 0.55, outline=True)
+            panels += [frame, np.where((gt == 255)[..., None], frame // 3, truth)]
             shown.update(np.unique(gt[gt != 255]).tolist())
         with torch.no_grad():
             pred = model(dataset[index]["image"][None]).argmax(1)[0].numpy().astype(np.uint8)
         pred = cv2.resize(pred, frame.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-        panels.append(overlay(frame, pred, lut, 0.55))
+        panels.append(overlay(frame, pred, lut, 0.55, outline=True))
         shown.update(np.unique(pred).tolist())
     h, w = frame.shape[:2]
-    header = np.full((22, 4 * w, 3), 255, np.uint8)
+    legend = legend_strip(sorted(shown), meta.class_names, lut, 4 * w)
+    header = np.full((44 if note else 24, 4 * w, 3), 24, np.uint8)  # the legend strip's background
     for i, text in enumerate(_LABELS):
-        cv2.putText(header, text, (i * w + 6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    picture = np.vstack([header, np.hstack(panels), _legend_row(meta.class_names, lut, sorted(shown), 4 * w)])
+        cv2.putText(header, text, (i * w + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    if note:
+        cv2.putText(header, note, (6, 37), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 200, 255), 1, cv2.LINE_AA)
+    picture = np.vstack([header, np.hstack(panels), legend])
     ok, png = cv2.imencode(".png", picture, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return atomic_write_bytes(dst, png.tobytes())
 
 
-def _legend_row(names: tuple[str, ...], lut: np.ndarray, classes: list[int], width: int) -> np.ndarray:
-    """Colour swatches and names of `classes`, wrapped over as many 20-pixel rows as they need."""
-    import cv2
-
-    items, x, row = [], 6, 0
-    for c in classes:
-        size = cv2.getTextSize(names[c], cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1)[0][0] + 26
-        if x + size > width:
-            x, row = 6, row + 1
-        items.append((c, x, row))
-        x += size + 8
-    strip = np.full((20 * (row + 1) + 4, width, 3), 255, np.uint8)
-    for c, x, r in items:
-        y = 4 + 20 * r
-        strip[y + 2: y + 14, x: x + 16] = lut[c]
-        cv2.putText(strip, names[c], (x + 22, y + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
-    return strip
-
-
 def curves_picture(source_metrics: Path, adapted_metrics: Path, before: Scores, after: Scores,
-                   dst: Path) -> Path:
-    """Source CE over both runs, the target-side losses of the adaptation, IoU per class before/after."""
+                   dst: Path, note: str = "") -> Path:
+    """Source CE over both runs, the target-side losses of the adaptation, IoU per class before/after.
+
+    Single points are drawn as markers; a panel without data says so. `note`: a title above all.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,33 +74,42 @@ def curves_picture(source_metrics: Path, adapted_metrics: Path, before: Scores, 
     from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
     from mslseg.runtime.atomic import atomic_path
+    from mslseg.training.plots import draw_series, finish_panel
 
     src, ada = _steps(source_metrics), _steps(adapted_metrics)
     start = src[-1]["iteration"] if src else 0
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.6), gridspec_kw={"width_ratios": [1.1, 1, 1.3]})
-    a.plot([r["iteration"] for r in src], [r["loss_source"] for r in src], label="source-only training")
-    a.plot([start + r["iteration"] for r in ada], [r["loss_source"] for r in ada], label="during adaptation")
-    a.axvline(start, color="grey", lw=0.8, ls="--")
-    a.set_yscale("log")
-    a.yaxis.set_major_locator(FixedLocator([0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10]))
-    a.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    a.yaxis.set_minor_formatter(NullFormatter())
+    drawn = draw_series(a, [r["iteration"] for r in src], [r["loss_source"] for r in src],
+                        label="source-only training")
+    drawn |= draw_series(a, [start + r["iteration"] for r in ada], [r["loss_source"] for r in ada],
+                         label="during adaptation")
+    if drawn:
+        a.axvline(start, color="grey", lw=0.8, ls="--")
+        a.set_yscale("log")
+        a.yaxis.set_major_locator(FixedLocator([0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10]))
+        a.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        a.yaxis.set_minor_formatter(NullFormatter())
     a.set(xlabel="iteration", title="source cross-entropy (labelled source)")
-    a.legend(fontsize=8)
+    finish_panel(a, drawn)
+    drawn = False
     for key, name in (("loss_target", "IW-MSL target loss"), ("loss_guidance", "multi-level guidance (aux head)")):
-        if any(key in r for r in ada):
-            b.plot([r["iteration"] for r in ada], [r.get(key, np.nan) for r in ada], label=name)
-    b.axhline(0, color="grey", lw=0.6)
+        drawn |= draw_series(b, [r["iteration"] for r in ada], [r.get(key) for r in ada], label=name)
+    if drawn:
+        b.axhline(0, color="grey", lw=0.6)
     b.set(xlabel="adaptation iteration", title="target losses (unlabelled target)")
-    b.legend(fontsize=8)
+    finish_panel(b, drawn)
     keep = [i for i, (x, y) in enumerate(zip(before.iou, after.iou, strict=True)) if x == x or y == y]
     pos = np.arange(len(keep))
     for shift, scores, name in ((-0.2, before, "source only"), (0.2, after, "adapted")):
-        c.bar(pos + shift, [100 * np.nan_to_num(scores.iou[i]) for i in keep], 0.4,
-              label=f"{name} (mIoU {100 * scores.miou:.1f})")
-    c.set_xticks(pos, [before.class_names[i] for i in keep], rotation=45, ha="right", fontsize=8)
+        if keep:
+            c.bar(pos + shift, [100 * np.nan_to_num(scores.iou[i]) for i in keep], 0.4,
+                  label=f"{name} (mIoU {100 * scores.miou:.1f})")
+    if keep:
+        c.set_xticks(pos, [before.class_names[i] for i in keep], rotation=45, ha="right", fontsize=8)
     c.set(ylabel="IoU %", title="target val split")
-    c.legend(fontsize=8)
+    finish_panel(c, bool(keep))
+    if note:
+        fig.suptitle(note, color="tab:red", fontsize=11)
     fig.tight_layout()
     with atomic_path(dst) as tmp:
         fig.savefig(tmp, format="png", dpi=80)

@@ -30,8 +30,10 @@ _LAZY = {
     "segment_stream": "mslseg.runtime.pipeline",
     "StreamResult": "mslseg.runtime.pipeline",
     "Frame": "mslseg.runtime.sources",
-    "open_source": "mslseg.runtime.sources",
+    "FrameRange": "mslseg.runtime.sources",
+    "open_sources": "mslseg.runtime.sources",
     "colorize": "mslseg.runtime.viz",
+    "legend": "mslseg.runtime.viz",
     "overlay": "mslseg.runtime.viz",
     "palette_lut": "mslseg.runtime.viz",
     "read_onnx_meta": "mslseg.runtime.onnx_meta",
@@ -54,3 +56,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mslseg.runtime' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

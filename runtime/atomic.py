@@ -9,6 +9,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from mslseg.runtime.errors import InputError
+
 
 def _create_temp(final: Path) -> Path:
     """A new, empty hidden file beside `final`. Created with mode 0o666 so the umask applies, as
@@ -59,3 +61,21 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, sync: bool 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def refuse_existing(path: str | os.PathLike[str], overwrite: bool, *, option: str = "--out",
+                    folder: bool = False) -> None:
+    """The one refusal every command gives an earlier output: InputError when `path` is a file, or
+    a folder with anything in it, and `overwrite` is not set. `folder`: `path` is an output folder,
+    so a file there is refused even with `overwrite`. Call it before writing anything."""
+    p = Path(path)
+    if folder and (p.exists() or p.is_symlink()) and not p.is_dir():
+        raise InputError(f"{option} {p} is a file; give a folder")
+    if overwrite or not (p.exists() or p.is_symlink()):
+        return
+    if p.is_dir():
+        if any(p.iterdir()):
+            raise InputError(f"{p} is not empty; pass --overwrite to replace what it holds, "
+                             f"or choose another {option}")
+        return
+    raise InputError(f"{p} already exists; pass --overwrite to replace it, or choose another {option}")

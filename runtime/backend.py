@@ -9,6 +9,7 @@ is the Segmenter's job, so the three backends stay small and interchangeable.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +27,8 @@ BACKENDS: dict[str, str] = {
 }
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "tensorrt")
+# what the Segmenter passes to every factory; a factory takes these and ignores what does not apply
+COMMON_OPTIONS = ("device", "providers", "threads", "cache_dir", "confidence")
 
 
 @runtime_checkable
@@ -58,16 +61,39 @@ def open_backend(path: str | Path, **options: Any) -> Backend:
     does not apply to it.
     """
     path = Path(path)
+    factory = _factory(path)
+    if not path.is_file():
+        raise ModelFormatError(f"model {path} does not exist; check the path")
+    return factory(path, **options)
+
+
+def _factory(path: Path) -> Any:
     key = BACKENDS.get(path.suffix.lower())
     if key is None:
         raise ModelFormatError(
             f"unknown model kind '{path.name}'; supported suffixes: {supported_suffixes()} "
             "(export a checkpoint with 'mslseg export')"
         )
-    if not path.is_file():
-        raise ModelFormatError(f"model {path} does not exist; check the path")
     module_name, factory = key.split(":")
-    return getattr(importlib.import_module(module_name), factory)(path, **options)
+    return getattr(importlib.import_module(module_name), factory)
+
+
+def backend_options(path: str | Path) -> tuple[str, ...]:
+    """The options only the backend of `path` takes (beyond COMMON_OPTIONS), e.g. ('spin',) for .onnx."""
+    params = inspect.signature(_factory(Path(path))).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in COMMON_OPTIONS)
+
+
+def check_backend_options(path: str | Path, options: dict[str, Any]) -> None:
+    """An option the backend of `path` does not take is an error naming the ones it does."""
+    valid = backend_options(path)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        kind = Path(path).suffix.lower()
+        raise InputError(
+            f"{', '.join(unknown)}: not an option for a {kind} model; its backend takes "
+            f"{', '.join(valid) or 'no options'} (and every model: {', '.join(COMMON_OPTIONS)})"
+        )
 
 
 def parse_device(device: str) -> tuple[str, int]:

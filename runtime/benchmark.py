@@ -1,11 +1,17 @@
 """`bench_models`: throughput and latency of models across backends, batch sizes and input sizes.
 
 Each row runs one model (one variant of it) through `Segmenter.segment` on the same generated
-frames: `warmup` untimed runs, then `repeats` timed runs; the medians are reported. `ms` is the
-wall time of one call (host pre/post included, what a user's loop sees); `infer_ms` the backend's
-share. `agree` is the fraction of pixels whose labels match the first model's on the same frames
-(the int8 gate: >= 0.98). The pipeline check runs `run_infer` (decode, inference, overlay video,
-PNG labels, areas) on a generated video and divides its frame rate by the model-only one.
+frames, at the size they were generated at (`--size`): `warmup` untimed runs, then `repeats`
+timed runs; the medians are reported, with the fastest and slowest run. `ms` is the wall time of
+one call (host pre/post included, what a user's loop sees); `infer_ms` the backend's share.
+`agree` is the fraction of pixels whose labels match the first model's on the same frames (the
+int8 gate: >= 0.98). The pipeline check runs `run_infer` (decode, inference, overlay video, PNG
+labels, areas) on a generated video `pipeline_repeats` times and divides its frame rates by the
+model-only ones; a ratio whose spread includes 1.0 is reported as within noise.
+
+PyTorch's bf16 autocast is timed on a CPU only where the CPU has native bf16 (x86 avx512_bf16 or
+amx_bf16, Arm bf16): elsewhere it is emulated and several times slower than fp32, which measures
+nothing a user would choose. The CPU's model and SIMD flags go into the report.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.segmenter import Segmenter
+from mslseg.runtime.sizes import NATIVE, Size
 
 TORCH_VARIANTS = {"eager": {}, "bf16+cl": {"bf16": True, "channels_last": True}}
 # on a GPU, the fastest torch path a user could reach without exporting

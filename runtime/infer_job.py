@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text
+from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text, refuse_existing
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.pipeline import StreamResult, segment_stream
 from mslseg.runtime.result_writers import AreaTable, LabelNpz, LabelPngFolder
@@ -82,6 +82,7 @@ class InferSummary:
     stage_ms: dict[str, float]  # mean per frame
     sources: list[SourceReport]
     interrupted: bool = False
+    run_size: str = ""  # the size frames ran at and why: Segmenter.describe_size()
 
     @property
     def fps(self) -> float:
@@ -96,7 +97,8 @@ class InferSummary:
         head = "interrupted: " if self.interrupted else ""
         resumed = sum(r.resumed for r in self.sources)
         tail = f" ({resumed} source(s) complete from an earlier run)" if resumed else ""
-        return (f"{head}{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} FPS; "
+        at = f" at {self.run_size}" if self.run_size else ""
+        return (f"{head}{self.frames} frames{at} in {self.seconds:.1f} s ({self.fps:.1f} FPS; "
                 f"ms/frame: {stages}) -> {self.out}{tail}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,11 +109,7 @@ class InferSummary:
 
 def check_output_folder(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty existing folder unless `overwrite` (checked before anything is written)."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"output folder {out} exists and is not empty; "
-                         "pass --overwrite or choose another --out")
+    refuse_existing(out, overwrite, folder=True)
 
 
 class _SourceOutputs:
@@ -135,7 +133,8 @@ class _SourceOutputs:
     def write(self, item: StreamResult, areas: AreaTable | None) -> np.ndarray | None:
         frame, labels = item.frame, item.result.labels
         wanted = self.opts.overlay or self.opts.show
-        picture = overlay(frame.image, labels, self.lut, self.opts.alpha) if wanted else None
+        picture = (overlay(frame.image, labels, self.lut, self.opts.alpha, names=self.meta.class_names,
+                           outline=True) if wanted else None)  # the legend strip makes it taller
         if self.opts.overlay and self.still:
             import cv2
 
@@ -143,7 +142,7 @@ class _SourceOutputs:
             atomic_write_bytes(self.opts.out / "overlays" / f"{Path(frame.name).stem}.jpg", data.tobytes())
         elif self.opts.overlay:
             if self.video is None:
-                self.video = open_video_writer(self.video_path, self.source.fps, labels.shape,
+                self.video = open_video_writer(self.video_path, self.source.fps, picture.shape[:2],
                                                self.opts.codec)
             self.video.write(picture)
         if isinstance(self.labels, LabelPngFolder):
@@ -262,6 +261,6 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
     frames = sum(r.frames for r in reports if not r.resumed)  # this run's frames
     summary = InferSummary(opts.out, segmenter.describe(), frames, time.perf_counter() - start,
                            {k: round(v / max(frames, 1), 3) for k, v in totals.items()}, reports,
-                           interrupted=stop.is_set())
+                           interrupted=stop.is_set(), run_size=segmenter.describe_size())
     atomic_write_text(opts.out / "summary.json", json.dumps(summary.to_dict(), indent=2))
     return summary

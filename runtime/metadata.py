@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from mslseg.runtime.errors import ModelFormatError
+from mslseg.runtime.errors import ModelFormatError, MslsegError
+from mslseg.runtime.sizes import INTERPOLATIONS, Size
 
 ONNX_METADATA_KEY = "mslseg"
 INPUT_KINDS = ("float", "uint8")
@@ -78,7 +79,8 @@ class ModelMeta:
     input_order: str = "bgr"  # colour order of uint8 input frames
     output_kind: str = "logits"  # logits | probs | labels
     confidence: bool = False  # a second output with the max probability per pixel
-    train_size: tuple[int, int] | None = None  # (height, width) the model was trained at
+    train_size: Size | None = None  # the size the model runs at by default: its training/evaluation size
+    interpolation: str = "bicubic"  # how images were resized to train_size in training (bicubic | bilinear)
     precision: str = "fp32"
     mslseg_version: str = ""
     source_sha256: str = ""
@@ -97,10 +99,13 @@ class ModelMeta:
             ("input_order", self.input_order, CHANNEL_ORDERS),
             ("output_kind", self.output_kind, OUTPUT_KINDS),
             ("precision", self.precision, PRECISIONS),
+            ("interpolation", self.interpolation, tuple(INTERPOLATIONS)),
             ("normalization.order", self.normalization.order, CHANNEL_ORDERS),
         ):
             if value not in valid:
                 problems.append(f"{name} '{value}' is not one of {', '.join(valid)}")
+        if self.train_size is not None and not isinstance(self.train_size, Size):
+            problems.append(f"train_size must be a Size(width, height), got {self.train_size!r}")
         if problems:
             raise ModelFormatError("invalid model metadata: " + "; ".join(problems))
 
@@ -117,7 +122,7 @@ class ModelMeta:
         d["palette"] = [list(c) for c in self.palette]
         d["normalization"]["mean"] = list(self.normalization.mean)
         d["normalization"]["std"] = list(self.normalization.std)
-        d["train_size"] = list(self.train_size) if self.train_size else None
+        d["train_size"] = str(self.train_size) if self.train_size else None
         return d
 
     def to_json(self) -> str:
@@ -145,11 +150,12 @@ class ModelMeta:
             kwargs["class_names"] = tuple(str(n) for n in d["class_names"])
             kwargs["palette"] = tuple(tuple(int(v) for v in c) for c in d["palette"])
             kwargs["num_classes"] = int(d["num_classes"])
-            if d.get("train_size"):
-                kwargs["train_size"] = tuple(int(v) for v in d["train_size"])
+            kwargs["train_size"] = _train_size(d.get("train_size"))
             return cls(**kwargs)
         except ModelFormatError:
             raise
+        except MslsegError as exc:
+            raise ModelFormatError(f"{source}: malformed mslseg metadata ({exc})") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"{source}: malformed mslseg metadata ({exc!r})") from None
 
@@ -160,6 +166,15 @@ class ModelMeta:
         except json.JSONDecodeError as exc:
             raise ModelFormatError(f"{source}: metadata is not valid JSON ({exc})") from None
         return cls.from_dict(data, source)
+
+
+def _train_size(value: Any) -> Size | None:
+    """'WxH', as written now; a [height, width] list, as the first release wrote it."""
+    if not value:
+        return None
+    if isinstance(value, list):
+        return Size.from_hw(tuple(int(v) for v in value))
+    return Size.parse(value, "train_size")
 
 
 def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:

@@ -1,9 +1,12 @@
 """`Segmenter`: frames in, label maps out, on any backend and any export variant.
 
-Frames of different sizes in one call are grouped by size and each group runs in batches of
-`batch_size`; a model with a static input size gets every frame resized to that size (bilinear)
-and its labels resized back (nearest neighbour), so every result is at its frame's resolution.
-A static batch is filled up with blank frames whose outputs are dropped.
+By default every frame runs at the model's own size (the size it was trained and evaluated at,
+`meta.train_size`), resized the way training resized images (`meta.interpolation`, bicubic by
+default); labels come back resized (nearest neighbour) to each frame's resolution. `size=` picks
+another size, `size="native"` runs each frame at its own size. Frames of different sizes in one
+call are grouped by the size they run at, each group in batches of `batch_size`; a model with a
+static input size runs at that size; a static batch is filled up with blank frames whose outputs
+are dropped.
 
 Thread safety: one Segmenter may be called from several threads at once. The host steps keep no
 state; ONNX Runtime and torch run concurrent calls as they are; the TensorRT backend serialises
@@ -22,10 +25,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mslseg.runtime.backend import Backend, open_backend
+from mslseg.runtime.backend import Backend, check_backend_options, open_backend
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError
 from mslseg.runtime.host_ops import as_frames, to_graph_input, to_labels
 from mslseg.runtime.metadata import ModelMeta
+from mslseg.runtime.sizes import INTERPOLATIONS, NATIVE, Size, parse_run_size
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +70,29 @@ class Segmenter:
     providers: ONNX Runtime provider list, instead of device (.onnx only).
     confidence: None: whatever the graph gives; True: always (computed on the host from logits or
         probabilities when the graph has no confidence output); False: never.
-    size: (height, width) to run the model at instead of each frame's own size.
+    size: the size frames run at: None (default): the model's own (`meta.train_size`; a model
+        without one runs frames at their own size); a Size or "WIDTHxHEIGHT"; "native": each
+        frame at its own size. `run_size` and `describe_size()` say what was chosen.
     threads: ONNX Runtime intra-op threads (None: one per physical core).
-    warmup: run one batch at construction; True uses the model's static size, `size`, or 64x64;
-        a (height, width) warms up at that size (first runs at a new size are slow on some EPs).
+    warmup: run one batch at construction; True uses the run size, the engine's profile size, or
+        64x64; a Size or "WIDTHxHEIGHT" warms up at that size (first runs at a new size are slow on
+        some EPs).
     cache_dir: engine and timing caches of ONNX Runtime's TensorRT EP.
+    backend_options: what only one backend takes (.onnx: spin; .pt: bf16, channels_last, fp16,
+        cuda_graphs); anything else is an error naming the valid ones.
     """
 
     def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 1,
                  providers: list[Any] | None = None, *, confidence: bool | None = None,
-                 size: tuple[int, int] | None = None, threads: int | None = None,
-                 warmup: bool | tuple[int, int] = True, cache_dir: str | Path | None = None,
+                 size: Size | str | None = None, threads: int | None = None,
+                 warmup: bool | Size | str = True, cache_dir: str | Path | None = None,
                  **backend_options: Any) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if size is not None and (len(size) != 2 or min(size) < 1):
-            raise InputError(f"size must be (height, width) with both >= 1, got {size}")
+        requested = parse_run_size(size, "size")
+        warm_size = warmup if isinstance(warmup, bool) else Size.of(warmup, "warmup")
         self.path = Path(path)
+        check_backend_options(self.path, backend_options)
         self._state = threading.Condition()
         self._in_flight = 0
         self._backend: Backend | None = open_backend(
@@ -92,7 +102,8 @@ class Segmenter:
         self.meta: ModelMeta = backend.meta
         self.backend_name, self.device = backend.name, backend.device
         self.batch_size = backend.fixed_batch or min(int(batch_size), backend.max_batch or int(batch_size))
-        self.size = backend.fixed_size or (tuple(size) if size else None)
+        self.run_size, self._size_origin = self._choose_size(requested, backend)
+        self._interp = INTERPOLATIONS[backend.meta.interpolation]
         graph_conf = backend.meta.confidence or backend.meta.output_kind != "labels"
         if confidence and not graph_conf:
             self.close()
@@ -101,13 +112,37 @@ class Segmenter:
         self._want_conf = backend.meta.confidence if confidence is None else bool(confidence)
         if warmup:
             # an engine's optimisation profile may not include 64x64: its opt shape is a safe default
-            default = self.size or getattr(backend, "opt_size", None) or (64, 64)
-            h, w = warmup if isinstance(warmup, tuple) else default
+            opt = getattr(backend, "opt_size", None)
+            default = self.run_size or (Size.from_hw(opt) if opt else Size(64, 64))
+            h, w = (default if isinstance(warm_size, bool) else warm_size).hw
             try:
                 self.segment([np.zeros((h, w, 3), np.uint8)] * self.batch_size)
             except BaseException:
                 self.close()
                 raise
+
+    def _choose_size(self, requested: Size | str | None, backend: Backend) -> tuple[Size | None, str]:
+        """(the size frames run at, None for their own; where that choice came from)."""
+        fixed = Size.from_hw(backend.fixed_size) if backend.fixed_size else None
+        if fixed is not None:
+            if isinstance(requested, Size) and requested != fixed:
+                self.close()
+                raise InputError(f"{self.path.name} has the fixed input size {fixed}; size {requested} "
+                                 "cannot apply (drop it, or export without --static)")
+            return fixed, "the model's fixed input size"
+        if requested == NATIVE:
+            return None, "each frame's own size, as asked"
+        if isinstance(requested, Size):
+            return requested, "as asked"
+        if backend.meta.train_size is not None:
+            return backend.meta.train_size, "the model's training size"
+        return None, "each frame's own size: the model records no training size"
+
+    def describe_size(self) -> str:
+        """'128x64 (the model's training size, bicubic)' or 'native (each frame's own size, ...)'."""
+        if self.run_size is None:
+            return f"native ({self._size_origin})"
+        return f"{self.run_size} ({self._size_origin}, {self.meta.interpolation})"
 
     @property
     def num_classes(self) -> int:
@@ -139,7 +174,7 @@ class Segmenter:
             order = "rgb" if rgb else "bgr"
             groups: dict[tuple[int, int], list[int]] = {}
             for i, f in enumerate(frames):
-                groups.setdefault(self.size or f.shape[:2], []).append(i)
+                groups.setdefault(self.run_size.hw if self.run_size else f.shape[:2], []).append(i)
             results: list[Segmentation | None] = [None] * len(frames)
             for size, indices in groups.items():
                 for start in range(0, len(indices), self.batch_size):
@@ -156,7 +191,7 @@ class Segmenter:
         backend = self._backend
         t0 = time.perf_counter()
         h, w = size
-        resized = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
+        resized = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=self._interp)
                    for f in frames]
         x = to_graph_input(resized, self.meta, order, backend.input_dtype, backend.fixed_batch)
         t1 = time.perf_counter()

@@ -11,6 +11,7 @@ import torch
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 from mslseg.export import build_engine, check_parity, export_onnx, synthetic_frames
 from mslseg.models import deeplabv2
+from mslseg.runtime.sizes import Size
 from mslseg.runtime.metadata import ModelMeta, default_palette
 
 out = Path(os.environ["OUT"])
@@ -31,7 +32,7 @@ torch.manual_seed(0)
 C = 19
 model = deeplabv2("resnet18", num_classes=C, multi_level=False)
 meta = ModelMeta(num_classes=C, class_names=tuple(f"c{i}" for i in range(C)),
-                 palette=default_palette(C), train_size=(h, w))
+                 palette=default_palette(C), train_size=Size(w, h))
 model.train()
 with torch.no_grad():  # BatchNorm statistics from image-like frames; no weight is trained
     for i in range(3):

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
 # OpenCV's own log lines (e.g. FFmpeg's "can't be used to capture by name") would break the
 # one-line error contract; mslseg reports what failed itself
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from mslseg import __version__
-from mslseg.runtime.errors import MslsegError
+from mslseg.runtime.errors import MslsegError, require
 
 
 class _Group(TyperGroup):
@@ -62,18 +65,47 @@ def _root(
     )
 
 
+def _is_pt(path: Path) -> bool:
+    return path.suffix.lower() == ".pt"
+
+
+# The commands that need torch, and when (from their parsed arguments). Checked before the
+# command body runs, so an install without the [train] extra (mslseg[cpu] on a robot) gets one
+# line naming the extra, not an import traceback from deep inside the command.
+NEEDS_TORCH: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
+    "demo": ("The demo", lambda args: True),
+    "train": ("Training", lambda args: True),
+    "adapt": ("Adaptation", lambda args: True),
+    "evaluate": ("Evaluating a checkpoint", lambda args: True),
+    "convert": ("Converting foreign weights", lambda args: True),
+    "export": ("Exporting a checkpoint", lambda args: args["src"].suffix.lower() != ".onnx"),
+    "infer": ("Running a .pt checkpoint", lambda args: _is_pt(args["model"])),
+    "bench": ("Benchmarking a .pt checkpoint", lambda args: any(_is_pt(m) for m in args["models"])),
+}
+
+
+def _guarded(name: str, command: Callable[..., None]) -> Callable[..., None]:
+    if name not in NEEDS_TORCH:
+        return command
+    purpose, needs_torch = NEEDS_TORCH[name]
+
+    @functools.wraps(command)  # Typer reads the options from the wrapped signature
+    def run(**kwargs: Any) -> None:
+        if needs_torch(kwargs):
+            require("torch", "train", purpose)
+        command(**kwargs)
+
+    return run
+
+
 def _register() -> None:
     from mslseg.cli import bench, convert, demo, evaluate, export, infer, synth, train
 
-    app.command("demo")(demo.demo)
-    app.command("synth")(synth.synth)
-    app.command("train")(train.train)
-    app.command("adapt")(train.adapt)
-    app.command("evaluate")(evaluate.evaluate)
-    app.command("export")(export.export)
-    app.command("infer")(infer.infer)
-    app.command("bench")(bench.bench)
-    app.command("convert")(convert.convert)
+    commands = {"demo": demo.demo, "synth": synth.synth, "train": train.train, "adapt": train.adapt,
+                "evaluate": evaluate.evaluate, "export": export.export, "infer": infer.infer,
+                "bench": bench.bench, "convert": convert.convert}
+    for name, command in commands.items():
+        app.command(name)(_guarded(name, command))
 
 
 _register()

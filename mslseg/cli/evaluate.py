@@ -14,9 +14,11 @@ def evaluate(
     kind: Annotated[str, typer.Option(help="Layout: cityscapes | gta5 | synthia | nthu | folder.")] = "cityscapes",
     split: Annotated[str, typer.Option(help="Split (cityscapes: val; nthu: Test).")] = "val",
     classes: Annotated[int, typer.Option(help="Class set: 19, 16 or 13.")] = 19,
-    size: Annotated[str | None, typer.Option(help="Score at WxH (images and labels resized; the reference used 1024x512). Default: full resolution.")] = None,
+    size: Annotated[str | None, typer.Option(metavar="WxH|native", help="Run the model at WIDTHxHEIGHT, or 'native' (each image's own size). Default: the model's training size, resized as in training, as `mslseg infer` runs it. Scores are at the labels' resolution.")] = None,
+    resize_labels: Annotated[bool, typer.Option(help="Resize the labels to --size too and score there (the MaxSquareLoss reference protocol, 1024x512 on Cityscapes).")] = False,
     flip: Annotated[bool, typer.Option(help="Average the prediction with that of the mirrored image.")] = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for scores.json, confusion.png, predictions/.")] = Path("eval"),
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for scores.json, confusion.png, predictions/. Default: beside the checkpoint, named after it, the data and the split: runs/a/best.pt on datasets/Cityscapes -> runs/a/eval-best-Cityscapes-val/.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the files of an earlier evaluation in --out (default: refuse a non-empty --out).")] = False,
     save_predictions: Annotated[bool, typer.Option(help="Write colourised predictions.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N images.")] = None,
@@ -27,13 +29,17 @@ def evaluate(
     from rich.table import Table
 
     from mslseg.data.config import DataConfig
-    from mslseg.training.config import coerce_value
+    from mslseg.runtime.atomic import refuse_existing
+    from mslseg.runtime.sizes import parse_run_size
     from mslseg.training.eval_run import evaluate_checkpoint
 
-    wh = coerce_value(size, tuple[int, int], "--size") if size else None
-    cfg = DataConfig(kind=kind, root=str(data), split=split, classes=classes, size=wh, limit=limit,
-                     label_map=str(label_map) if label_map else None)
-    scores = evaluate_checkpoint(checkpoint, cfg, out, device=device, flip=flip, save_predictions=save_predictions)
+    out = out if out is not None else default_eval_folder(checkpoint, data, split)
+    refuse_existing(out, overwrite, folder=True)
+    run_size = parse_run_size(size)
+    cfg = DataConfig(kind=kind, root=str(data), split=split, classes=classes, limit=limit,
+                     label_map=str(label_map) if label_map else None, resize_labels=resize_labels)
+    scores = evaluate_checkpoint(checkpoint, cfg, out, device=device, flip=flip, save_predictions=save_predictions,
+                                 size=run_size)
     table = Table(title=f"{checkpoint} on {data} ({split})")
     table.add_column("class")
     table.add_column("IoU %", justify="right")
@@ -43,4 +49,10 @@ def evaluate(
     if scores.miou13 is not None:
         table.add_row("mIoU* (13)", f"{100 * scores.miou13:.2f}", style="bold")
     Console().print(table)
-    typer.echo(f"mIoU {100 * scores.miou:.2f}; wrote {out}/scores.json and {out}/confusion.png")
+    typer.echo(f"mIoU {100 * scores.miou:.2f} ({scores.protocol}); wrote {out}/scores.json and {out}/confusion.png")
+
+
+def default_eval_folder(checkpoint: Path, data: Path, split: str) -> Path:
+    """runs/a/best.pt on datasets/Cityscapes, split val -> runs/a/eval-best-Cityscapes-val."""
+    name = data.resolve().name or "data"
+    return checkpoint.parent / f"eval-{checkpoint.stem}-{name}-{split}"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from mslseg.export.trt_profile import EngineOptions
 
 
 class InputKind(str, Enum):
@@ -33,6 +36,7 @@ class CalibMethod(str, Enum):
 
 
 class Int8Layout(str, Enum):
+    auto = "auto"
     tensorrt = "tensorrt"
     cpu = "cpu"
 
@@ -48,6 +52,9 @@ def export(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="ONNX file to write (default: SRC with .onnx); with --trt and an .onnx SRC, "
         "the engine (default: .engine).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace earlier outputs: the .onnx, its .parity.json, their .failed names, the engine and "
+        "its .json (default: refuse if any exists).")] = False,
     input_kind: Annotated[InputKind, typer.Option(
         "--input", help="float: (N,3,H,W) normalised; uint8: (N,H,W,3) raw frames, preprocessing in "
         "the graph.")] = InputKind.float,
@@ -67,29 +74,40 @@ def export(
     calib_method: Annotated[CalibMethod, typer.Option(
         help="int8 activation ranges: minmax, percentile (clips outliers) or entropy.")] = CalibMethod.minmax,
     int8_layout: Annotated[Int8Layout, typer.Option(
-        help="int8 for TensorRT (symmetric, runs on ONNX Runtime too) or for ONNX Runtime on x86 CPUs "
-             "(uint8 activations, ~2.5x faster there; TensorRT cannot build it).")] = Int8Layout.tensorrt,
-    static: Annotated[tuple[int, int] | None, typer.Option(
-        metavar="H W", help="Fix batch 1 and this input size (default: dynamic batch, height, "
-        "width).")] = None,
+        help="auto: tensorrt with --trt, cpu without. tensorrt: symmetric int8, what TensorRT builds "
+             "(runs on ONNX Runtime too, slower than fp32 on CPUs); cpu: uint8 activations for ONNX "
+             "Runtime on x86 CPUs (~2.5x faster there; TensorRT cannot build it).")] = Int8Layout.auto,
+    static: Annotated[str | None, typer.Option(
+        metavar="WIDTHxHEIGHT", help="Fix the input size, e.g. 1024x512, and the batch (--static-batch) "
+        "(default: dynamic batch, height, width).")] = None,
+    static_batch: Annotated[int | None, typer.Option(
+        min=1, help="The fixed batch of a --static model (default 1).")] = None,
     sample: Annotated[list[Path] | None, typer.Option(
         help="Image for the parity check; repeat for several (default: held-out --calib frames, "
         "else generated frames).")] = None,
     gate: Annotated[float | None, typer.Option(
-        min=0.0, max=100.0, help="Label agreement in percent the parity check requires (default: fp32 "
-        "99.9, fp16 99.5, int8 97).")] = None,
+        min=0.0, max=100.0, help="Label agreement in percent, above 0, that the parity check requires "
+        "(default: fp32 99.9, fp16 99.5, int8 97).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset, 17..20.")] = 17,
     slim: Annotated[bool | None, typer.Option(
         "--slim/--no-slim", help="Simplify the graph with onnxslim (default: when installed).")] = None,
     trt: Annotated[bool, typer.Option("--trt", help="Also build a TensorRT engine (needs TensorRT and "
                                       "an NVIDIA GPU).")] = False,
-    min_shape: Annotated[str | None, typer.Option(
-        "--min", help="TensorRT profile: smallest BATCHxHxW (default: half the training size).")] = None,
-    opt_shape: Annotated[str | None, typer.Option(
-        "--opt", help="TensorRT profile: the BATCHxHxW to tune for (default: training size).")] = None,
-    max_shape: Annotated[str | None, typer.Option(
-        "--max", help="TensorRT profile: largest BATCHxHxW (default: --opt).")] = None,
-    workspace: Annotated[float, typer.Option(min=0.0625, help="TensorRT workspace limit in GiB.")] = 4.0,
+    min_size: Annotated[str | None, typer.Option(
+        "--min", metavar="WIDTHxHEIGHT", help="TensorRT profile: smallest frame size (default: half "
+        "of --opt).")] = None,
+    opt_size: Annotated[str | None, typer.Option(
+        "--opt", metavar="WIDTHxHEIGHT", help="TensorRT profile: the frame size to tune for (default: "
+        "the training size, else 1024x512).")] = None,
+    max_size: Annotated[str | None, typer.Option(
+        "--max", metavar="WIDTHxHEIGHT", help="TensorRT profile: largest frame size (default: --opt).")] = None,
+    min_batch: Annotated[int | None, typer.Option(min=1, help="TensorRT profile: smallest batch (1).")] = None,
+    opt_batch: Annotated[int | None, typer.Option(min=1, help="TensorRT profile: the batch to tune for "
+                                                  "(1).")] = None,
+    max_batch: Annotated[int | None, typer.Option(min=1, help="TensorRT profile: largest batch (default: "
+                                                  "--opt-batch).")] = None,
+    workspace: Annotated[float | None, typer.Option(min=0.0625, help="TensorRT workspace limit in GiB "
+                                                    "(4).")] = None,
     timing_cache: Annotated[Path | None, typer.Option(
         help="TensorRT timing cache file, read and updated (default: beside the engine).")] = None,
     version_compatible: Annotated[bool, typer.Option(
@@ -99,44 +117,73 @@ def export(
     dla_core: Annotated[int | None, typer.Option(min=0, help="Build for this DLA core (Jetson; fp16/int8 "
                                                  "only).")] = None,
 ) -> None:
-    """Export a checkpoint to ONNX, check it against PyTorch, optionally build a TensorRT engine."""
-    from mslseg.runtime.errors import InputError, require
+    """Export a checkpoint to ONNX, check it against PyTorch, optionally build a TensorRT engine.
 
-    trt_options = dict(min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,
-                       workspace_gib=workspace, version_compatible=version_compatible,
-                       hardware_compatibility=hardware_compat.value, dla_core=dla_core,
-                       timing_cache=timing_cache if timing_cache is not None else True)
+    Every option is checked before anything is written; existing outputs are refused unless --overwrite.
+    """
+    from mslseg.export.trt_profile import EngineOptions
+    from mslseg.runtime.errors import InputError
+
+    trt_given = {"--min": min_size, "--opt": opt_size, "--max": max_size, "--min-batch": min_batch,
+                 "--opt-batch": opt_batch, "--max-batch": max_batch, "--workspace": workspace,
+                 "--timing-cache": timing_cache, "--version-compatible": version_compatible or None,
+                 "--hardware-compat": None if hardware_compat is HardwareLevel.none else hardware_compat,
+                 "--dla-core": dla_core}
+    if not trt and any(v is not None for v in trt_given.values()):
+        named = ", ".join(k for k, v in trt_given.items() if v is not None)
+        raise InputError(f"{named} set up a TensorRT engine build: add --trt, or drop them")
+    if gate is not None and not 0 < gate <= 100:
+        raise InputError(f"--gate is the share of pixels in percent that must agree, in (0, 100]; got {gate:g}")
+    options = {name: value for name, value in dict(
+        min_size=min_size, opt_size=opt_size, max_size=max_size, min_batch=min_batch, opt_batch=opt_batch,
+        max_batch=max_batch, workspace_gib=workspace, timing_cache=timing_cache,
+        version_compatible=version_compatible, hardware_compatibility=hardware_compat.value,
+        dla_core=dla_core).items() if value is not None}
+    engine = EngineOptions(**options) if trt else None
     if src.suffix.lower() == ".onnx":
-        if not trt:
-            raise InputError(f"{src} is already ONNX; pass --trt to build a TensorRT engine from it")
-        _build(src, out, trt_options)
+        _refuse_export_options(src, trt, {
+            "--input": input_kind is not InputKind.float, "--rgb": rgb,
+            "--output": output_kind is not OutputKind.logits, "--confidence": confidence,
+            "--precision": precision is not Precision.fp32, "--calib": bool(calib),
+            "--calib-frames": calib_frames != 64, "--calib-method": calib_method is not CalibMethod.minmax,
+            "--int8-layout": int8_layout is not Int8Layout.auto, "--static": static is not None,
+            "--static-batch": static_batch is not None, "--sample": bool(sample), "--gate": gate is not None,
+            "--opset": opset != 17, "--slim/--no-slim": slim is not None})
+        _build(src, out, engine, overwrite)
         return
-    from mslseg.export.trt_profile import import_tensorrt
-
-    if trt:
-        import_tensorrt()  # fail before minutes of export when TensorRT is missing
-    require("torch", "train", "Exporting a checkpoint")
     from mslseg.export.pipeline import export_checkpoint
 
     result = export_checkpoint(
         src, out, input_kind=input_kind.value, input_order="rgb" if rgb else "bgr",
         output_kind=output_kind.value, confidence=confidence, precision=precision.value,
-        static=static, opset=opset, calib=calib or None, calib_frames=calib_frames,
-        calib_method=calib_method.value, int8_layout=int8_layout.value,
+        static=static, batch=static_batch or 1, opset=opset, calib=calib or None,
+        calib_frames=calib_frames, calib_method=calib_method.value, int8_layout=int8_layout.value,
         samples=sample or None, gate=None if gate is None else gate / 100.0, slim=slim,
+        engine=engine, overwrite=overwrite,
     )
-    line = f"wrote {result.onnx} ({precision.value}, parity: {result.report.summary()})"
-    if trt:
-        engine = _build(result.onnx, None, trt_options, echo=False)
-        line += f"; engine {engine}"
+    what = precision.value
+    if result.int8_layout:
+        what += f", {result.int8_layout} layout: {result.layout_reason}"
+    line = f"wrote {result.onnx} ({what}; parity: {result.report.summary()})"
+    if result.engine is not None:
+        line += f"; engine {result.engine}"
     typer.echo(line)
 
 
-def _build(onnx_path: Path, out: Path | None, options: dict, echo: bool = True) -> Path:
+def _refuse_export_options(src: Path, trt: bool, given: dict[str, bool]) -> None:
+    from mslseg.runtime.errors import InputError
+
+    if not trt:
+        raise InputError(f"{src} is already ONNX; pass --trt to build a TensorRT engine from it")
+    named = [name for name, set_ in given.items() if set_]
+    if named:
+        raise InputError(f"{', '.join(named)}: for exporting a checkpoint, but {src} is already ONNX; drop "
+                         "them, or export the checkpoint again with them")
+
+
+def _build(onnx_path: Path, out: Path | None, engine: EngineOptions, overwrite: bool) -> None:
     from mslseg.export.trt_build import build_engine
     from mslseg.export.trt_profile import sidecar_path
 
-    engine = build_engine(onnx_path, out, **options)
-    if echo:
-        typer.echo(f"wrote {engine} and {sidecar_path(engine)} (TensorRT engine of {onnx_path})")
-    return engine
+    built = build_engine(onnx_path, out, **engine.as_kwargs(), overwrite=overwrite)
+    typer.echo(f"wrote {built} and {sidecar_path(built)} (TensorRT engine of {onnx_path})")

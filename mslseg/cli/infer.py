@@ -28,18 +28,6 @@ class Codec(str, Enum):
     mp4v = "mp4v"
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'1024x512' (WIDTHxHEIGHT, as every --size of mslseg) -> (height, width) = (512, 1024)."""
-    from mslseg.runtime.errors import InputError
-
-    if not text:
-        return None
-    parts = text.lower().replace(",", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise InputError(f"--size '{text}' is not WIDTHxHEIGHT (for example 1024x512)")
-    return int(parts[1]), int(parts[0])
-
-
 def infer(
     sources: Annotated[list[str], typer.Argument(
         help="Videos, images, folders, globs (quoted), a camera index (0) or an rtsp:// / http:// URL.")],
@@ -63,7 +51,9 @@ def infer(
     codec: Annotated[Codec, typer.Option(
         help="Overlay codec: auto (H.264 via PyAV, else mp4v), h264, mp4v.")] = Codec.auto,
     size: Annotated[str | None, typer.Option(
-        help="Run the model at WIDTHxHEIGHT, e.g. 1024x512 (labels are resized back).")] = None,
+        metavar="WxH|native", help="Run the model at WIDTHxHEIGHT, e.g. 1024x512, or 'native' (each frame's "
+        "own size). Default: the model's training size, resized as in training; labels come back at "
+        "each frame's size.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
     threads: Annotated[int | None, typer.Option(
         min=1, help="ONNX Runtime intra-op threads (default: one per core).")] = None,
@@ -76,12 +66,13 @@ def infer(
     from mslseg.runtime.errors import DataError
     from mslseg.runtime.infer_job import InferOptions, check_output_folder, run_infer
     from mslseg.runtime.segmenter import Segmenter
+    from mslseg.runtime.sizes import parse_run_size
     from mslseg.runtime.sources import FrameRange, open_sources
 
     opts = InferOptions(out=out, labels=labels.value, areas=areas.value, overlay=overlay, alpha=alpha,
                         codec=codec.value, overwrite=overwrite, resume=resume, show=show)
     check_output_folder(out, overwrite or resume)
-    model_size = parse_size(size)
+    model_size = parse_run_size(size)
     frames = FrameRange(start, end, stride)
     opened = []
     try:

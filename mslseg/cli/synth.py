@@ -32,7 +32,9 @@ def synth(
 ) -> None:
     """Write synthetic street scenes: a flat "game" source domain, a darker, noisier camera target domain."""
     from mslseg.data.synthetic import write_synthetic_dataset
+    from mslseg.runtime.atomic import refuse_existing
 
+    refuse_existing(out, overwrite, option="OUT", folder=True)
     summary = write_synthetic_dataset(out, source=source, target_train=target_train, target_val=target_val,
                                       size=_parse_size(size), video=video, video_frames=video_frames,
                                       seed=seed, overwrite=overwrite)

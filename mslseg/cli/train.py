@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mslseg.cli.progress import step_progress
+from mslseg.cli.progress import run_progress
+
+if TYPE_CHECKING:
+    from mslseg.training.resume import RunInterrupted
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file or the name of a shipped one (see docs).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set method.lambda_target=0.2 (repeatable).")]
@@ -46,24 +51,52 @@ def _common(overrides: dict[str, Any], *, source, source_kind, target_val, val_k
         overrides.setdefault("target_val.split", "val")
 
 
-def _launch(config: Path | None, overrides: dict[str, Any], sets: list[str] | None, resume: Path | None) -> None:
+def _launch(command: str, config: Path | None, overrides: dict[str, Any], sets: list[str] | None,
+            resume: Path | None) -> None:
     from mslseg.training.config import load_config, parse_override
     from mslseg.training.distributed import distributed_context
-    from mslseg.training.loop import resume_config, run
+    from mslseg.training.loop import run
+    from mslseg.training.resume import RunInterrupted, resume_config
 
     if resume is not None:
         cfg = resume_config(resume, sets or [])
     else:
         overrides.update(dict(parse_override(s) for s in sets or []))
-        cfg = load_config(config, overrides)
-    with distributed_context(cfg.train.device) as dist, step_progress(
-        cfg.train.iterations, description=f"{cfg.method.target_loss} ", enabled=dist.main
-    ) as on_step:
-        result = run(cfg, resume=resume is not None, dist=dist, on_step=on_step)
-    if not dist.main:
+        cfg = load_config(config, overrides, adapt=command == "adapt")
+    main = True
+    try:
+        with distributed_context(cfg.train.device) as dist, run_progress(
+            command, enabled=dist.main, log_every=cfg.train.log_every
+        ) as progress:
+            main = dist.main
+            result = run(cfg, resume=resume is not None, dist=dist, on_start=progress.on_start,
+                         on_step=progress.on_step)
+    except RunInterrupted as stop:
+        if main:
+            typer.echo(_interrupted(command, stop), err=True)
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        kept = f"; {Path(cfg.out) / 'last.pt'} is unchanged" if resume is not None else ""
+        typer.echo(f"interrupted before the first step: nothing was trained{kept}", err=True)
+        raise typer.Exit(130) from None
+    if not main:
+        return
+    if result.iterations < cfg.train.iterations:  # train.stop_after
+        typer.echo(f"wrote {result.run_dir}/last.pt after {result.iterations} of {cfg.train.iterations} iterations; "
+                   f"continue with: mslseg {command} --resume {shlex.quote(str(result.run_dir))}")
         return
     miou = f", target mIoU {100 * result.final_miou:.2f} (best {100 * result.best_miou:.2f})" if result.final_miou is not None else ""
     typer.echo(f"wrote {result.run_dir}/last.pt and best.pt after {result.iterations} iterations{miou}")
+
+
+def _interrupted(command: str, stop: RunInterrupted) -> str:
+    """Two lines: where the run stopped and what last.pt holds; the command that continues it."""
+    head = f"interrupted at iteration {stop.iteration} of {stop.iterations}"
+    if stop.saved is None:
+        return f"{head}, before the first checkpoint: nothing to resume\nrun the same command again to start over"
+    again = f"mslseg {command} --resume {shlex.quote(str(stop.run_dir))}"
+    torchrun = " (under torchrun, as before)" if os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    return f"{head}; {stop.run_dir / 'last.pt'} holds iteration {stop.saved}\ncontinue with: {again}{torchrun}"
 
 
 def train(
@@ -80,7 +113,7 @@ def train(
     _common(overrides, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
             backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
             init=init, init_format=init_format)
-    _launch(config, overrides, set_, resume)
+    _launch("train", config, overrides, set_, resume)
 
 
 def adapt(
@@ -88,20 +121,19 @@ def adapt(
     target: Annotated[Path | None, typer.Option(help="Unlabelled target data: a dataset root, an image folder, or video file(s)/glob.")] = None,
     target_kind: Annotated[str | None, typer.Option(help="Target layout: cityscapes | folder | video | nthu.")] = None,
     target_val: ValOpt = None, val_kind: ValKindOpt = None,
-    method: Annotated[str | None, typer.Option(help="Target loss: msl | iw-msl | minent | none (BN statistics only).")] = None,
-    multi_level: Annotated[bool | None, typer.Option("--multi-level/--single-level", help="Multi-level self-produced guidance on the aux head.")] = None,
-    lambda_target: Annotated[float | None, typer.Option(min=0.0, help="Weight of the target loss (paper: 0.1; 0.09 with multi-level).")] = None,
+    method: Annotated[str | None, typer.Option(help="Target loss: iw-msl | msl | minent | none (BN statistics only). Default: the config's, else iw-msl with multi-level guidance where the model has an aux head.")] = None,
+    multi_level: Annotated[bool | None, typer.Option("--multi-level/--single-level", help="Multi-level self-produced guidance on the aux head (default: the config's; with the default method, on where the model has an aux head).")] = None,
+    lambda_target: Annotated[float | None, typer.Option(min=0.0, help="Weight of the target loss (default: the config's, else the paper's: 0.1; 0.09 with multi-level).")] = None,
     backbone: BackboneOpt = None, iterations: ItOpt = None, batch: BatchOpt = None, size: SizeOpt = None,
     out: OutOpt = None, device: DeviceOpt = None, init: InitOpt = None, init_format: InitFmtOpt = None,
     resume: ResumeOpt = None, set_: SetOpt = None,
 ) -> None:
-    """Adapt a source-trained model to unlabelled target images or videos (MSL, IW-MSL, MinEnt)."""
+    """Adapt a source-trained model to unlabelled target images or videos (default: IW-MSL + multi-level)."""
     overrides: dict[str, Any] = {}
     if method is not None:
         overrides["method.target_loss"] = method
     if multi_level is not None:
         overrides["method.multi_level"] = multi_level
-        overrides.setdefault("method.lambda_target", 0.09 if multi_level else 0.1)
     if lambda_target is not None:
         overrides["method.lambda_target"] = lambda_target
     if target is not None:
@@ -111,4 +143,4 @@ def adapt(
     _common(overrides, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
             backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
             init=init, init_format=init_format)
-    _launch(config, overrides, set_, resume)
+    _launch("adapt", config, overrides, set_, resume)

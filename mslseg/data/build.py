@@ -36,7 +36,7 @@ def build_dataset(cfg: DataConfig, normalization: Normalization, *, train: bool,
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"limit must be >= 1 (or unset), got {cfg.limit}")
     augment = Augment(size=_pair(cfg.size), crop=_pair(cfg.crop), flip=cfg.flip, blur=cfg.blur,
-                      interpolation=cfg.interpolation)
+                      interpolation=cfg.interpolation, resize_labels=cfg.resize_labels)
     if cfg.kind == "video":
         frames = VideoFrames(find_videos(cfg.root), cfg.video_stride, cfg.video_frames, cfg.limit)
         names = default_class_names(cfg.classes)

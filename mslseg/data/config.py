@@ -22,6 +22,11 @@ class DataConfig:
     flip: bool = False  # random horizontal flip when training
     blur: bool = False  # random Gaussian blur when training
     interpolation: str = "bicubic"  # image resize: bicubic (the reference) | bilinear; labels: nearest
-    video_stride: int = 30  # video: take every k-th frame ...
-    video_frames: int | None = None  # ... or N frames spread evenly over each file
+    # with size: resize the labels too, scoring at `size` (the MaxSquareLoss reference); false: labels
+    # keep their own resolution and predictions are resized to them (ADVENT, `mslseg evaluate`)
+    resize_labels: bool = True
+    # video: every k-th frame; None (auto): every 30th (1 a second at 30 fps), but at least 100
+    # frames of each file (all of a clip under 100 frames) ...
+    video_stride: int | None = None
+    video_frames: int | None = None  # ... or N frames spread evenly over each file (overrides the stride)
     limit: int | None = None  # use only the first N samples (quick runs, tests)

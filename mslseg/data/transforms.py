@@ -14,8 +14,8 @@ import numpy as np
 
 from mslseg.classes import IGNORE_INDEX
 from mslseg.runtime.errors import ConfigError
+from mslseg.runtime.sizes import INTERPOLATIONS
 
-INTERPOLATIONS = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR}
 BLUR_MAX_SIGMA = 1.0  # as the reference code: a Gaussian of radius U(0, 1) px on every image
 
 
@@ -28,11 +28,14 @@ class Augment:
     flip: bool = False  # random horizontal flip (p = 0.5) when training
     blur: bool = False  # random Gaussian blur (sigma ~ U(0, BLUR_MAX_SIGMA)) when training
     interpolation: str = "bicubic"  # image resize; labels are always nearest
+    resize_labels: bool = True  # False: `size` resizes the image only (labels stay at full resolution)
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation '{self.interpolation}' is not one of "
                               f"{', '.join(INTERPOLATIONS)}")
+        if not self.resize_labels and self.crop is not None:
+            raise ConfigError("crop needs resize_labels: true (a crop cuts image and label together)")
         for name, wh in (("size", self.size), ("crop", self.crop)):
             if wh is not None and (len(wh) != 2 or min(wh) < 1):
                 raise ConfigError(f"{name} must be [width, height] with both >= 1, got {list(wh)}")
@@ -91,7 +94,10 @@ def apply(image: np.ndarray, label: np.ndarray | None, aug: Augment, rng: np.ran
           fill: tuple[int, int, int] = (0, 0, 0)) -> tuple[np.ndarray, np.ndarray | None]:
     """Resize, then (with an rng: training) crop, flip, blur. Returns contiguous arrays."""
     if aug.size is not None:
-        image, label = resize(image, label, aug.size, aug.interpolation)
+        if aug.resize_labels:
+            image, label = resize(image, label, aug.size, aug.interpolation)
+        else:
+            image, _ = resize(image, None, aug.size, aug.interpolation)
     if rng is not None:
         if aug.crop is not None:
             image, label = random_crop(image, label, aug.crop, rng, fill)

@@ -1,7 +1,8 @@
 """Unlabelled target frames straight from video files, so footage needs no extraction first.
 
 The frames are indexed at construction from each file's frame count (every `stride`-th frame, or
-`frames` spread evenly over each file) and decoded lazily by seeking. Open captures are cached per
+`frames` spread evenly over each file; by default every 30th, denser in a short clip so that at
+least 100 of its frames are kept) and decoded lazily by seeking. Open captures are cached per
 process: never pickled, and never used (nor released) in a forked DataLoader worker, where a
 capture inherited from the parent hangs; workers open their own.
 """
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
 _OPEN_CAPTURES = 4  # captures kept open per process
+AUTO_STRIDE = 30  # one frame a second at 30 fps: neighbours closer than that add little
+AUTO_MIN_FRAMES = 100  # ...but a short clip keeps at least this many (all of a shorter one)
 
 
 def find_videos(spec: str) -> list[Path]:
@@ -42,12 +45,20 @@ def find_videos(spec: str) -> list[Path]:
     return found
 
 
-def frame_positions(count: int, stride: int, frames: int | None) -> list[int]:
-    """Frame numbers to take from a file of `count` frames: `frames` spread evenly, else every `stride`-th."""
+def auto_stride(count: int) -> int:
+    """The default stride for a file of `count` frames: 30, or less so that >= 100 frames are kept."""
+    return max(1, min(AUTO_STRIDE, count // AUTO_MIN_FRAMES))
+
+
+def frame_positions(count: int, stride: int | None, frames: int | None) -> list[int]:
+    """Frame numbers to take from a file of `count` frames: `frames` spread evenly, else every
+    `stride`-th (None: `auto_stride(count)`)."""
     if frames is not None:
         if frames < 1:
             raise ConfigError(f"video_frames must be >= 1, got {frames}")
         return sorted({int(round(v)) for v in np.linspace(0, count - 1, num=min(frames, count))})
+    if stride is None:
+        stride = auto_stride(count)
     if stride < 1:
         raise ConfigError(f"video_stride must be >= 1, got {stride}")
     return list(range(0, count, stride))
@@ -58,21 +69,27 @@ class VideoFrames:
 
     labelled = False
 
-    def __init__(self, videos: list[Path], stride: int = 30, frames: int | None = None,
+    def __init__(self, videos: list[Path], stride: int | None = None, frames: int | None = None,
                  limit: int | None = None):
         self.index: list[tuple[Path, int]] = []
+        self.videos, self.available = len(videos), 0  # files, and frames in them: what was taken from
         for video in videos:
             count = _usable_count(video)
+            self.available += count
             self.index += [(video, n) for n in frame_positions(count, stride, frames)]
         if limit is not None:
             self.index = self.index[:limit]
         self._captures: OrderedDict[Path, cv2.VideoCapture] = OrderedDict()
         self._pid = os.getpid()
         self._inherited: list[OrderedDict] = []
-        log.info("video: %d frames from %d file(s)", len(self.index), len(videos))
+        log.info("video: %s", self.describe())
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def describe(self) -> str:
+        """How many frames were taken from how many: "120 frames (of 3600 in 1 video)"."""
+        return f"{len(self.index)} frames (of {self.available} in {self.videos} video{'s' * (self.videos != 1)})"
 
     def load(self, index: int) -> tuple[np.ndarray, None, str]:
         video, n = self.index[index]

@@ -46,7 +46,9 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    target_loss: str = "none"  # none (source only / BN only) | minent | msl | iw-msl
+    # none (source only / BN only) | minent | msl | iw-msl; where a config leaves it unset,
+    # `mslseg adapt` (load_config(adapt=True)) takes the paper's full method: see adapt_method
+    target_loss: str = "none"
     lambda_target: float = 0.1  # weight of the target loss (the paper: 0.1; 0.09 with multi-level)
     iw_ratio: float = 0.2  # iw-msl: the ratio alpha (the paper: 0.2 for GTA5, negative for SYNTHIA)
     multi_level: bool = False  # aux-head source CE, and with target data the self-produced guidance
@@ -231,8 +233,34 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] = ()) -> RunConfig:
-    """A RunConfig from a YAML file (a path, or the name of a shipped config) plus overrides."""
+def recipe_lambda_target(multi_level: bool) -> float:
+    """The official recipe's lambda_T: 0.09 with multi-level guidance, else 0.1."""
+    return 0.09 if multi_level else 0.1
+
+
+def adapt_method(cfg: RunConfig, given: set[str]) -> RunConfig:
+    """`cfg` with the method fields not in `given` set as `mslseg adapt` defaults them.
+
+    No target loss given: the paper's full method, IW-MSL, with multi-level guidance where the
+    model has an auxiliary head (unless multi_level is given). lambda_T not given: the recipe's
+    for the multi-level setting (`recipe_lambda_target`).
+    """
+    method = cfg.method
+    if "target_loss" not in given:
+        method = dataclasses.replace(method, target_loss="iw-msl")
+        if "multi_level" not in given:
+            method = dataclasses.replace(method, multi_level=cfg.model.multi_level)
+    if "lambda_target" not in given:
+        method = dataclasses.replace(method, lambda_target=recipe_lambda_target(method.multi_level))
+    return dataclasses.replace(cfg, method=method)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] = (), *,
+                adapt: bool = False) -> RunConfig:
+    """A RunConfig from a YAML file (a path, or the name of a shipped config) plus overrides.
+
+    With `adapt`, the method fields that neither sets take `mslseg adapt`'s defaults (`adapt_method`).
+    """
     data: dict[str, Any] = {}
     if path is not None:
         file = resolve_config_path(path)
@@ -244,7 +272,10 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] =
     items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
     for key, value in items:
         set_dotted(data, key, value)
-    return from_dict(RunConfig, data).validate()
+    cfg = from_dict(RunConfig, data)
+    if adapt:
+        cfg = adapt_method(cfg, set(data.get("method") or ()))
+    return cfg.validate()
 
 
 def shipped_configs() -> dict[str, Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -14,16 +15,24 @@ from mslseg.data import build_dataset
 from mslseg.data.config import DataConfig
 from mslseg.runtime.atomic import atomic_path, atomic_write_text
 from mslseg.runtime.errors import ConfigError
+from mslseg.runtime.metadata import ModelMeta
+from mslseg.runtime.sizes import NATIVE, Size
 from mslseg.training.evaluate import evaluate
 from mslseg.training.metrics import Scores
 from mslseg.training.runtime_env import resolve_device
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, *, device: str = "auto",
-                        flip: bool = False, save_predictions: bool = False) -> Scores:
-    """Score `checkpoint` on `data`; write scores.json, confusion.npy/.png (and predictions)."""
+                        flip: bool = False, save_predictions: bool = False,
+                        size: Size | str | None = None) -> Scores:
+    """Score `checkpoint` on `data`; write scores.json, confusion.npy/.png (and predictions).
+
+    Where `data` has no `size`, the model runs at `size`: None (default) the model's training size,
+    resized as in training (what `mslseg infer` does), "native" each image's own size.
+    """
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, device=dev)
+    data = run_data(data, meta, size)
     dataset = build_dataset(data, meta.normalization, train=False)
     if tuple(dataset.class_names) != tuple(meta.class_names):
         raise ConfigError(
@@ -45,9 +54,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Pat
     scores, conf = evaluate(model, dataset, device=dev, num_classes=meta.num_classes,
                             class_names=tuple(meta.class_names), flip=flip,
                             on_batch=save if save_predictions else None)
-    size = f"{data.size[0]}x{data.size[1]}" if data.size else "full resolution"
-    report = scores.to_dict() | {"checkpoint": str(checkpoint), "scored_at": size, "flip": flip,
-                                 "images": len(dataset), "confusion": conf.tolist()}
+    ran_at = str(Size(*data.size)) if data.size else "native"
+    scored_at = ran_at if data.size and data.resize_labels else "label resolution"
+    scores = replace(scores, protocol=f"model run at {ran_at}, scored at {scored_at}")
+    report = scores.to_dict() | {"checkpoint": str(checkpoint), "run_at": ran_at, "scored_at": scored_at,
+                                 "flip": flip, "images": len(dataset), "confusion": conf.tolist()}
     atomic_write_text(out / "scores.json", json.dumps(report, indent=2))
     try:
         from mslseg.training.plots import plot_confusion
@@ -56,3 +67,15 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Pat
     except ImportError:
         pass
     return scores
+
+
+def run_data(data: DataConfig, meta: ModelMeta, size: Size | str | None) -> DataConfig:
+    """`data` with the size (and resize method) the model runs at, by the runtime's rule."""
+    if data.size is not None:
+        return data
+    if size == NATIVE:
+        return data
+    chosen = Size.of(size, "size") if size is not None else meta.train_size
+    if chosen is None:
+        return data
+    return replace(data, size=(chosen.width, chosen.height), interpolation=meta.interpolation)

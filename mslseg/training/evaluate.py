@@ -6,6 +6,8 @@ import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -15,6 +17,14 @@ from mslseg.training.metrics import Scores, confusion_matrix, scores_from_confus
 from mslseg.training.sampling import unwrap_worker_errors
 
 log = logging.getLogger(__name__)
+
+
+def resize_labels(pred: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) class ids -> (N, H, W), nearest neighbour with OpenCV: what the runtime does."""
+    h, w = int(hw[0]), int(hw[1])
+    out = [cv2.resize(p.astype(np.uint16), (w, h), interpolation=cv2.INTER_NEAREST)
+           for p in pred.cpu().numpy()]
+    return torch.from_numpy(np.stack(out).astype(np.int64))
 
 
 @torch.no_grad()
@@ -33,7 +43,9 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: torch.device, num_cl
              on_batch: Callable[[dict, torch.Tensor], None] | None = None) -> tuple[Scores, torch.Tensor]:
     """Scores and the (K, K) confusion matrix of `model` on a labelled `dataset`.
 
-    Scored at the dataset's resolution (its `size` setting resizes images and labels alike).
+    Scored at the labels' resolution: where the dataset resized the images only
+    (`resize_labels: false`), each prediction is resized to its label (nearest neighbour, as the
+    runtime resizes labels back to a frame's size).
     """
     if len(dataset) == 0:
         raise DataError("the evaluation split is empty; check its root, split and list file")
@@ -50,7 +62,10 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: torch.device, num_cl
             with autocast:
                 logits = predict_logits(model, image, flip=flip)
             pred = logits.float().argmax(1)
-            conf += confusion_matrix(pred, batch["label"].to(device), num_classes)
+            label = batch["label"].to(device)
+            if pred.shape[-2:] != label.shape[-2:]:
+                pred = resize_labels(pred, label.shape[-2:]).to(device)
+            conf += confusion_matrix(pred, label, num_classes)
             if on_batch is not None:
                 on_batch(batch, pred.cpu())
     finally:

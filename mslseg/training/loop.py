@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,18 @@ from mslseg import __version__
 from mslseg.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mslseg.classes import palette_for
 from mslseg.data import build_dataset
+from mslseg.data.video_frames import VideoFrames
 from mslseg.foreign import import_foreign
 from mslseg.models.deeplabv2 import DeepLabV2, ModelSpec
 from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import ConfigError, TrainingError
 from mslseg.runtime.metadata import ModelMeta, Normalization
-from mslseg.training.config import ModelConfig, RunConfig, load_config, to_dict
+from mslseg.runtime.sizes import Size
+from mslseg.training.config import ModelConfig, RunConfig, to_dict
 from mslseg.training.evaluate import evaluate
-from mslseg.training.run_log import append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
-from mslseg.training.runtime_env import amp_dtype, capture_rng, resolve_device, restore_rng
+from mslseg.training.resume import Position, RunInterrupted, rebatch_for_world, restore_training, sigint_held
+from mslseg.training.run_log import RunStart, append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
+from mslseg.training.runtime_env import amp_dtype, capture_rng, resolve_device
 from mslseg.training.sampling import stream_loader
 from mslseg.training.step import StepStats, adapt_step, build_optimizer, set_poly_lr
 
@@ -53,7 +56,7 @@ class RunResult:
 
 
 def build_model(cfg: ModelConfig, class_names: tuple[str, ...],
-                train_size: tuple[int, int] | None) -> tuple[DeepLabV2, ModelMeta]:
+                run_size: tuple[Size | None, str] = (None, "bicubic")) -> tuple[DeepLabV2, ModelMeta]:
     """The model to train: from `cfg.init` (own or foreign checkpoint) or freshly initialised."""
     n = len(class_names)
     if cfg.init is None:
@@ -71,14 +74,22 @@ def build_model(cfg: ModelConfig, class_names: tuple[str, ...],
         )
     model.set_bn_mode(cfg.bn)
     meta = meta.with_(class_names=class_names, palette=palette_for(class_names),
-                      arch=f"deeplabv2-{model.spec.backbone}", train_size=train_size,
+                      arch=f"deeplabv2-{model.spec.backbone}", train_size=run_size[0],
+                      interpolation=run_size[1],
                       mslseg_version=__version__)
     return model, meta
 
 
-def _train_size(cfg: RunConfig) -> tuple[int, int] | None:
-    wh = cfg.source.crop or cfg.source.size
-    return (wh[1], wh[0]) if wh else None
+def run_size(cfg: RunConfig) -> tuple[Size | None, str]:
+    """The size (and resize method) the model is to run at: the scale it was evaluated and adapted at.
+
+    The target's validation split, else the target, else the source: the first with a `size`
+    (a crop keeps the scale, so it does not count). None: frames at their own size.
+    """
+    for data in (cfg.target_val, cfg.target, cfg.source):
+        if data is not None and data.size:
+            return Size(*data.size), data.interpolation
+    return None, cfg.source.interpolation
 
 
 @dataclass
@@ -101,10 +112,15 @@ class _Setup:
 
 
 def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
-        on_step: Callable[[StepStats], None] | None = None) -> RunResult:
+        on_step: Callable[[StepStats], None] | None = None,
+        on_start: Callable[[RunStart], None] | None = None) -> RunResult:
     """Train/adapt as `cfg` says, writing the run directory; returns where and how it ended.
 
     With `resume`, continues from `cfg.out/last.pt` (model, optimiser, RNG, sample position).
+    `on_start` gets a `RunStart` once the model and data are ready, `on_step` the `StepStats` of
+    every step, on every rank. Ctrl-C (KeyboardInterrupt) writes the last whole step to last.pt
+    (in a single process, a Ctrl-C during a step lets that step finish first; a second one does
+    not wait) and raises `RunInterrupted`, which says what last.pt holds.
     """
     dist = dist or Dist()
     out = Path(cfg.out)
@@ -115,30 +131,54 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     saved = load_checkpoint(last) if resume else None
     s = _setup(cfg, dist, saved)
-    cfg, model = s.cfg, s.model
-    net = _wrap_ddp(model, cfg, s.device) if dist.world > 1 else (
-        torch.compile(model) if cfg.train.compile else model)
+    cfg = s.cfg
+    net = _wrap_ddp(s.model, cfg, s.device) if dist.world > 1 else (
+        torch.compile(s.model) if cfg.train.compile else s.model)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(".*.tmp"):  # temporaries of a write that a kill interrupted
             stale.unlink(missing_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         truncate_metrics(out / "metrics.jsonl", s.start)
+    if on_start is not None:
+        on_start(_run_start(s, dist))
+    pos = Position(s.start, s.start if resume else None)
     board = tensorboard_writer(out) if dist.main else None
+    try:
+        result = _train(s, net, dist, board, pos, on_step)
+        if result.iterations == cfg.train.iterations and dist.main:
+            if s.target_val is None:
+                save_checkpoint(out / "best.pt", s.model, s.meta)
+            plot_run(out)
+    except KeyboardInterrupt:
+        raise _interrupted(s, dist, pos) from None
+    finally:
+        if board is not None:
+            board.close()
+    return result
+
+
+def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Position,
+           on_step: Callable[[StepStats], None] | None) -> RunResult:
+    """The steps of this invocation, with their logging, evaluations and checkpoints."""
+    cfg, out = s.cfg, Path(s.cfg.out)
+    last = out / "last.pt"
     src_iter = _loader(s, s.source, cfg.train.batch_source, cfg.train.seed, dist)
     tgt_iter = _loader(s, s.target, cfg.train.batch_target, cfg.train.seed + 1, dist) if s.target else None
-
     result = RunResult(out, s.start, best_miou=s.best)
-    total = cfg.train.iterations
-    end = total if cfg.train.stop_after is None else min(total, s.start + cfg.train.stop_after)
-    images_per_step = (cfg.train.batch_source + (cfg.train.batch_target if s.target else 0)) * dist.world
+    total, end = cfg.train.iterations, _stop(cfg, s.start)
+    images_per_step = _images_per_step(s, dist)
     net.train()
     t0, seen = time.perf_counter(), 0
     for it in range(s.start, end):
         lr = set_poly_lr(s.optimizer, cfg.optim, it, total)
-        stats = adapt_step(net, s.optimizer, next(src_iter), next(tgt_iter) if tgt_iter else None,
-                           cfg.method, iteration=it + 1, lr=lr, device=s.device, amp_dtype=s.amp_dtype,
-                           scaler=s.scaler, channels_last=s.channels_last)
+        source, target = next(src_iter), next(tgt_iter) if tgt_iter else None
+        with sigint_held(dist.world == 1) as held:
+            pos.in_step = True
+            stats = adapt_step(net, s.optimizer, source, target, cfg.method, iteration=it + 1, lr=lr,
+                               device=s.device, amp_dtype=s.amp_dtype, scaler=s.scaler,
+                               channels_last=s.channels_last)
+            pos.in_step, pos.done = False, it + 1
         if not stats.finite:
             raise TrainingError(f"the loss became non-finite at iteration {it + 1} ({stats.to_dict()}); "
                                 f"{_last_good(last)}")
@@ -146,26 +186,59 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         if on_step is not None:
             on_step(stats)
         done = it + 1
-        if not dist.main:
-            continue
-        if done % cfg.train.log_every == 0 or done == total:
+        if dist.main and (done % cfg.train.log_every == 0 or done == total):
             record = stats.to_dict() | {"images_per_s": seen * images_per_step / max(time.perf_counter() - t0, 1e-9)}
             log_record(out, board, record, result)
             t0, seen = time.perf_counter(), 0
+        if held:
+            raise KeyboardInterrupt
+        if not dist.main:
+            continue
         if s.target_val is not None and ((cfg.train.eval_every and done % cfg.train.eval_every == 0)
                                          or done == total):
             _evaluate(s, out, board, done, result)
             net.train()
         if done % cfg.train.checkpoint_every == 0 or done in (total, end):
             _save_last(s, last, done, dist)
+            pos.saved = done
     result.iterations = end
-    if board is not None:
-        board.close()
-    if end == total and dist.main:
-        if s.target_val is None:
-            save_checkpoint(out / "best.pt", model, s.meta)
-        plot_run(out)
     return result
+
+
+def _interrupted(s: _Setup, dist: Dist, pos: Position) -> RunInterrupted:
+    """Writes last.pt at the last whole step if it is newer than the one on disk; says what it holds."""
+    out = Path(s.cfg.out)
+    if dist.main and not pos.in_step and pos.done > 0 and pos.done != pos.saved:
+        try:
+            _save_last(s, out / "last.pt", pos.done, dist)
+            pos.saved = pos.done
+        except KeyboardInterrupt:  # another Ctrl-C while saving: the write is atomic, the old last.pt stays
+            pass
+    return RunInterrupted(out, pos.done, pos.saved, s.cfg.train.iterations)
+
+
+def _run_start(s: _Setup, dist: Dist) -> RunStart:
+    cfg, frames = s.cfg, getattr(s.target, "frames", None)
+    amp = f" {str(s.amp_dtype).removeprefix('torch.')}" if s.amp_dtype is not None else ""
+    return RunStart(
+        target_loss=cfg.method.target_loss, multi_level=cfg.method.multi_level,
+        lambda_target=cfg.method.lambda_target, arch=f"deeplabv2-{s.model.spec.backbone}",
+        aux_head=bool(s.model.spec.multi_level), device=f"{s.device}{amp}", world=dist.world,
+        iterations=cfg.train.iterations, start=s.start, stop=_stop(cfg, s.start), source_images=len(s.source),
+        target_images=len(s.target) if s.target is not None else None,
+        target_video=(frames.available, frames.videos) if isinstance(frames, VideoFrames) else None,
+        val_images=len(s.target_val) if s.target_val is not None else None,
+        images_per_step=_images_per_step(s, dist), run_dir=Path(cfg.out))
+
+
+def _stop(cfg: RunConfig, start: int) -> int:
+    """The iteration this invocation ends at: the run's end, or sooner with train.stop_after."""
+    total = cfg.train.iterations
+    return total if cfg.train.stop_after is None else min(total, start + cfg.train.stop_after)
+
+
+def _images_per_step(s: _Setup, dist: Dist) -> int:
+    return (s.cfg.train.batch_source + (s.cfg.train.batch_target if s.target is not None else 0)) * dist.world
 
 
 def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
@@ -174,12 +247,13 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
         device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.train.seed)
     if saved is not None:
-        cfg = _rebatch_for_world(cfg, saved, dist.world)
+        cfg = rebatch_for_world(cfg, saved, dist.world)
     probe = build_dataset(cfg.source, _normalization(cfg), train=True, seed=cfg.train.seed)
     class_names = tuple(probe.class_names)
-    model, meta = build_model(cfg.model, class_names, _train_size(cfg))
+    model, meta = build_model(cfg.model, class_names, run_size(cfg))
     if model.spec.multi_level is False and cfg.method.multi_level:
-        raise ConfigError("multi-level adaptation needs a model with an auxiliary head")
+        raise ConfigError(f"multi-level adaptation needs a model with an auxiliary head and {cfg.model.init} "
+                          "has none; adapt without it (--single-level, or method.multi_level=false)")
     # the normalisation is the initial model's: datasets are built with it
     norm = meta.normalization
     source = probe if norm == _normalization(cfg) else build_dataset(cfg.source, norm, train=True, seed=cfg.train.seed)
@@ -198,7 +272,7 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
     s = _Setup(cfg, device, model, meta, source, target, target_val, build_optimizer(model, cfg.optim),
                dtype, torch.amp.GradScaler("cuda") if dtype == torch.float16 else None, channels_last)
     if saved is not None:
-        s.start, s.best = _restore(saved, s)
+        s.start, s.best = restore_training(saved, s.model, s.optimizer, s.scaler)
     return s
 
 
@@ -238,34 +312,6 @@ def _normalization(cfg: RunConfig) -> Normalization:
     return Normalization.named(cfg.model.normalization)
 
 
-def _rebatch_for_world(cfg: RunConfig, saved: dict[str, Any], world: int) -> RunConfig:
-    """Resuming on another number of ranks keeps the total batch: per-rank batch = total / world."""
-    was = (saved.get("training") or {}).get("world", 1)
-    if was == world:
-        return cfg
-    train = cfg.train
-    totals = (train.batch_source * was, train.batch_target * was)
-    if any(t % world for t in totals):
-        raise ConfigError(
-            f"cannot resume a {was}-rank run on {world} ranks: total batches {totals} do not divide by {world}"
-        )
-    log.info("resuming a %d-rank run on %d ranks with the same total batch", was, world)
-    return replace(cfg, train=replace(train, batch_source=totals[0] // world, batch_target=totals[1] // world))
-
-
-def _restore(saved: dict[str, Any], s: _Setup) -> tuple[int, float | None]:
-    training = saved.get("training") or {}
-    if "optimizer" not in training:
-        raise ConfigError("last.pt holds no training state; it cannot be resumed")
-    s.model.load_state_dict(saved["state_dict"])
-    s.optimizer.load_state_dict(training["optimizer"])
-    if s.scaler is not None and training.get("scaler"):
-        s.scaler.load_state_dict(training["scaler"])
-    restore_rng(training["rng"])
-    log.info("resumed at iteration %d", training["iteration"])
-    return int(training["iteration"]), training.get("best_miou")
-
-
 def _wrap_ddp(model: DeepLabV2, cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
@@ -275,13 +321,3 @@ def _wrap_ddp(model: DeepLabV2, cfg: RunConfig, device: torch.device) -> torch.n
     # the aux head sits idle when method.multi_level is off
     unused = model.head_aux is not None and not cfg.method.multi_level
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
-
-
-def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """The config a run directory was started with, plus `overrides` (`key=value` strings)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); check --resume")
-    return load_config(path, list(overrides))
-
-

@@ -25,6 +25,7 @@ class Scores:
     miou: float  # nanmean of iou
     miou13: float | None  # SYNTHIA's mIoU* over 13 classes, when the class set has them
     pixel_acc: float
+    protocol: str = ""  # where the model ran and where it was scored, in words
 
     def to_dict(self) -> dict:
         return {

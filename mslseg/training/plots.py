@@ -14,6 +14,30 @@ import numpy as np  # noqa: E402
 from mslseg.runtime.atomic import atomic_path  # noqa: E402
 
 
+def draw_series(ax, xs: list, ys: list, **kwargs) -> bool:
+    """Plot one curve; where it has few points, with markers (a single point draws no line).
+
+    Returns False, drawing nothing, when no y is a number.
+    """
+    finite = sum(1 for y in ys if y is not None and np.isfinite(y))
+    if not finite:
+        return False
+    kwargs.setdefault("marker", "o" if finite <= 30 else None)
+    kwargs.setdefault("markersize", 3.5)
+    ax.plot(xs, [np.nan if y is None else y for y in ys], **kwargs)
+    return True
+
+
+def finish_panel(ax, drawn: bool, empty: str = "no data") -> None:
+    """A legend where curves have labels; `empty` in the middle of a panel with nothing drawn."""
+    if not drawn:
+        ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center", color="grey", fontsize=12)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    elif ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def plot_curves(metrics: Path, out: Path) -> Path | None:
     """Losses per iteration and target mIoU per evaluation from metrics.jsonl."""
     if not metrics.exists():
@@ -28,17 +52,18 @@ def plot_curves(metrics: Path, out: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5.5, 3.6), squeeze=False)
     ax = axes[0, 0]
     its = [r["iteration"] for r in steps]
+    drawn = False
     for key, name in (("loss_source", "source CE"), ("loss_source_aux", "source CE (aux)"),
                       ("loss_target", "target loss"), ("loss_guidance", "guidance")):
         values = [r.get(key, 0.0) for r in steps]
         if any(values):
-            ax.plot(its, values, label=name)
+            drawn |= draw_series(ax, its, values, label=name)
     ax.set_xlabel("iteration")
     ax.set_title("losses")
-    ax.legend(fontsize=8)
+    finish_panel(ax, drawn)
     if evals:
         ax = axes[0, 1]
-        ax.plot([r["iteration"] for r in evals], [100 * r["eval"]["miou"] for r in evals], marker="o")
+        draw_series(ax, [r["iteration"] for r in evals], [100 * r["eval"]["miou"] for r in evals], marker="o")
         ax.set_xlabel("iteration")
         ax.set_title("target mIoU (%)")
     fig.tight_layout()

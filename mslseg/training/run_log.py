@@ -1,15 +1,72 @@
-"""What a run writes as it goes: metrics.jsonl, TensorBoard events, curves.png."""
+"""What a run says and writes as it goes: its start line, metrics.jsonl, TensorBoard events, curves.png."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mslseg.runtime.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What a run is about to do, once its model and data are ready (see `describe`)."""
+
+    target_loss: str  # none | minent | msl | iw-msl
+    multi_level: bool  # aux-head losses (source CE, and guidance on target images)
+    lambda_target: float
+    arch: str  # deeplabv2-resnet18
+    aux_head: bool
+    device: str  # cpu | cuda:0 | cuda:0 bf16
+    world: int  # ranks
+    iterations: int  # the run's total
+    start: int  # first iteration of this invocation (> 0: resumed)
+    stop: int  # iteration this invocation ends at (< iterations with train.stop_after)
+    source_images: int
+    target_images: int | None  # None: no target data (source only)
+    target_video: tuple[int, int] | None  # video targets: (frames in the files, files) they come from
+    val_images: int | None
+    images_per_step: int  # over all ranks
+    run_dir: Path
+
+    @property
+    def has_target_loss(self) -> bool:
+        return self.target_images is not None and (self.target_loss != "none" or self.multi_level)
+
+    def describe(self) -> str:
+        """One line: method, lambda, model, device, iterations, images, run dir."""
+        if self.target_images is None:
+            method = "source only"
+        else:
+            method = "none (BN statistics only)" if self.target_loss == "none" else self.target_loss
+            method += " + multi-level" if self.multi_level else ""
+        parts = [method]
+        if self.has_target_loss:
+            parts.append(f"lambda_T {self.lambda_target:g}")
+        parts.append(f"{self.arch} ({'main+aux heads' if self.aux_head else 'main head'})")
+        parts.append(self.device + (f" x {self.world} ranks" if self.world > 1 else ""))
+        if self.start:
+            parts.append(f"resumed at iteration {self.start} of {self.iterations} from {self.run_dir / 'last.pt'}")
+        else:
+            parts.append(f"{self.iterations} iterations")
+        if self.stop < self.iterations:
+            parts.append(f"stopping at {self.stop} (train.stop_after)")
+        images = [f"{self.source_images} source"]
+        if self.target_images is not None:
+            images.append(f"{self.target_images} target")
+        if self.val_images is not None:
+            images.append(f"{self.val_images} val")
+        text = " / ".join(images) + " images"
+        if self.target_video is not None:
+            frames, videos = self.target_video
+            text += f" (target: {self.target_images} of {frames} frames from {videos} video{'s' * (videos != 1)})"
+        parts.append(text)
+        return ", ".join(parts) + f" -> {self.run_dir}"
 
 
 def log_record(out: Path, board: Any, record: dict[str, Any], result: Any) -> None:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from mslseg.checkpoint import save_checkpoint
 from mslseg.cli.app import app
 from mslseg.data.synthetic import write_target_video
+from mslseg.runtime.sizes import Size
 from tests.helpers import export_labels_onnx, tiny_model, write_code_pickle
 
 runner = CliRunner()
@@ -26,7 +27,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    model, meta = tiny_model(5, multi_level=True, train_size=(32, 64))
+    model, meta = tiny_model(5, multi_level=True, train_size=Size(64, 32))
     ckpt = save_checkpoint(root / "five.pt", model, meta)
     onnx_path = export_labels_onnx(model, meta, root / "five.onnx")
     video = write_target_video(root / "clip.mp4", 6, (64, 32), 5, seed=1)

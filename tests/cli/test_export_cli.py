@@ -29,7 +29,7 @@ def ckpt(tmp_path_factory):
 def footage(tmp_path_factory):
     """A short target-domain video and a folder of stills."""
     root = tmp_path_factory.mktemp("footage")
-    frames = synthetic_frames(16, (72, 104), seed=11)
+    frames = synthetic_frames(16, "104x72", seed=11)
     writer = cv2.VideoWriter(str(root / "footage.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (104, 72))
     for f in frames:
         writer.write(f)

@@ -31,7 +31,7 @@ def test_train_adapt_evaluate(synth_data, tmp_path):
     assert "lambda_target: 0.09" in (tmp_path / "adapt" / "config.yaml").read_text()
 
     r = runner.invoke(app, ["evaluate", str(tmp_path / "adapt" / "best.pt"), "--data", str(city),
-                            "--size", "64x32", "--out", str(tmp_path / "eval")])
+                            "--size", "64x32", "--resize-labels", "--out", str(tmp_path / "eval")])
     assert r.exit_code == 0, r.output
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert 0 <= scores["miou"] <= 1 and scores["scored_at"] == "64x32"

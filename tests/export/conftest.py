@@ -8,10 +8,11 @@ import torch
 
 from mslseg.export.calibration import synthetic_frames
 from mslseg.models import deeplabv2
+from mslseg.runtime.sizes import Size
 from mslseg.runtime.metadata import ModelMeta, default_palette
 
 NUM_CLASSES = 5
-SIZE = (64, 96)  # (H, W)
+SIZE = Size(96, 64)  # the training size: 96 wide, 64 high
 
 
 def make_model(seed: int = 0):
@@ -40,7 +41,7 @@ def model_meta():
 @pytest.fixture(scope="session")
 def frames():
     """Parity frames: two at the export size, one at another size (BGR uint8)."""
-    return synthetic_frames(2, SIZE, seed=1) + synthetic_frames(1, (48, 72), seed=2)
+    return synthetic_frames(2, SIZE, seed=1) + synthetic_frames(1, "72x48", seed=2)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from mslseg.runtime.errors import DataError, ExportError, InputError
 from tests.export.conftest import make_model
 
 
-def _write_images(folder, n, size=(40, 60), value=None):
+def _write_images(folder, n, size="60x40", value=None):
     folder.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(synthetic_frames(n, size, seed=n)):
         cv2.imwrite(str(folder / f"{i:03d}.png"), f if value is None else np.full_like(f, value))
@@ -29,7 +29,7 @@ def _write_video(path, n, size=(40, 60)):
 
 def test_image_folder_resized(tmp_path):
     _write_images(tmp_path / "imgs", 5)
-    frames = load_frames([tmp_path / "imgs"], 3, size=(32, 48))
+    frames = load_frames([tmp_path / "imgs"], 3, size="48x32")  # WIDTHxHEIGHT
     assert len(frames) == 3 and all(f.shape == (32, 48, 3) and f.dtype == np.uint8 for f in frames)
     assert {f.shape for f in load_frames([tmp_path / "imgs"], 2, max_side=32)} == {(24, 32, 3)}
 

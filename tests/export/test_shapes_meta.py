@@ -13,6 +13,7 @@ import torch
 from mslseg.export import check_contract, export_onnx, load_meta
 from mslseg.models import deeplabv2
 from mslseg.runtime.errors import ExportError, InputError, ModelFormatError
+from mslseg.runtime.sizes import Size
 from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta, default_palette
 from tests.export.conftest import NUM_CLASSES, SIZE
 
@@ -71,12 +72,12 @@ def test_contract_check_catches_a_wrong_graph(labels_onnx):
 
 def test_static_shape(model_meta, tmp_path):
     model, meta = model_meta
-    path = export_onnx(model, meta.with_(train_size=None), tmp_path / "s.onnx", static=(48, 64),
+    path = export_onnx(model, meta.with_(train_size=None), tmp_path / "s.onnx", static="64x48",
                        output_kind="probs", slim=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [1, 3, 48, 64]
     assert session.get_outputs()[0].shape == [1, NUM_CLASSES, 48, 64]
-    assert load_meta(path).train_size == (48, 64)
+    assert load_meta(path).train_size == Size(64, 48)
     with pytest.raises(Exception, match="(?i)dimension|shape"):
         session.run(None, {"input": np.zeros((1, 3, 64, 64), np.float32)})
 
@@ -88,7 +89,10 @@ def test_static_shape(model_meta, tmp_path):
     ({"input_kind": "uint16"}, "unknown input kind"),
     ({"input_order": "bgra"}, "colour order"),
     ({"opset": 13}, "opset"),
-    ({"static": (4, 4)}, "static shape"),
+    ({"static": "4x4"}, "too small"),
+    ({"static": (48, 64)}, "WIDTHxHEIGHT"),
+    ({"batch": 2}, "needs a static size"),
+    ({"precision": "int8", "calib": ["x.mp4"], "int8_layout": "auto"}, "int8 layout"),
 ])
 def test_bad_arguments_write_nothing(model_meta, tmp_path, kwargs, match):
     model, meta = model_meta
@@ -107,7 +111,7 @@ def test_labels_are_int32_beyond_255_classes(tmp_path):
     torch.manual_seed(0)
     model = deeplabv2("resnet18", num_classes=300, multi_level=False).eval()
     meta = ModelMeta(num_classes=300, class_names=tuple(map(str, range(300))), palette=default_palette(300))
-    path = export_onnx(model, meta, tmp_path / "big.onnx", output_kind="labels", static=(32, 40), slim=False)
+    path = export_onnx(model, meta, tmp_path / "big.onnx", output_kind="labels", static=Size(40, 32), slim=False)
     x = np.random.default_rng(0).normal(size=(1, 3, 32, 40)).astype(np.float32)
     (labels,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
     assert labels.dtype == np.int32 and labels.shape == (1, 32, 40)

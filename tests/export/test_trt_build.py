@@ -13,34 +13,50 @@ import types
 
 import pytest
 
-from mslseg.export import build_engine, parse_shape, resolve_profile, sidecar_path, write_sidecar
+from mslseg.export import EngineOptions, ProfilePoint, build_engine, resolve_profile, sidecar_path, write_sidecar
 from mslseg.runtime.errors import InputError, MissingDependencyError, ModelFormatError
 from mslseg.runtime.metadata import ModelMeta
+from mslseg.runtime.sizes import Size
 from mslseg.runtime.trt_backend import read_engine_meta
 from tests.export.conftest import SIZE
 
 
-def test_parse_shape():
-    assert parse_shape("4x512x1024") == (4, 512, 1024)
-    assert parse_shape("512x1024") == (1, 512, 1024)
-    for bad in ("", "512", "ax3", "1x2x3x4", "0x8x8"):
-        with pytest.raises(InputError):
-            parse_shape(bad)
-
-
-def test_resolve_profile(model_meta):
-    _, meta = model_meta
+def test_profile_sizes_are_width_by_height(model_meta):
+    _, meta = model_meta  # trained at SIZE: 96 wide, 64 high
     p = resolve_profile(meta, None)
-    assert (p.min, p.opt, p.max) == ((1, 32, 48), (1, *SIZE), (1, *SIZE))
-    p = resolve_profile(meta, None, max_shape="4x128x192")
-    assert p.max == (4, 128, 192)
-    assert p.for_layout("uint8")["max"] == [4, 128, 192, 3]
+    assert (p.min, p.opt, p.max) == (ProfilePoint(1, Size(48, 32)), ProfilePoint(1, SIZE), ProfilePoint(1, SIZE))
+    p = resolve_profile(meta, None, max_size="192x128", max_batch=4)
+    assert p.max == ProfilePoint(4, Size(192, 128)) and str(p.max) == "192x128 at batch 4"
+    assert p.for_layout("uint8")["max"] == [4, 128, 192, 3]  # tensor order: N, H, W, C
     assert p.for_layout("float")["min"] == [1, 3, 32, 48]
+    p = resolve_profile(meta, None, opt_size=Size(width=64, height=32), opt_batch=2)
+    assert (p.min, p.opt, p.max) == (ProfilePoint(1, Size(32, 16)), ProfilePoint(2, Size(64, 32)),
+                                     ProfilePoint(2, Size(64, 32)))
     with pytest.raises(InputError, match="min <= opt"):
-        resolve_profile(meta, None, min_shape="2x64x96", opt_shape="1x64x96")
-    assert resolve_profile(meta, (1, 48, 64)).opt == (1, 48, 64)
-    with pytest.raises(InputError, match="fixed input shape"):
-        resolve_profile(meta, (1, 48, 64), opt_shape="1x64x64")
+        resolve_profile(meta, None, min_batch=2)
+    with pytest.raises(InputError, match="min <= opt"):
+        resolve_profile(meta, None, min_size="96x128", opt_size="96x64")
+    for bad in ("", "512", "ax3", "1x512x1024", "0x8"):  # the old BATCHxHxW form is refused, not misread
+        with pytest.raises(InputError, match="WIDTHxHEIGHT"):
+            resolve_profile(meta, None, opt_size=bad)
+    with pytest.raises(InputError, match="WIDTHxHEIGHT"):
+        resolve_profile(meta, None, opt_size=(64, 96))  # a bare tuple is ambiguous
+    with pytest.raises(InputError, match="--max-batch"):
+        resolve_profile(meta, None, max_batch=0)
+    fixed = ProfilePoint(1, Size(64, 48))
+    assert resolve_profile(meta, fixed).opt == fixed
+    assert resolve_profile(meta, fixed, opt_size="64x48", max_batch=1).max == fixed
+    with pytest.raises(InputError, match=r"fixed input 64x48 at batch 1; --opt 64x64, --max-batch 2"):
+        resolve_profile(meta, fixed, opt_size="64x64", max_batch=2)
+
+
+def test_engine_options_are_checked_on_creation():
+    assert EngineOptions(opt_size="1024x512").opt_size == Size(1024, 512)
+    for kwargs, match in [({"hardware_compatibility": "any"}, "hardware compatibility"),
+                          ({"workspace_gib": 0}, "workspace"), ({"dla_core": -1}, "--dla-core"),
+                          ({"min_size": "512x"}, "--min '512x'"), ({"opt_batch": 1.5}, "--opt-batch")]:
+        with pytest.raises(InputError, match=match):
+            EngineOptions(**kwargs)
 
 
 def test_sidecar_reads_back_as_model_meta(model_meta, tmp_path):
@@ -156,7 +172,7 @@ def test_build_against_a_stand_in(labels_onnx, tmp_path, monkeypatch, version, s
     write_meta(proto, load_meta(proto).with_(precision="fp16"))  # the flag follows the metadata
     onnx.save(proto, str(fp16))
     (tmp_path / "m.timing.cache").write_bytes(b"OLD")
-    engine = build_engine(fp16, tmp_path / "m.engine", max_shape="2x64x96", workspace_gib=1)
+    engine = build_engine(fp16, tmp_path / "m.engine", max_size="96x64", max_batch=2, workspace_gib=1)
     assert engine.read_bytes() == b"ENGINE-BYTES"  # the engine bytes as they are, nothing prepended
     assert (tmp_path / "m.timing.cache").read_bytes() == b"CACHE"
     assert ("cache_in", b"OLD") in rec.calls
@@ -168,6 +184,8 @@ def test_build_against_a_stand_in(labels_onnx, tmp_path, monkeypatch, version, s
     trt = side["extra"]["tensorrt"]
     assert trt["version"] == version and trt["precision"] == "fp16" and trt["strongly_typed"] == strong
     assert trt["profile"]["max"] == [2, 64, 96, 3] and "compute_capability" in trt and "gpu" in trt
+    assert trt["profile_sizes"] == {"min": "48x32", "opt": "96x64", "max": "96x64"}
+    assert trt["profile_batches"] == {"min": 1, "opt": 1, "max": 2}
     assert ModelMeta.from_dict(side).output_kind == "labels"
 
 
@@ -188,3 +206,14 @@ def test_a_rebuild_killed_before_its_sidecar_leaves_no_stale_sidecar(labels_onnx
     assert engine.read_bytes() == b"ENGINE-BYTES"
     with pytest.raises(ModelFormatError, match="has no sidecar"):  # not the old build's description
         read_engine_meta(engine)
+
+
+def test_overwrite_false_refuses_an_engine_or_sidecar_before_tensorrt(labels_onnx, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # refused before TensorRT is needed
+    engine = tmp_path / "m.engine"
+    for existing in (engine, sidecar_path(engine)):
+        existing.write_bytes(b"EARLIER")
+        with pytest.raises(InputError, match=rf"{existing.name} already exists; pass --overwrite"):
+            build_engine(labels_onnx, engine, overwrite=False)
+        assert existing.read_bytes() == b"EARLIER"
+        existing.unlink()

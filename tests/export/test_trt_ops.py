@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from mslseg.export import check_trt_ops, trt_op_problems
+from mslseg.export.trt_ops import log_trt_problems
 from mslseg.runtime.errors import ExportError
 
 
@@ -58,3 +61,19 @@ def test_int32_bias_dequantisation_is_flagged():
     node = helper.make_node("DequantizeLinear", ["b", "s"], ["y"])
     model = _model([node], [], [_vi("y", shape=(3,))], inits)
     assert any("INT32" in p for p in trt_op_problems(model))
+
+
+def test_problems_are_one_summary_line_unless_the_file_is_for_tensorrt(caplog):
+    problems = [f"QuantizeLinear node 'q{i}' has a non-zero zero point" for i in range(108)]
+    with caplog.at_level(logging.WARNING, logger="mslseg.export.trt_ops"):
+        log_trt_problems("m.onnx", problems, full=False)
+    (line,) = caplog.messages
+    assert "108 problems, the first: QuantizeLinear node 'q0'" in line and "see --verbose" in line
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mslseg.export.trt_ops"):  # --verbose lists them all
+        log_trt_problems("m.onnx", problems, full=False)
+    assert len(caplog.messages) == 108
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mslseg.export.trt_ops"):
+        log_trt_problems("m.onnx", problems, full=True)
+    assert len(caplog.messages) == 108 and all(r.levelno == logging.WARNING for r in caplog.records)

@@ -55,7 +55,7 @@ INPUT = st.one_of(GOOD, st.lists(GOOD, min_size=1, max_size=4), st.lists(st.one_
 
 CASES = {  # model variant -> Segmenter options
     "uint8_labels": {"batch_size": 2},
-    "float_probs_conf": {"size": (16, 24), "confidence": True},
+    "float_probs_conf": {"size": "24x16", "confidence": True},
     "static_float_logits": {},
 }
 

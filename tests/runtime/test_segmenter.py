@@ -9,6 +9,7 @@ import pytest
 
 from mslseg.runtime import Segmenter
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError
+from mslseg.runtime.sizes import Size
 from tests.runtime import models
 
 
@@ -70,17 +71,52 @@ def test_rgb_model_takes_bgr_frames_by_default(reference_labels):
 
 def test_static_model_resizes_and_resizes_back():
     with Segmenter(models.onnx_model("static_float_logits"), device="cpu", threads=1) as s:
-        assert (s.batch_size, s.size) == (2, (48, 64))
+        assert (s.batch_size, s.run_size) == (2, Size(64, 48))
         results = s(models.frames(3, (96, 128)))  # three frames: one full batch, one padded
     assert [r.labels.shape for r in results] == [(96, 128)] * 3
 
 
 def test_size_option_runs_at_a_common_size(seg):
     path = models.onnx_model("uint8_labels")
-    with Segmenter(path, device="cpu", threads=1, size=(32, 32), batch_size=2) as s:
+    with Segmenter(path, device="cpu", threads=1, size="32x32", batch_size=2) as s:
         results = s([models.frames(1, (64, 96))[0], models.frames(1, (40, 40))[0]])
+        assert s.describe_size() == "32x32 (as asked, bicubic)"
     assert [r.labels.shape for r in results] == [(64, 96), (40, 40)]
     assert results[0].timings.batch == 2  # one group: both ran at 32x32 together
+
+
+def test_default_size_is_the_training_size_resized_as_in_training(tmp_path):
+    """A frame of another size runs at meta.train_size, resized with meta.interpolation."""
+    import cv2
+
+    from mslseg.export import export_onnx
+    from mslseg.runtime.onnx_meta import read_onnx_meta
+
+    net, meta = models._net(), models.meta()
+    for interp, flag in (("bicubic", cv2.INTER_CUBIC), ("bilinear", cv2.INTER_LINEAR)):
+        path = export_onnx(net, meta.with_(train_size=Size(48, 32), interpolation=interp),
+                           tmp_path / f"{interp}.onnx", input_kind="uint8", output_kind="labels", slim=False)
+        assert read_onnx_meta(path).interpolation == interp
+        frame = models.frames(1, (64, 96))[0]
+        with Segmenter(path, device="cpu", threads=1) as s, \
+                Segmenter(path, device="cpu", threads=1, size="native") as native:
+            assert s.describe_size() == f"48x32 (the model's training size, {interp})"
+            got = s(frame).labels
+            small = native(cv2.resize(frame, (48, 32), interpolation=flag)).labels
+            assert native.run_size is None and native.describe_size().startswith("native")
+            assert native(frame).labels.shape == (64, 96)
+        assert got.shape == (64, 96)
+        assert np.array_equal(got, cv2.resize(small, (96, 64), interpolation=cv2.INTER_NEAREST))
+
+
+def test_unknown_backend_options_are_errors():
+    path = models.onnx_model("uint8_labels")
+    with pytest.raises(InputError, match=r"thread: not an option for a \.onnx model; its backend takes spin"):
+        Segmenter(path, thread=2)
+    with pytest.raises(InputError, match="bf16: not an option"):
+        Segmenter(path, bf16=True)
+    with Segmenter(path, device="cpu", threads=1, spin=False, warmup=False):
+        pass
 
 
 def test_confidence_on_request():
@@ -125,7 +161,9 @@ def test_bad_constructor_arguments():
     with pytest.raises(InputError, match="batch_size"):
         Segmenter(models.onnx_model("uint8_labels"), batch_size=0)
     with pytest.raises(InputError, match="size"):
-        Segmenter(models.onnx_model("uint8_labels"), size=(0, 5))
+        Segmenter(models.onnx_model("uint8_labels"), size="0x5")
+    with pytest.raises(InputError, match="Size"):
+        Segmenter(models.onnx_model("uint8_labels"), size=(48, 64))  # (h, w) or (w, h)? refused
 
 
 @pytest.mark.parametrize("frames, match", [
