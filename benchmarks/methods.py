@@ -43,15 +43,17 @@ def main() -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     from mslseg.data.config import DataConfig
     from mslseg.data.synthetic import write_cityscapes_layout, write_gta5_layout
+    from mslseg.runtime.sizes import Size
     from mslseg.training.config import load_config
     from mslseg.training.eval_run import evaluate_checkpoint
     from mslseg.training.loop import run
 
     data = args.data or args.out / "data"
-    w, h = (int(v) for v in args.size.split("x"))
+    size = Size.parse(args.size)
+    w, h = size.width, size.height
     if not (data / "gta5").exists():
-        write_gta5_layout(data / "gta5", 400, (2 * w, 2 * h), seed=args.seed)
-        write_cityscapes_layout(data / "cityscapes", 300, 100, (2 * w, 2 * h), seed=args.seed + 1)
+        write_gta5_layout(data / "gta5", 400, Size(2 * w, 2 * h), seed=args.seed)
+        write_cityscapes_layout(data / "cityscapes", 300, 100, Size(2 * w, 2 * h), seed=args.seed + 1)
     base = {"source.root": str(data / "gta5"), "target.root": str(data / "cityscapes"),
             "target_val.root": str(data / "cityscapes"), "train.seed": args.seed,
             "source.size": [w, h], "target.size": [w, h], "target_val.size": [w, h]}

@@ -55,8 +55,10 @@ class SegmenterNode(Node):
         model = self.declare_parameter("model", "").value
         device = self.declare_parameter("device", "auto").value
         threads = self.declare_parameter("threads", 0).value or None
+        # "": the model's training size (right for the model); "WIDTHxHEIGHT" or "native" to override
+        size = self.declare_parameter("size", "").value or None
         self.alpha = float(self.declare_parameter("alpha", 0.5).value)
-        self.segmenter = Segmenter(model, device=device, threads=threads)
+        self.segmenter = Segmenter(model, device=device, threads=threads, size=size)
         self.get_logger().info(self.segmenter.describe())
         self.lut = palette_lut(self.segmenter.meta, "rgb")
         latest = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)

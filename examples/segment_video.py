@@ -1,6 +1,6 @@
 """A plain Python loop: segment a camera or a video with an exported model, no torch needed.
 
-    pip install "mslseg[cpu]"
+    pip install "dist/mslseg-0.1.0-py3-none-any.whl[cpu]"   # the wheel: README, "Set up"
     python examples/segment_video.py model.onnx 0              # camera 0, prints timings
     python examples/segment_video.py model.onnx clip.mp4 --save overlay.mp4
 
@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("model", help=".onnx, .engine (with its .json) or .pt")
     parser.add_argument("source", help="camera index (0) or a video file / URL")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--size", help="WIDTHxHEIGHT or native (default: the model's training size)")
     parser.add_argument("--save", help="write the overlay to this .mp4")
     parser.add_argument("--frames", type=int, default=0, help="stop after N frames (0: all)")
     args = parser.parse_args()
@@ -30,8 +31,8 @@ def main() -> None:
     if not cap.isOpened():
         raise SystemExit(f"cannot open {args.source}")
     writer = None
-    with Segmenter(args.model, device=args.device) as seg:
-        print(seg.describe())
+    with Segmenter(args.model, device=args.device, size=args.size) as seg:
+        print(seg.describe())  # says the size frames run at
         lut = palette_lut(seg.meta)  # BGR colours, like the frames OpenCV reads
         n, start = 0, time.perf_counter()
         while args.frames == 0 or n < args.frames:

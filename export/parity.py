@@ -26,6 +26,7 @@ from mslseg.export.onnx_meta import load_meta
 from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import ExportError, InputError, require
 from mslseg.runtime.metadata import ModelMeta
+from mslseg.runtime.sizes import Size
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class ParityReport:
     input_kind: str
     output_kind: str  # what the file outputs: logits | probs | labels
     samples: int
-    sizes: list[tuple[int, int]]  # (H, W) of each sample
+    sizes: list[str]  # WIDTHxHEIGHT of each sample
     pixels: int
     label_agreement: float  # share of pixels whose argmax agrees with PyTorch's, 0..1
     gate: float  # the share the precision needs
@@ -204,7 +205,7 @@ def check_parity(onnx_path: str | Path, model: nn.Module, samples: Sequence[np.n
     report = ParityReport(
         model=str(path), precision=meta.precision, input_kind=meta.input_kind,
         output_kind=meta.output_kind, samples=len(samples),
-        sizes=[(int(s.shape[0]), int(s.shape[1])) for s in samples], pixels=tally.pixels,
+        sizes=[str(Size.from_hw(s.shape[:2])) for s in samples], pixels=tally.pixels,
         label_agreement=share, gate=gate, passed=share >= gate and tally.nonfinite == 0,
         max_abs_err=max_err,
         max_rel_err=None if max_err is None else max_err / max(max(tally.ref_max), 1e-12),

@@ -45,7 +45,7 @@ class DemoPlan:
 
     @classmethod
     def fast(cls) -> DemoPlan:
-        return cls(Size(64, 32), 16, 8, 4, 8, 6, 4, takes="under a minute on 2 CPU cores",
+        return cls(Size(64, 32), 16, 8, 4, 8, 6, 4, takes="about a minute on 2 CPU cores",
                    measures_adaptation=False)
 
 
@@ -88,7 +88,7 @@ def run_demo(out: str | Path, plan: DemoPlan, *, overwrite: bool = False,
     say(f"1/6 generating the synthetic source (GTA5 layout) and target (Cityscapes layout) domains at {2 * w}x{2 * h}")
     data = out / "data"
     write_synthetic_dataset(data, source=plan.source_images, target_train=plan.target_train,
-                            target_val=plan.target_val, size=(2 * w, 2 * h), video_frames=plan.video_frames,
+                            target_val=plan.target_val, size=Size(2 * w, 2 * h), video_frames=plan.video_frames,
                             seed=0, overwrite=True)
     lap("data")
     base = {"source.root": str(data / "gta5"), "target.root": str(data / "cityscapes"),

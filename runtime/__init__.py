@@ -22,6 +22,7 @@ from mslseg.runtime.errors import (
     MslsegError,
 )
 from mslseg.runtime.metadata import ModelMeta, Normalization
+from mslseg.runtime.sizes import Size
 
 _LAZY = {
     "Segmenter": "mslseg.runtime.segmenter",
@@ -48,6 +49,7 @@ __all__ = [
     "ModelMeta",
     "MslsegError",
     "Normalization",
+    "Size",
     *_LAZY,
 ]
 

@@ -36,6 +36,11 @@ from mslseg.runtime.sizes import NATIVE, Size
 TORCH_VARIANTS = {"eager": {}, "bf16+cl": {"bf16": True, "channels_last": True}}
 # on a GPU, the fastest torch path a user could reach without exporting
 TORCH_GPU_VARIANTS = {"fp16+cl+graphs": {"fp16": True, "channels_last": True, "cuda_graphs": True}}
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (/proc/cpuinfo flags), Arm (Features)
+# the CPU flags that decide which kernels ONNX Runtime and PyTorch can use
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+              "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", *BF16_FLAGS)
+NO_BF16 = "bf16 skipped: this CPU has no native bf16 (avx512_bf16/amx_bf16)"
 
 
 @dataclass
@@ -45,25 +50,59 @@ class BenchRow:
     variant: str  # precision of the file, or the torch variant (eager, bf16+cl)
     device: str
     batch: int
-    size: tuple[int, int]  # (height, width)
+    size: Size  # what the frames were generated at and ran at
     ms: float  # median wall time of one batch
     infer_ms: float  # median backend time of one batch
     fps: float  # frames per second at the median
     agree: float | None = None  # label agreement with the first model on the same frames
+    ms_range: tuple[float, float] = (0.0, 0.0)  # fastest and slowest timed run
+
+    @property
+    def fps_range(self) -> tuple[float, float]:
+        return self.batch * 1e3 / self.ms_range[1], self.batch * 1e3 / self.ms_range[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "size": str(self.size), "ms_range": list(self.ms_range)}
 
 
 @dataclass
 class PipelineRow:
     model: str
     batch: int
-    size: tuple[int, int]
-    frames: int
-    pipeline_fps: float
-    model_fps: float
+    size: Size
+    frames: int  # per run
+    pipeline_fps: tuple[float, ...]  # one per run
+    model_fps: float  # median of the model-only runs
+    model_fps_range: tuple[float, float]
 
     @property
     def ratio(self) -> float:
-        return self.pipeline_fps / self.model_fps if self.model_fps else 0.0
+        return statistics.median(self.pipeline_fps) / self.model_fps if self.model_fps else 0.0
+
+    @property
+    def ratio_range(self) -> tuple[float, float]:
+        """The widest the ratio can be: slowest pipeline / fastest model .. fastest / slowest."""
+        lo, hi = self.model_fps_range
+        return (min(self.pipeline_fps) / hi, max(self.pipeline_fps) / lo) if lo else (0.0, 0.0)
+
+    @property
+    def within_noise(self) -> bool:
+        lo, hi = self.ratio_range
+        return lo <= 1.0 <= hi
+
+    def verdict(self) -> str:
+        lo, hi = self.ratio_range
+        if self.within_noise:
+            return "within noise (the spread includes 1.0)"
+        if lo > 1.0:
+            return "above 1.0: noise (a pipeline cannot outrun its model); rerun on an idle machine"
+        return f"the pipeline costs {100 * (1 - self.ratio):.0f}% of the model-only rate"
+
+    def to_dict(self) -> dict[str, Any]:
+        lo, hi = self.ratio_range
+        return {**asdict(self), "size": str(self.size), "model_fps_range": list(self.model_fps_range),
+                "pipeline_fps": list(self.pipeline_fps), "ratio": round(self.ratio, 3),
+                "ratio_range": [round(lo, 3), round(hi, 3)], "within_noise": self.within_noise}
 
 
 @dataclass
@@ -71,10 +110,39 @@ class BenchReport:
     rows: list[BenchRow] = field(default_factory=list)
     pipeline: list[PipelineRow] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was skipped, and why
 
     def to_dict(self) -> dict[str, Any]:
-        return {"machine": self.machine, "rows": [asdict(r) for r in self.rows],
-                "pipeline": [{**asdict(p), "ratio": round(p.ratio, 3)} for p in self.pipeline]}
+        return {"machine": self.machine, "notes": self.notes, "rows": [r.to_dict() for r in self.rows],
+                "pipeline": [p.to_dict() for p in self.pipeline]}
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
+    """The first CPU's flags (x86 `flags`, Arm `Features`) from /proc/cpuinfo; None where unreadable."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+def native_bf16(flags: set[str] | None) -> bool:
+    return bool(flags and flags.intersection(BF16_FLAGS))
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.split(":")[0].strip() in ("model name", "Hardware", "Model"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def machine_info(threads: int | None) -> dict[str, Any]:
@@ -84,16 +152,28 @@ def machine_info(threads: int | None) -> dict[str, Any]:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "threads": threads, "python": platform.python_version(), "versions": versions}
+    flags = cpu_flags()
+    return {"cpu": _cpu_model(), "arch": platform.machine(), "cores": os.cpu_count(), "threads": threads,
+            "cpu_flags": None if flags is None else [f for f in SIMD_FLAGS if f in flags],
+            "native_bf16": native_bf16(flags), "python": platform.python_version(), "versions": versions}
 
 
-def bench_frames(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+def describe_cpu(machine: dict[str, Any]) -> str:
+    """One line: model, SIMD flags, native bf16, PyTorch's CPU capability where measured."""
+    flags = machine.get("cpu_flags")
+    line = (f"CPU: {machine.get('cpu')} ({machine.get('arch')}, {machine.get('cores')} cores); flags: "
+            f"{' '.join(flags) if flags else 'unknown'}; native bf16: {'yes' if machine.get('native_bf16') else 'no'}")
+    if machine.get("torch_cpu_capability"):
+        line += f"; PyTorch CPU capability: {machine['torch_cpu_capability']}"
+    return line
+
+
+def bench_frames(n: int, size: Size, seed: int = 0) -> list[np.ndarray]:
     """Smooth random BGR frames: structure at several scales, so labels are not one class."""
     import cv2
 
     rng = np.random.default_rng(seed)
-    h, w = size
+    h, w = size.hw
     frames = []
     for _ in range(n):
         coarse = rng.integers(0, 256, (max(h // 32, 2), max(w // 32, 2), 3), np.uint8)
@@ -103,19 +183,27 @@ def bench_frames(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarra
     return frames
 
 
-def variants_of(path: Path, torch_fast: bool, device: str = "auto") -> list[tuple[str, dict[str, Any]]]:
+def variants_of(path: Path, torch_fast: bool, device: str = "auto",
+                notes: list[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The variants to time of one model: a .pt's torch variants; `notes` gets what was skipped."""
     if path.suffix.lower() != ".pt":
         return [("", {})]
     variants = [(k, v) for k, v in TORCH_VARIANTS.items() if torch_fast or k == "eager"]
-    if torch_fast and device != "cpu":
-        import torch  # a .pt is only benchmarked where torch is installed
+    if not torch_fast:
+        return variants
+    import torch  # a .pt is only benchmarked where torch is installed
 
-        if torch.cuda.is_available():
-            variants += list(TORCH_GPU_VARIANTS.items())
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        variants += list(TORCH_GPU_VARIANTS.items())
+    elif not native_bf16(cpu_flags()):
+        variants = [(k, v) for k, v in variants if not v.get("bf16")]
+        if notes is not None and NO_BF16 not in notes:
+            notes.append(NO_BF16)
     return variants
 
 
-def _time_rows(seg: Segmenter, label: str, variant: str, batch_sizes: list[int], sizes: list[tuple[int, int]],
+def _time_rows(seg: Segmenter, label: str, variant: str, batch_sizes: list[int], sizes: list[Size],
                warmup: int, repeats: int, reference: dict,
                on_row: Callable[[BenchRow], None] | None) -> list[BenchRow]:
     rows = []
@@ -136,48 +224,65 @@ def _time_rows(seg: Segmenter, label: str, variant: str, batch_sizes: list[int],
             ms = statistics.median(walls)
             row = BenchRow(label, seg.backend_name, variant or seg.meta.precision, seg.device, batch, size,
                            round(ms, 2), round(statistics.median(infers), 2), round(batch * 1e3 / ms, 2),
-                           round(float((labels == ref).mean()), 4))
+                           round(float((labels == ref).mean()), 4), (round(min(walls), 2), round(max(walls), 2)))
             rows.append(row)
             if on_row:
                 on_row(row)
     return rows
 
 
-def bench_pipeline(seg: Segmenter, label: str, size: tuple[int, int], frames: int,
-                   model_fps: float) -> PipelineRow:
-    """run_infer on a generated mp4 of `frames` frames at `size`, against the model-only rate."""
+def bench_pipeline(seg: Segmenter, label: str, size: Size, frames: int, model: BenchRow,
+                   repeats: int = 3) -> PipelineRow:
+    """run_infer `repeats` times on a generated mp4 of `frames` frames at `size`, against `model`'s rate."""
     from mslseg.runtime.infer_job import InferOptions, run_infer
     from mslseg.runtime.sources import open_sources
     from mslseg.runtime.video_writer import open_video_writer
 
+    rates, done = [], 0
     with tempfile.TemporaryDirectory(prefix="mslseg-bench-") as tmp:
         video = Path(tmp) / "bench.mp4"
-        writer = open_video_writer(video, 30.0, size, codec="mp4v")
+        writer = open_video_writer(video, 30.0, size.hw, codec="mp4v")
         for f in bench_frames(min(frames, 30), size, seed=1) * (-(-frames // 30)):
             writer.write(f)
         writer.close()
-        sources = open_sources(str(video))
-        summary = run_infer(sources, seg, InferOptions(out=Path(tmp) / "out"))
-    return PipelineRow(label, seg.batch_size, size, summary.frames, round(summary.fps, 2), model_fps)
+        for i in range(repeats):
+            summary = run_infer(open_sources(str(video)), seg, InferOptions(out=Path(tmp) / f"out{i}"))
+            rates.append(round(summary.fps, 2))
+            done = summary.frames
+    lo, hi = model.fps_range
+    return PipelineRow(label, seg.batch_size, size, done, tuple(rates), model.fps, (round(lo, 2), round(hi, 2)))
 
 
-def bench_models(models: list[Path], *, batch_sizes: list[int], sizes: list[tuple[int, int]], warmup: int = 2,
+def bench_models(models: list[Path], *, batch_sizes: list[int], sizes: list[Size], warmup: int = 2,
                  repeats: int = 5, device: str = "auto", threads: int | None = None, torch_fast: bool = True,
-                 pipeline_frames: int = 0, on_row: Callable[[BenchRow], None] | None = None) -> BenchReport:
+                 pipeline_frames: int = 0, pipeline_repeats: int = 3,
+                 on_row: Callable[[BenchRow], None] | None = None) -> BenchReport:
     """Benchmark every model (and torch variant) at every batch size and input size (see module doc)."""
-    if not models or not batch_sizes or not sizes or repeats < 1 or warmup < 0:
-        raise InputError("bench needs at least one model, batch size and size, repeats >= 1 and warmup >= 0")
+    if not models or not batch_sizes or not sizes or repeats < 1 or warmup < 0 or pipeline_repeats < 1:
+        raise InputError("bench needs at least one model, batch size and size, repeats >= 1, "
+                         "pipeline repeats >= 1 and warmup >= 0")
+    sizes = [Size.of(s, "--size") for s in sizes]
     report = BenchReport(machine=machine_info(threads))
+    if any(Path(p).suffix.lower() == ".pt" for p in models):
+        import torch  # only where a .pt is timed: the runtime never needs torch
+
+        report.machine["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     reference: dict = {}
     for path in models:
-        for variant, options in variants_of(Path(path), torch_fast, device):
+        for variant, options in variants_of(Path(path), torch_fast, device, report.notes):
             label = Path(path).name + (f" ({variant})" if variant else "")
-            with Segmenter(path, device=device, batch_size=max(batch_sizes), threads=threads,
+            # "native": each frame runs at its own size, the --size it was generated at
+            with Segmenter(path, device=device, batch_size=max(batch_sizes), threads=threads, size=NATIVE,
                            warmup=False, **options) as seg:
-                rows = _time_rows(seg, label, variant, batch_sizes, sizes, warmup, repeats, reference, on_row)
+                runnable = [s for s in sizes if seg.run_size in (None, s)]
+                for s in sizes:
+                    if s not in runnable:
+                        report.notes.append(f"{label} skipped at {s}: its input size is fixed at {seg.run_size}")
+                rows = _time_rows(seg, label, variant, batch_sizes, runnable, warmup, repeats, reference, on_row)
                 report.rows.extend(rows)
-                if pipeline_frames and seg.backend_name != "torch":
+                if pipeline_frames and runnable and seg.backend_name != "torch":
                     seg.batch_size = batch_sizes[0]
-                    first = next(r for r in rows if r.batch == batch_sizes[0] and r.size == sizes[0])
-                    report.pipeline.append(bench_pipeline(seg, label, sizes[0], pipeline_frames, first.fps))
+                    first = next(r for r in rows if r.batch == batch_sizes[0] and r.size == runnable[0])
+                    report.pipeline.append(bench_pipeline(seg, label, runnable[0], pipeline_frames, first,
+                                                          pipeline_repeats))
     return report

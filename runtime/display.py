@@ -11,7 +11,10 @@ from mslseg.runtime.errors import InputError
 
 
 class Window:
-    """Shows frames in one window; `show` returns False once the user pressed q or Esc."""
+    """Shows frames in one window; `show` returns False once the user pressed q or Esc.
+
+    Frames under 640 px wide open scaled up by a whole factor (the window stays resizable).
+    """
 
     def __init__(self, title: str = "mslseg") -> None:
         import cv2
@@ -27,9 +30,14 @@ class Window:
                 "--show needs OpenCV with GUI support; this is a headless build: "
                 "pip uninstall opencv-python-headless && pip install opencv-python"
             ) from None
-        self._cv2, self.title = cv2, title
+        self._cv2, self.title, self._sized = cv2, title, False
 
     def show(self, image: np.ndarray) -> bool:
+        if not self._sized:  # a small frame opens scaled up, so its legend reads on a large screen
+            h, w = image.shape[:2]
+            if (k := max(1, 640 // max(w, 1))) > 1:
+                self._cv2.resizeWindow(self.title, w * k, h * k)
+            self._sized = True
         self._cv2.imshow(self.title, image)
         return (self._cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
 

@@ -136,7 +136,7 @@ class Segmenter:
             return requested, "as asked"
         if backend.meta.train_size is not None:
             return backend.meta.train_size, "the model's training size"
-        return None, "each frame's own size: the model records no training size"
+        return None, "the model records no training size"
 
     def describe_size(self) -> str:
         """'128x64 (the model's training size, bicubic)' or 'native (each frame's own size, ...)'."""
@@ -213,10 +213,11 @@ class Segmenter:
         return [Segmentation(lab, cf, timings) for lab, cf in per_frame]
 
     def describe(self) -> str:
-        """One line: model file, backend, device, precision, I/O variant."""
+        """One line: model file, backend, device, precision, I/O variant, the size frames run at."""
         m = self.meta
         return (f"{self.path.name}: {self.backend_name} on {self.device}, {m.precision}, "
-                f"{m.input_kind} in, {m.output_kind} out, {m.num_classes} classes")
+                f"{m.input_kind} in, {m.output_kind} out, {m.num_classes} classes, "
+                f"frames run at {self.describe_size()}")
 
     def close(self) -> None:
         """Release the model (waits for calls in flight); later calls raise BackendError."""

@@ -9,6 +9,12 @@ trap 'rm -rf "$tmp"' EXIT
 python -m pip wheel -q . --no-deps -w "$tmp/dist"
 wheel=("$tmp"/dist/mslseg-*-py3-none-any.whl)
 
+# the robot venv installs (network-bound) while the training venv exports (CPU-bound); this
+# venv's pip installs into it (--python), which spares a second pip bootstrap
+python -m venv --without-pip "$tmp/robot"
+python -m pip --python "$tmp/robot/bin/python" install -q --no-compile "${wheel[0]}[cpu]" &
+installing=$!
+
 # a tiny random ResNet-18 DeepLab-v2 checkpoint and a short clip, from the training venv
 python - "$tmp" <<'EOF'
 import sys
@@ -34,10 +40,9 @@ for _ in range(6):
     video.write(rng.integers(0, 256, (48, 64, 3), np.uint8))
 video.release()
 EOF
-mslseg export "$tmp/tiny.pt" --input uint8 --output labels --out "$tmp/tiny.onnx"
+mslseg export "$tmp/tiny.pt" --input uint8 --output labels --no-slim --out "$tmp/tiny.onnx"
+wait "$installing"
 
-python -m venv "$tmp/robot"
-"$tmp/robot/bin/python" -m pip install -q "${wheel[0]}[cpu]"
 if "$tmp/robot/bin/python" -c "import torch" 2>/dev/null; then
     echo "runtime smoke: torch is importable in the [cpu] venv; the robot install must not need it" >&2
     exit 1

@@ -11,11 +11,12 @@ import torch
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 from mslseg.export import build_engine, check_parity, export_onnx, synthetic_frames
 from mslseg.models import deeplabv2
-from mslseg.runtime.sizes import Size
 from mslseg.runtime.metadata import ModelMeta, default_palette
+from mslseg.runtime.sizes import Size
 
 out = Path(os.environ["OUT"])
-h, w = (int(v) for v in os.environ.get("GPU_CHECK_SIZE", "512x1024").split("x"))
+size = Size.parse(os.environ.get("GPU_CHECK_SIZE", "1024x512"), "GPU_CHECK_SIZE")  # WIDTHxHEIGHT
+h, w = size.hw
 iters = int(os.environ.get("GPU_CHECK_ITERS", "50"))
 cuda = torch.cuda.is_available()
 import onnxruntime as ort
@@ -32,15 +33,15 @@ torch.manual_seed(0)
 C = 19
 model = deeplabv2("resnet18", num_classes=C, multi_level=False)
 meta = ModelMeta(num_classes=C, class_names=tuple(f"c{i}" for i in range(C)),
-                 palette=default_palette(C), train_size=Size(w, h))
+                 palette=default_palette(C), train_size=size)
 model.train()
 with torch.no_grad():  # BatchNorm statistics from image-like frames; no weight is trained
     for i in range(3):
-        batch = np.stack(synthetic_frames(2, (h // 4, w // 4), seed=i))
+        batch = np.stack(synthetic_frames(2, Size(w // 4, h // 4), seed=i))
         model(torch.from_numpy(meta.normalization.apply(batch)))
 model.eval()
-calib = synthetic_frames(16, (h // 2, w // 2), seed=10)
-samples = synthetic_frames(2, (h // 2, w // 2), seed=20) + synthetic_frames(1, (h // 4, w // 4), seed=21)
+calib = synthetic_frames(16, Size(w // 2, h // 2), seed=10)
+samples = synthetic_frames(2, Size(w // 2, h // 2), seed=20) + synthetic_frames(1, Size(w // 4, h // 4), seed=21)
 
 rows = []
 for precision in ("fp32", "fp16", "int8"):
@@ -63,7 +64,7 @@ for precision in ("fp32", "fp16", "int8"):
 if trt is not None and cuda:
     dtypes = {trt.DataType.UINT8: torch.uint8, trt.DataType.FLOAT: torch.float32,
               trt.DataType.INT32: torch.int32, trt.DataType.HALF: torch.float16}
-    bgr = np.stack(synthetic_frames(1, (h, w), seed=30))
+    bgr = np.stack(synthetic_frames(1, size, seed=30))
     frames = torch.from_numpy(bgr).cuda()
     gpu_model = model.cuda()
     with torch.no_grad():
@@ -76,7 +77,7 @@ if trt is not None and cuda:
         for _ in range(iters):
             gpu_model(x)
         torch.cuda.synchronize()
-    rows.append(("fp32", "pytorch cuda", 1.0, 0.0, 1000 * (time.perf_counter() - t0) / iters, f"{h}x{w}"))
+    rows.append(("fp32", "pytorch cuda", 1.0, 0.0, 1000 * (time.perf_counter() - t0) / iters, str(size)))
     major = int(trt.__version__.split(".")[0])
     builds = [(p, None) for p in ("fp32", "fp16", "int8")] + ([("int8", True)] if major == 10 else [])
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -84,8 +85,8 @@ if trt is not None and cuda:
         onnx_path = out / f"model_{precision}.onnx"
         engine_path = out / f"model_{precision}{'_strong' if strong else ''}.engine"
         t0 = time.perf_counter()
-        build_engine(onnx_path, engine_path, min_shape=f"1x{h // 2}x{w // 2}", opt_shape=f"1x{h}x{w}",
-                     max_shape=f"2x{h}x{w}", timing_cache=out / "timing.cache", strongly_typed=strong)
+        build_engine(onnx_path, engine_path, min_size=Size(w // 2, h // 2), opt_size=size, max_size=size,
+                     max_batch=2, timing_cache=out / "timing.cache", strongly_typed=strong)
         t_build = time.perf_counter() - t0
         engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         context = engine.create_execution_context()
@@ -110,7 +111,7 @@ if trt is not None and cuda:
         agree = (buffers["output"].long() == ref).float().mean().item()
         kind = "strongly typed" if strong else ("strongly typed" if major >= 11 else "builder flags")
         rows.append((precision, f"tensorrt {trt.__version__}", agree, None, ms,
-                     f"{kind}, build {t_build:.0f}s, {h}x{w}"))
+                     f"{kind}, build {t_build:.0f}s, {size}"))
 elif trt is not None:
     print("TensorRT is installed but torch sees no CUDA GPU: engines skipped")
 else:

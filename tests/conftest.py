@@ -30,6 +30,6 @@ def synth_data(tmp_path_factory):
     from mslseg.data.synthetic import write_cityscapes_layout, write_gta5_layout
 
     root = tmp_path_factory.mktemp("synth")
-    write_gta5_layout(root / "gta5", 12, (64, 32), seed=0)
-    write_cityscapes_layout(root / "cityscapes", 8, 4, (64, 32), seed=1)
+    write_gta5_layout(root / "gta5", 12, "64x32", seed=0)
+    write_cityscapes_layout(root / "cityscapes", 8, 4, "64x32", seed=1)
     return root

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-_COLUMNS = ("model", "backend", "variant", "device", "batch", "WxH", "ms/batch", "infer ms", "FPS", "agree")
+_COLUMNS = ("model", "backend", "variant", "device", "batch", "WxH", "ms/batch", "min-max ms", "infer ms", "FPS", "agree")
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -32,9 +33,8 @@ def _table(report, threads):
         table.add_column(col, justify="left" if i < 4 else "right")
     for r in report.rows:
         agree = "" if r.agree is None else f"{100 * r.agree:.1f}%"
-        size = f"{r.size[1]}x{r.size[0]}"
-        table.add_row(escape(r.model), r.backend, r.variant, r.device, str(r.batch), size,
-                      f"{r.ms:.1f}", f"{r.infer_ms:.1f}", f"{r.fps:.2f}", agree)
+        table.add_row(escape(r.model), r.backend, r.variant, r.device, str(r.batch), str(r.size),
+                      f"{r.ms:.1f}", f"{r.ms_range[0]:.1f}-{r.ms_range[1]:.1f}", f"{r.infer_ms:.1f}", f"{r.fps:.2f}", agree)
     return table
 
 
@@ -42,14 +42,14 @@ def _speedups(rows) -> list[str]:
     """Per input size and batch: the fastest runtime row against the fastest PyTorch row."""
     groups: dict = {}
     for r in rows:
-        groups.setdefault((tuple(r.size), r.batch), []).append(r)
+        groups.setdefault((r.size, r.batch), []).append(r)
     lines = []
-    for ((h, w), b), group in groups.items():
+    for (size, b), group in groups.items():
         torch_rows = [r for r in group if r.backend == "torch"]
         other = [r for r in group if r.backend != "torch"]
         if torch_rows and other:
             best, base = max(other, key=lambda r: r.fps), max(torch_rows, key=lambda r: r.fps)
-            lines.append(f"{w}x{h} b{b}: fastest runtime {best.model} {best.fps:.2f} FPS = "
+            lines.append(f"{size} b{b}: fastest runtime {best.model} {best.fps:.2f} FPS = "
                          f"{best.fps / base.fps:.2f}x the fastest PyTorch ({base.model}, {base.fps:.2f} FPS)")
     return lines
 
@@ -61,41 +61,49 @@ def bench(
     size: Annotated[list[str] | None, typer.Option(
         help="Input size WIDTHxHEIGHT; repeat for several (default 512x256).")] = None,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed runs before timing.")] = 2,
-    repeats: Annotated[int, typer.Option(min=1, help="Timed runs; the median is reported.")] = 5,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs; the median is reported, with min-max.")] = 5,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = None,
     torch_fast: Annotated[bool, typer.Option(
         help="Also time PyTorch with bf16 autocast + channels_last.")] = True,
     pipeline_frames: Annotated[int, typer.Option(
         min=0, help="Frames of the generated video for the pipeline-vs-model check (0: skip).")] = 60,
+    pipeline_repeats: Annotated[int, typer.Option(
+        min=1, help="Runs of the pipeline check; the ratio is reported with its spread over them.")] = 3,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the table as JSON.")]
     = Path("bench.json"),
 ) -> None:
     """Time models across backends, batch sizes and input sizes; print a table and write JSON."""
     from rich.console import Console
 
-    from mslseg.cli.infer import parse_size
     from mslseg.runtime.atomic import atomic_write_text
-    from mslseg.runtime.benchmark import bench_models
+    from mslseg.runtime.benchmark import bench_models, describe_cpu
+    from mslseg.runtime.sizes import Size
 
-    sizes = [parse_size(s) for s in (size or ["512x256"])]
+    sizes = [Size.parse(s) for s in (size or ["512x256"])]
     batches = _ints(batch, "--batch")
     progress = Console(stderr=True)
 
     def on_row(r) -> None:
-        progress.print(f"  {r.model} b{r.batch} {r.size[1]}x{r.size[0]}: {r.ms:.1f} ms",
+        progress.print(f"  {r.model} b{r.batch} {r.size}: {r.ms:.1f} ms",
                        highlight=False, markup=False)
 
     report = bench_models(models, batch_sizes=batches, sizes=sizes, warmup=warmup, repeats=repeats,
                           device=device, threads=threads, torch_fast=torch_fast,
-                          pipeline_frames=pipeline_frames, on_row=on_row)
+                          pipeline_frames=pipeline_frames, pipeline_repeats=pipeline_repeats, on_row=on_row)
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # a pipe or a file gets the whole table, not an 80-column cut
+    typer.echo(describe_cpu(report.machine))
     console.print(_table(report, threads))
+    for note in report.notes:
+        typer.echo(note)
     for p in report.pipeline:
-        typer.echo(f"pipeline {p.model} b{p.batch} {p.size[1]}x{p.size[0]}: {p.pipeline_fps:.2f} FPS over "
-                   f"{p.frames} frames vs model-only {p.model_fps:.2f} FPS = {p.ratio:.2f}x")
+        (lo, hi), fps = p.ratio_range, sorted(p.pipeline_fps)
+        typer.echo(f"pipeline {p.model} b{p.batch} {p.size}: {statistics.median(fps):.2f} FPS "
+                   f"({fps[0]:.2f}-{fps[-1]:.2f} over {len(fps)} runs of {p.frames} frames) vs model-only "
+                   f"{p.model_fps:.2f} FPS ({p.model_fps_range[0]:.2f}-{p.model_fps_range[1]:.2f}) = "
+                   f"{p.ratio:.2f}x ({lo:.2f}-{hi:.2f}x): {p.verdict()}")
     for line in _speedups(report.rows):
         typer.echo(line)
     atomic_write_text(out, json.dumps(report.to_dict(), indent=2))

@@ -39,7 +39,7 @@ def demo(
                 table.add_row(name, f"{100 * a:.1f}" if a == a else "-", f"{100 * b:.1f}" if b == b else "-")
         table.add_row("mIoU", f"{100 * result.before.miou:.2f}", f"{100 * result.after.miou:.2f}", style="bold")
         console.print(table)
-    console.print(verdict(result, plan), highlight=False)
+    typer.echo(verdict(result, plan))
     for what, path in result.files.items():
         typer.echo(f"{what:24} {path}")
     stages = ", ".join(f"{stage} {seconds:.0f}" for stage, seconds in result.seconds.items())

@@ -130,8 +130,9 @@ def export(
                  "--hardware-compat": None if hardware_compat is HardwareLevel.none else hardware_compat,
                  "--dla-core": dla_core}
     if not trt and any(v is not None for v in trt_given.values()):
-        named = ", ".join(k for k, v in trt_given.items() if v is not None)
-        raise InputError(f"{named} set up a TensorRT engine build: add --trt, or drop them")
+        named = [k for k, v in trt_given.items() if v is not None]
+        raise InputError(f"{', '.join(named)}: for a TensorRT engine build; add --trt, or drop "
+                         f"{'it' if len(named) == 1 else 'them'}")
     if gate is not None and not 0 < gate <= 100:
         raise InputError(f"--gate is the share of pixels in percent that must agree, in (0, 100]; got {gate:g}")
     options = {name: value for name, value in dict(

@@ -8,16 +8,6 @@ from typing import Annotated
 import typer
 
 
-def _parse_size(value: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise typer.BadParameter(f"'{value}' is not WIDTHxHEIGHT, e.g. 256x128") from None
-    if w < 16 or h < 8:
-        raise typer.BadParameter(f"{w}x{h} is too small; use at least 16x8")
-    return w, h
-
-
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder for OUT/gta5, OUT/cityscapes and OUT/target.mp4.")],
     source: Annotated[int, typer.Option(min=1, help="Source-domain images (GTA5 layout).")] = 200,
@@ -36,6 +26,6 @@ def synth(
 
     refuse_existing(out, overwrite, option="OUT", folder=True)
     summary = write_synthetic_dataset(out, source=source, target_train=target_train, target_val=target_val,
-                                      size=_parse_size(size), video=video, video_frames=video_frames,
+                                      size=size, video=video, video_frames=video_frames,
                                       seed=seed, overwrite=overwrite)
     typer.echo(summary.line())

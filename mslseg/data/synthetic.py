@@ -24,12 +24,13 @@ from mslseg.data.synthetic_render import Camera, render, sample_camera, sample_l
 from mslseg.data.synthetic_styles import STYLES
 from mslseg.data.synthetic_world import SYNTHETIC_LABEL_IDS, sample_world
 from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text
+from mslseg.runtime.sizes import Size
 from mslseg.runtime.errors import DataError, InputError
 
 log = logging.getLogger(__name__)
 
 DOMAINS = ("source", "target")
-DEFAULT_SIZE = (256, 128)  # (width, height)
+DEFAULT_SIZE = Size(256, 128)
 MARKER = "synth.json"  # written into OUT; marks a folder `write_synthetic_dataset` may overwrite
 __all__ = ["DOMAINS", "DEFAULT_SIZE", "SYNTHETIC_LABEL_IDS", "SynthSummary", "generate_scene",
            "write_cityscapes_layout", "write_gta5_layout", "write_synthetic_dataset", "write_target_video"]
@@ -41,16 +42,18 @@ def _style(domain: str):
     return STYLES[domain]
 
 
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
-    w, h = (int(v) for v in size)
+def _check_size(size: Size | str) -> tuple[int, int]:
+    """Size or 'WIDTHxHEIGHT' -> (width, height), the order the drawing code uses."""
+    chosen = Size.of(size, "synthetic size")
+    w, h = chosen.width, chosen.height
     if w < 16 or h < 8:
         raise InputError(f"synthetic size {w}x{h} is too small; use at least 16x8 (width x height)")
     return w, h
 
 
-def generate_scene(rng: np.random.Generator, domain: str = "source", size: tuple[int, int] = DEFAULT_SIZE
+def generate_scene(rng: np.random.Generator, domain: str = "source", size: Size | str = DEFAULT_SIZE
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """One street scene: ((H, W, 3) uint8 BGR image, (H, W) uint8 Cityscapes label ids); size is (W, H)."""
+    """One street scene at `size` (Size or 'WIDTHxHEIGHT'): ((H, W, 3) uint8 BGR image, (H, W) uint8 Cityscapes label ids)."""
     style, size = _style(domain), _check_size(size)
     world = sample_world(rng, style)
     cam = sample_camera(rng, style, size)
@@ -72,7 +75,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, data.tobytes(), sync=False)
 
 
-def write_gta5_layout(root: str | Path, n: int, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> Path:
+def write_gta5_layout(root: str | Path, n: int, size: Size | str = DEFAULT_SIZE, seed: int = 0) -> Path:
     """Write n source-domain scenes as GTA5: root/images/00001.png, root/labels/00001.png (label ids)."""
     root = Path(root)
     for i in range(n):
@@ -82,7 +85,7 @@ def write_gta5_layout(root: str | Path, n: int, size: tuple[int, int] = DEFAULT_
     return root
 
 
-def write_cityscapes_layout(root: str | Path, n_train: int, n_val: int, size: tuple[int, int] = DEFAULT_SIZE,
+def write_cityscapes_layout(root: str | Path, n_train: int, n_val: int, size: Size | str = DEFAULT_SIZE,
                             seed: int = 0, city: str = "synthcity") -> Path:
     """Write target-domain scenes as Cityscapes: leftImg8bit/{split}/{city}/ and gtFine/ labelIds."""
     root = Path(root)
@@ -95,7 +98,7 @@ def write_cityscapes_layout(root: str | Path, n_train: int, n_val: int, size: tu
     return root
 
 
-def write_target_video(path: str | Path, n_frames: int = 120, size: tuple[int, int] = DEFAULT_SIZE,
+def write_target_video(path: str | Path, n_frames: int = 120, size: Size | str = DEFAULT_SIZE,
                        fps: float = 15.0, seed: int = 0) -> Path:
     """A target-domain clip of a camera driving down one street (mp4v), for `mslseg infer` and video tests."""
     path, size = Path(path), _check_size(size)
@@ -136,28 +139,29 @@ class SynthSummary:
     target: Path  # Cityscapes layout (target domain: train and val)
     video: Path | None  # target-domain clip
     counts: tuple[int, int, int, int]  # source, target train, target val, video frames
-    size: tuple[int, int]
+    size: Size
 
     def line(self) -> str:
         s, tt, tv, frames = self.counts
         video = f", {frames} target frames to {self.video}" if self.video else ""
         return (f"wrote {s} source images to {self.source}, {tt} train + {tv} val target images to "
-                f"{self.target}{video} ({self.size[0]}x{self.size[1]})")
+                f"{self.target}{video} ({self.size})")
 
 
 def write_synthetic_dataset(out: str | Path, *, source: int = 200, target_train: int = 200,
-                            target_val: int = 50, size: tuple[int, int] = DEFAULT_SIZE, video: bool = True,
+                            target_val: int = 50, size: Size | str = DEFAULT_SIZE, video: bool = True,
                             video_frames: int = 120, seed: int = 0, overwrite: bool = False) -> SynthSummary:
     """Write OUT/gta5 (source), OUT/cityscapes (target) and OUT/target.mp4.
 
     A non-empty OUT is refused unless `overwrite` is set and OUT holds an earlier output of this
     function (its synth.json); then only what this function writes is replaced.
     """
-    out, size = Path(out), _check_size(size)
+    out, size = Path(out), Size.of(size, "synthetic size")
+    _check_size(size)
     _prepare_out(out, overwrite)
     # the marker goes first, so that a run killed midway can be redone with --overwrite; it says
     # "complete" only once everything is written
-    info = {"seed": seed, "size": list(size), "complete": False}
+    info = {"seed": seed, "size": str(size), "complete": False}
     atomic_write_text(out / MARKER, json.dumps(info) + "\n")
     gta5 = write_gta5_layout(out / "gta5", source, size, seed)
     cityscapes = write_cityscapes_layout(out / "cityscapes", target_train, target_val, size, seed)

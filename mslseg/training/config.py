@@ -20,6 +20,7 @@ import yaml
 
 from mslseg.data.config import DATASET_KINDS, DataConfig
 from mslseg.runtime.errors import ConfigError
+from mslseg.runtime.sizes import Size
 
 TARGET_LOSS_NAMES = ("none", "minent", "msl", "iw-msl")
 
@@ -146,8 +147,11 @@ def coerce_value(value: Any, tp: Any, where: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return coerce_value(value, inner[0], where)
     if origin is tuple:
+        if isinstance(value, str) and args == (int, int):  # a size: WIDTHxHEIGHT, the one spelling
+            size = Size.parse(value, where)
+            return size.width, size.height
         if isinstance(value, str):
-            value = value.lower().replace("x", ",").split(",")
+            value = value.split(",")
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where} must be {len(args)} numbers (e.g. 512x256), got {value!r}")
         return tuple(coerce_value(v, a, where) for v, a in zip(value, args, strict=True))
@@ -193,6 +197,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         sub = _dataclass_of(hints[key])
         if sub is not None and value is not None:
             kwargs[key] = from_dict(sub, value, path)
+        elif value is None and hints[key] is sub:  # an empty section that cannot be absent: its defaults
+            continue
         else:
             kwargs[key] = coerce_value(value, hints[key], path)
     return cls(**kwargs)

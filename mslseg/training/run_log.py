@@ -43,8 +43,8 @@ class RunStart:
         if self.target_images is None:
             method = "source only"
         else:
-            method = "none (BN statistics only)" if self.target_loss == "none" else self.target_loss
-            method += " + multi-level" if self.multi_level else ""
+            method = self.target_loss + (" + multi-level" if self.multi_level else "")
+            method = "none (BN statistics only)" if method == "none" else method
         parts = [method]
         if self.has_target_loss:
             parts.append(f"lambda_T {self.lambda_target:g}")

@@ -30,7 +30,7 @@ def files(tmp_path_factory):
     model, meta = tiny_model(5, multi_level=True, train_size=Size(64, 32))
     ckpt = save_checkpoint(root / "five.pt", model, meta)
     onnx_path = export_labels_onnx(model, meta, root / "five.onnx")
-    video = write_target_video(root / "clip.mp4", 6, (64, 32), 5, seed=1)
+    video = write_target_video(root / "clip.mp4", 6, "64x32", 5, seed=1)
     (root / "zero.mp4").write_bytes(b"")
     (root / "corrupt.mp4").write_bytes(b"\0" * 4096)
     (root / "empty").mkdir()
@@ -257,9 +257,9 @@ def test_bad_configs(synth_data, tmp_path, config, override, needle):
 
 
 def test_export_static_shape_out_of_range(files, tmp_path):
-    r = runner.invoke(app, ["export", str(files["ckpt"]), "-o", str(tmp_path / "s.onnx"), "--static", "0", "0"])
+    r = runner.invoke(app, ["export", str(files["ckpt"]), "-o", str(tmp_path / "s.onnx"), "--static", "0x0"])
     _one_line_error(r)
-    assert "static shape" in r.output and not list(tmp_path.iterdir())
+    assert "--static '0x0' is not WIDTHxHEIGHT" in r.output and not list(tmp_path.iterdir())
 
 
 def _digest(folder):

@@ -1,4 +1,7 @@
-"""`mslseg demo --fast` runs the whole chain: data, source-only, adaptation, evaluation, export, video."""
+"""`mslseg demo --fast` runs the whole chain: data, source-only, adaptation, evaluation, export, video.
+
+It is a check that every stage runs, and says so: no scores table, no claim about adaptation.
+"""
 
 import json
 
@@ -14,7 +17,8 @@ def test_demo_fast_writes_everything_it_lists(tmp_path):
     out = tmp_path / "demo"
     r = runner.invoke(app, ["demo", "--out", str(out), "--fast"])
     assert r.exit_code == 0, r.output
-    assert "mIoU" in r.output and "source only" in r.output and "adapted" in r.output
+    assert "does not measure adaptation" in r.output and "chain check done in" in r.output
+    assert "gain" not in r.output and "mIoU" not in r.output  # no before/after claim from 10 iterations
     listed = [line.split()[-1] for line in r.output.splitlines() if line.startswith(("source-only", "adapted check",
                                                                                       "training", "scores", "confusion",
                                                                                       "ONNX", "parity", "overlay",

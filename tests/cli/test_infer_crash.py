@@ -23,8 +23,8 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
     model, meta = tiny_model(4)
     onnx_path = export_labels_onnx(model, meta, root / "m.onnx")
-    a = write_target_video(root / "a.mp4", 12, (96, 48), 10, seed=1)
-    b = write_target_video(root / "b.mp4", 120, (96, 48), 10, seed=2)
+    a = write_target_video(root / "a.mp4", 12, "96x48", 10, seed=1)
+    b = write_target_video(root / "b.mp4", 120, "96x48", 10, seed=2)
     return onnx_path, a, b
 
 

@@ -47,9 +47,9 @@ def _score_label_pngs(city: Path, labels: Path) -> float:
 
 def test_infer_scores_what_evaluate_scores(tmp_path):
     # frames at 128x64, the model trained at 64x32
-    write_gta5_layout(tmp_path / "gta5", 16, (128, 64), seed=0)
+    write_gta5_layout(tmp_path / "gta5", 16, "128x64", seed=0)
     city = tmp_path / "cityscapes"
-    write_cityscapes_layout(city, 4, 6, (128, 64), seed=1)
+    write_cityscapes_layout(city, 4, 6, "128x64", seed=1)
     run = tmp_path / "run"
     _invoke(["train", "-c", "synthetic", "--source", tmp_path / "gta5", "--set", "target_val=null",
              "--size", "64x32", "--iterations", "12", "--batch", "2", "--out", run])

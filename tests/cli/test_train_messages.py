@@ -25,16 +25,16 @@ def _adapt(synth_data, out, *extra):
 def test_adapt_defaults_to_the_full_method_and_says_so_with_plain_progress_lines(synth_data, tmp_path):
     out = tmp_path / "a"
     r = runner.invoke(app, _adapt(synth_data, out, "--target-val", str(synth_data / "cityscapes"),
-                                  "--iterations", "3", "--set", "train.log_every=1"))
+                                  "--iterations", "2", "--set", "train.log_every=1"))
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert lines[0] == (f"adapt: iw-msl + multi-level, lambda_T 0.09, deeplabv2-resnet18 (main+aux heads), cpu, "
-                        f"3 iterations, 12 source / 8 target / 4 val images -> {out}")
+                        f"2 iterations, 12 source / 8 target / 4 val images -> {out}")
     # CliRunner's stderr is no terminal: a plain line per log_every iterations, no progress bar
     progress = [line for line in lines if line.startswith("adapt ")]
-    assert [line.split()[1] for line in progress] == ["1/3", "2/3", "3/3"]
+    assert [line.split()[1] for line in progress] == ["1/2", "2/2"]
     assert all(k in progress[0] for k in ("src ", "aux ", "tgt ", "guide ", "img/s", "ETA 0:"))
-    assert lines[-1].startswith(f"wrote {out}/last.pt and best.pt after 3 iterations")
+    assert lines[-1].startswith(f"wrote {out}/last.pt and best.pt after 2 iterations")
 
 
 def test_train_start_line_says_source_only(synth_data, tmp_path):
@@ -48,7 +48,7 @@ def test_train_start_line_says_source_only(synth_data, tmp_path):
 
 
 def test_video_target_says_how_many_frames_of_how_many(synth_data, tmp_path):
-    write_target_video(tmp_path / "clips" / "drive.mp4", 120, (64, 32), seed=3)
+    write_target_video(tmp_path / "clips" / "drive.mp4", 120, "64x32", seed=3)
     r = runner.invoke(app, ["adapt", "-c", "synthetic", "--source", str(synth_data / "gta5"),
                             "--target", str(tmp_path / "clips"), "--target-kind", "video", "--out", str(tmp_path / "v"),
                             "--iterations", "1", "--set", "target_val=null", *TINY])
@@ -72,26 +72,26 @@ def _sigint_during(iterations, times=1):
 
 def test_ctrl_c_finishes_the_step_saves_it_and_says_how_to_resume(synth_data, tmp_path, monkeypatch):
     out = tmp_path / "c"
-    monkeypatch.setattr(loop, "adapt_step", _sigint_during({3}))
-    r = runner.invoke(app, _adapt(synth_data, out, "--iterations", "6", "--set", "target_val=null",
+    monkeypatch.setattr(loop, "adapt_step", _sigint_during({2}))
+    r = runner.invoke(app, _adapt(synth_data, out, "--iterations", "3", "--set", "target_val=null",
                                   "--set", "train.checkpoint_every=100"))
     assert r.exit_code == 130, r.output
-    assert r.output.splitlines()[-2:] == [f"interrupted at iteration 3 of 6; {out}/last.pt holds iteration 3",
+    assert r.output.splitlines()[-2:] == [f"interrupted at iteration 2 of 3; {out}/last.pt holds iteration 2",
                                           f"continue with: mslseg adapt --resume {out}"]
     monkeypatch.undo()
     r = runner.invoke(app, ["adapt", "--resume", str(out)])
     assert r.exit_code == 0, r.output
-    assert f"resumed at iteration 3 of 6 from {out}/last.pt" in r.output.splitlines()[0]
-    assert r.output.splitlines()[-1].startswith(f"wrote {out}/last.pt and best.pt after 6 iterations")
+    assert f"resumed at iteration 2 of 3 from {out}/last.pt" in r.output.splitlines()[0]
+    assert r.output.splitlines()[-1].startswith(f"wrote {out}/last.pt and best.pt after 3 iterations")
 
 
 def test_a_second_ctrl_c_stops_mid_step_and_keeps_the_last_checkpoint(synth_data, tmp_path, monkeypatch):
     out = tmp_path / "c2"
-    monkeypatch.setattr(loop, "adapt_step", _sigint_during({3}, times=2))
-    r = runner.invoke(app, _adapt(synth_data, out, "--iterations", "4", "--method", "msl", "--single-level",
+    monkeypatch.setattr(loop, "adapt_step", _sigint_during({2}, times=2))
+    r = runner.invoke(app, _adapt(synth_data, out, "--iterations", "3", "--method", "msl", "--single-level",
                                   "--set", "target_val=null", "--set", "train.checkpoint_every=1"))
     assert r.exit_code == 130, r.output
-    assert f"interrupted at iteration 2 of 4; {out}/last.pt holds iteration 2" in r.output
+    assert f"interrupted at iteration 1 of 3; {out}/last.pt holds iteration 1" in r.output
 
 
 def test_ctrl_c_before_the_first_checkpoint_and_during_setup(synth_data, tmp_path, monkeypatch):

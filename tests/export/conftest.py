@@ -8,8 +8,8 @@ import torch
 
 from mslseg.export.calibration import synthetic_frames
 from mslseg.models import deeplabv2
-from mslseg.runtime.sizes import Size
 from mslseg.runtime.metadata import ModelMeta, default_palette
+from mslseg.runtime.sizes import Size
 
 NUM_CLASSES = 5
 SIZE = Size(96, 64)  # the training size: 96 wide, 64 high

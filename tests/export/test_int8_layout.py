@@ -37,3 +37,15 @@ def test_layouts_quantise_activations_as_promised(model_meta, frames, calib_fram
         providers = choose_providers("auto", [TRT_EP, "CUDAExecutionProvider", "CPUExecutionProvider"],
                                      load_meta(path), tmp_path)
         assert TRT_EP not in [p[0] if isinstance(p, tuple) else p for p in providers]
+
+
+def test_auto_layout_follows_the_target():
+    from mslseg.export.int8 import choose_int8_layout
+
+    assert choose_int8_layout("auto", tensorrt=True) == ("tensorrt", "--int8-layout auto with --trt")
+    layout, why = choose_int8_layout("auto", tensorrt=False)
+    assert layout == "cpu" and "without --trt" in why
+    assert choose_int8_layout("tensorrt", tensorrt=False)[0] == "tensorrt"
+    assert choose_int8_layout("cpu", tensorrt=False)[0] == "cpu"
+    with pytest.raises(InputError, match="valid: auto, tensorrt, cpu"):
+        choose_int8_layout("gpu", tensorrt=False)

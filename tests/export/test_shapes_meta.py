@@ -13,8 +13,8 @@ import torch
 from mslseg.export import check_contract, export_onnx, load_meta
 from mslseg.models import deeplabv2
 from mslseg.runtime.errors import ExportError, InputError, ModelFormatError
-from mslseg.runtime.sizes import Size
 from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta, default_palette
+from mslseg.runtime.sizes import Size
 from tests.export.conftest import NUM_CLASSES, SIZE
 
 

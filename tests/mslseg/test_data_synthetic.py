@@ -16,9 +16,10 @@ from mslseg.data.synthetic import (
     write_target_video,
 )  # fmt: skip
 from mslseg.runtime.errors import InputError
+from mslseg.runtime.sizes import Size
 from tests.mslseg.test_data_helpers import NORM
 
-SIZE = (64, 32)
+SIZE = "64x32"  # (width x height)
 
 
 def test_same_seed_same_scene_other_seed_other_scene():
@@ -30,22 +31,22 @@ def test_same_seed_same_scene_other_seed_other_scene():
         assert not np.array_equal(a[0], c[0])
 
 
-@pytest.mark.parametrize("size", [(64, 32), (100, 60), (256, 128)])
+@pytest.mark.parametrize("size", [Size(64, 32), Size(100, 60), Size(256, 128)])
 def test_any_size_and_dtypes(size):
     image, label = generate_scene(np.random.default_rng(0), "target", size)
-    assert image.shape == (size[1], size[0], 3) and image.dtype == np.uint8
-    assert label.shape == (size[1], size[0]) and label.dtype == np.uint8
+    assert image.shape == (size.height, size.width, 3) and image.dtype == np.uint8
+    assert label.shape == size.hw and label.dtype == np.uint8
 
 
 def test_labels_are_cityscapes_ids_of_many_classes():
-    labels = np.stack([generate_scene(np.random.default_rng(i), "source", (128, 64))[1] for i in range(6)])
+    labels = np.stack([generate_scene(np.random.default_rng(i), "source", "128x64")[1] for i in range(6)])
     present = set(np.unique(labels).tolist())
     assert present <= set(SYNTHETIC_LABEL_IDS) and present <= set(CITYSCAPES_ID_TO_TRAIN)
     assert len(present) >= 8
     assert {7, 8, 11, 23, 26} <= present  # road, sidewalk, building, sky, car
     # the layout is shared: sky on top, road at the bottom centre, in both domains
     for domain in ("source", "target"):
-        _, lb = generate_scene(np.random.default_rng(3), domain, (128, 64))
+        _, lb = generate_scene(np.random.default_rng(3), domain, "128x64")
         assert lb[-1, 64] == 7 and 23 in lb[:8]
 
 
@@ -72,7 +73,7 @@ def test_written_layouts_load_as_datasets(tmp_path):
     write_cityscapes_layout(tmp_path / "cs", 2, 1, SIZE, seed=1)
     source = build_dataset(DataConfig(kind="gta5", root=str(tmp_path / "gta5")), NORM, train=False)
     assert len(source) == 3 and source[2]["name"] == "00003.png"
-    assert int((source[0]["label"] != 255).sum()) > 0.9 * SIZE[0] * SIZE[1]
+    assert int((source[0]["label"] != 255).sum()) > 0.9 * 64 * 32
     val_cfg = DataConfig(kind="cityscapes", root=str(tmp_path / "cs"), split="val")
     val = build_dataset(val_cfg, NORM, train=False)
     assert len(val) == 1 and val[0]["name"].startswith("synthcity/")
@@ -87,7 +88,7 @@ def test_target_video_plays_and_moves(tmp_path):
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     frames = [cap.read()[1] for _ in range(12)]
     cap.release()
-    assert all(f is not None and f.shape == (SIZE[1], SIZE[0], 3) for f in frames)
+    assert all(f is not None and f.shape == (32, 64, 3) for f in frames)
     diffs = [np.abs(a.astype(int) - b).mean() for a, b in zip(frames, frames[1:], strict=False)]
     assert 0 < max(diffs) < 40  # moving, but smoothly
     ds = build_dataset(DataConfig(kind="video", root=str(clip), video_stride=4), NORM, train=True)

@@ -78,12 +78,13 @@ def onnx_model(variant: str) -> Path:
 
 def _export(variant: str, path: Path) -> Path:
     from mslseg.export.onnx_export import export_onnx
+    from mslseg.runtime.sizes import Size
 
     input_kind, order, output_kind, confidence, static = VARIANTS[variant]
     precision = "fp16" if variant.startswith("fp16") else "fp32"
     return export_onnx(_net(), meta(), path, input_kind=input_kind, input_order=order,
                        output_kind=output_kind, confidence=confidence, precision=precision,
-                       static=static[1:] if static else None, batch=static[0] if static else 1)
+                       static=Size.from_hw(static[1:]) if static else None, batch=static[0] if static else 1)
 
 
 def frames(n: int = 3, size: tuple[int, int] = (48, 64), seed: int = 0) -> list[np.ndarray]:

@@ -47,4 +47,4 @@ main()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("4 frames in") and (tmp_path / "out" / "clip_overlay.mp4").is_file()
+    assert out.stdout.startswith("4 frames at native") and (tmp_path / "out" / "clip_overlay.mp4").is_file()

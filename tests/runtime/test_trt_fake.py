@@ -15,7 +15,7 @@ import types
 import numpy as np
 import pytest
 
-from mslseg.runtime import Segmenter, trt_backend
+from mslseg.runtime import Segmenter, Size, trt_backend
 from mslseg.runtime.errors import InputError, ModelFormatError
 from tests.runtime import models
 
@@ -204,7 +204,7 @@ def test_static_engine_captures_once_and_replays_a_cuda_graph(engine):
     path, cuda = engine((2, 48, 64, 3), (2, 48, 64, 3))
     frames = models.frames(5, (48, 64))
     with Segmenter(path, device="cuda") as seg:  # warm-up: one plain run, then the capture
-        assert (seg.batch_size, seg.size) == (2, (48, 64))
+        assert (seg.batch_size, seg.run_size) == (2, Size(64, 48))
         results = seg(frames)  # batches of 2, 2 and 1 (+1 blank)
     for f, r in zip(frames, results, strict=True):
         assert np.array_equal(r.labels, _expected(f))
