@@ -35,6 +35,8 @@ _LAZY = {
     "open_sources": "mslseg.runtime.sources",
     "colorize": "mslseg.runtime.viz",
     "legend": "mslseg.runtime.viz",
+    "legend_strip": "mslseg.runtime.viz",
+    "boundaries": "mslseg.runtime.viz",
     "overlay": "mslseg.runtime.viz",
     "palette_lut": "mslseg.runtime.viz",
     "read_onnx_meta": "mslseg.runtime.onnx_meta",

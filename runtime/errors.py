@@ -52,5 +52,6 @@ def require(module: str, extra: str, purpose: str):
     except ImportError as exc:
         raise MissingDependencyError(
             f"{purpose} needs the Python package '{module.split('.')[0]}', which is not installed "
-            f"({exc}); install it with: pip install 'mslseg[{extra}]'"
+            f"({exc}); install mslseg[{extra}] (in a checkout: pip install -e '.[{extra}]'; from a wheel: "
+            f"pip install 'mslseg-<version>-py3-none-any.whl[{extra}]')"
         ) from None

@@ -49,6 +49,7 @@ class InferOptions:
     areas: str = "csv"  # csv | json | none
     overlay: bool = True  # overlay video (or images) of the labels over the frames
     alpha: float = 0.5  # weight of the label colours in the overlay
+    legend: bool = True  # overlays: outline the classes, append a legend strip (taller than the frame)
     codec: str = "auto"  # overlay video codec: auto (H.264 if PyAV has it, else mp4v) | h264 | mp4v
     overwrite: bool = False  # replace files in an existing, non-empty output folder
     resume: bool = False  # continue an interrupted run in `out`: skip the sources already complete
@@ -133,8 +134,10 @@ class _SourceOutputs:
     def write(self, item: StreamResult, areas: AreaTable | None) -> np.ndarray | None:
         frame, labels = item.frame, item.result.labels
         wanted = self.opts.overlay or self.opts.show
-        picture = (overlay(frame.image, labels, self.lut, self.opts.alpha, names=self.meta.class_names,
-                           outline=True) if wanted else None)  # the legend strip makes it taller
+        legend = self.opts.legend
+        picture = (overlay(frame.image, labels, self.lut, self.opts.alpha,
+                           names=self.meta.class_names if legend else None, outline=legend)
+                   if wanted else None)  # the legend strip makes it taller than the frame
         if self.opts.overlay and self.still:
             import cv2
 

@@ -48,6 +48,9 @@ def infer(
         help="Write an overlay video (overlay images for image sources).")] = True,
     alpha: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Weight of the label colours in the overlay.")] = 0.5,
+    legend: Annotated[bool, typer.Option(
+        help="Outline the classes and append a legend strip of the classes present below each overlay "
+        "(taller than the source); --no-legend: the plain blend at the source's size.")] = True,
     codec: Annotated[Codec, typer.Option(
         help="Overlay codec: auto (H.264 via PyAV, else mp4v), h264, mp4v.")] = Codec.auto,
     size: Annotated[str | None, typer.Option(
@@ -69,7 +72,7 @@ def infer(
     from mslseg.runtime.sizes import parse_run_size
     from mslseg.runtime.sources import FrameRange, open_sources
 
-    opts = InferOptions(out=out, labels=labels.value, areas=areas.value, overlay=overlay, alpha=alpha,
+    opts = InferOptions(out=out, labels=labels.value, areas=areas.value, overlay=overlay, alpha=alpha, legend=legend,
                         codec=codec.value, overwrite=overwrite, resume=resume, show=show)
     check_output_folder(out, overwrite or resume)
     model_size = parse_run_size(size)

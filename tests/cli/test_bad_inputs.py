@@ -223,6 +223,7 @@ def test_bad_datasets_through_evaluate(ckpt19, synth_data, tmp_path, case):
     assert not (tmp_path / "ev" / "scores.json").exists()
 
 
+@pytest.mark.slow
 def test_a_data_error_in_a_loader_worker_is_still_one_line(synth_data, tmp_path):
     source = tmp_path / "gta5"
     shutil.copytree(synth_data / "gta5", source)
@@ -268,6 +269,7 @@ def _digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_inputs_are_never_modified(files, synth_data, tmp_path):
     inputs = [files["root"], synth_data]
     before = [_digest(f) for f in inputs]

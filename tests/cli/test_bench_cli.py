@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from mslseg.cli.app import app
@@ -12,6 +13,7 @@ from tests.runtime import models
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_bench_torch_and_onnx(tmp_path):
     out = tmp_path / "bench.json"
     result = runner.invoke(app, ["bench", str(models.checkpoint()), str(models.onnx_model("float_logits")),

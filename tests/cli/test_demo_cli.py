@@ -6,6 +6,7 @@ It is a check that every stage runs, and says so: no scores table, no claim abou
 import json
 
 import cv2
+import pytest
 from typer.testing import CliRunner
 
 from mslseg.cli.app import app
@@ -13,6 +14,7 @@ from mslseg.cli.app import app
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_demo_fast_writes_everything_it_lists(tmp_path):
     out = tmp_path / "demo"
     r = runner.invoke(app, ["demo", "--out", str(out), "--fast"])

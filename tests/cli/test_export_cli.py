@@ -46,6 +46,7 @@ def test_help_lists_export():
     assert result.exit_code == 0 and "export" in result.output
 
 
+@pytest.mark.slow
 def test_int8_uint8_labels_from_footage(ckpt, footage, tmp_path):
     out = tmp_path / "model.onnx"
     result = runner.invoke(app, [
@@ -157,6 +158,7 @@ def test_onnx_source_refuses_export_options(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
 
 
+@pytest.mark.slow
 def test_existing_outputs_need_overwrite(ckpt, tmp_path, monkeypatch):
     out = tmp_path / "m.onnx"
     assert runner.invoke(app, ["export", str(ckpt), "-o", str(out)]).exit_code == 0

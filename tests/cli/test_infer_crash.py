@@ -37,6 +37,7 @@ def _frames(path):
     return n
 
 
+@pytest.mark.slow
 def test_resume_skips_complete_sources_and_keeps_their_rows(setup, tmp_path):
     onnx_path, a, b = setup
     out = tmp_path / "o"

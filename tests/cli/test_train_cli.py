@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from mslseg.cli.app import app
@@ -38,6 +39,7 @@ def test_train_adapt_evaluate(synth_data, tmp_path):
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_adapt_resume(synth_data, tmp_path):
     args = ["adapt", "-c", "synthetic", "--source", str(synth_data / "gta5"), "--target",
             str(synth_data / "cityscapes"), "--method", "msl", "--iterations", "2", "--out", str(tmp_path / "a"),

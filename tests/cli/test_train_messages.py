@@ -4,6 +4,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mslseg.cli.app import app
@@ -47,6 +48,7 @@ def test_train_start_line_says_source_only(synth_data, tmp_path):
     assert "train 1/1  src " in r.output and "tgt" not in r.output
 
 
+@pytest.mark.slow
 def test_video_target_says_how_many_frames_of_how_many(synth_data, tmp_path):
     write_target_video(tmp_path / "clips" / "drive.mp4", 120, "64x32", seed=3)
     r = runner.invoke(app, ["adapt", "-c", "synthetic", "--source", str(synth_data / "gta5"),
@@ -70,6 +72,7 @@ def _sigint_during(iterations, times=1):
     return step
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_the_step_saves_it_and_says_how_to_resume(synth_data, tmp_path, monkeypatch):
     out = tmp_path / "c"
     monkeypatch.setattr(loop, "adapt_step", _sigint_during({2}))
@@ -85,6 +88,7 @@ def test_ctrl_c_finishes_the_step_saves_it_and_says_how_to_resume(synth_data, tm
     assert r.output.splitlines()[-1].startswith(f"wrote {out}/last.pt and best.pt after 3 iterations")
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_mid_step_and_keeps_the_last_checkpoint(synth_data, tmp_path, monkeypatch):
     out = tmp_path / "c2"
     monkeypatch.setattr(loop, "adapt_step", _sigint_during({2}, times=2))

@@ -47,6 +47,7 @@ def _cfg(synth_data, out):
         "train.checkpoint_every": 100, "train.log_every": 1, "out": str(out)}, adapt=True)
 
 
+@pytest.mark.slow
 def test_sigint_during_a_step_saves_that_step_and_resumes_bitwise(synth_data, tmp_path, monkeypatch):
     full = loop.run(_cfg(synth_data, tmp_path / "full"))
     real = loop.adapt_step

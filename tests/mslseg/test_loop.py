@@ -28,6 +28,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_with_the_same_weights_bitwise(synth_data, tmp_path):
     full = run(_cfg(synth_data, tmp_path / "full"))
 

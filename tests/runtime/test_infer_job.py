@@ -62,6 +62,7 @@ def test_failure_leaves_no_partial_or_final_files(tmp_path, seg, video):
     assert [p for p in (tmp_path / "o").rglob("*") if p.is_file()] == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_cli_finishes_the_batch_and_exits_130(tmp_path):
     video = models.write_video(tmp_path / "long.mp4", n=300)
     out = tmp_path / "o"
