@@ -24,8 +24,8 @@ from mslseg.data.synthetic_render import Camera, render, sample_camera, sample_l
 from mslseg.data.synthetic_styles import STYLES
 from mslseg.data.synthetic_world import SYNTHETIC_LABEL_IDS, sample_world
 from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text
-from mslseg.runtime.sizes import Size
 from mslseg.runtime.errors import DataError, InputError
+from mslseg.runtime.sizes import Size
 
 log = logging.getLogger(__name__)
 
