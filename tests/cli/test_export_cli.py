@@ -202,3 +202,26 @@ def test_trt_from_onnx_checks_before_importing_tensorrt(tmp_path, monkeypatch):
     bad = tmp_path / "x.onnx"
     bad.write_bytes(np.arange(10, dtype=np.uint8).tobytes())
     _one_line_error(runner.invoke(app, ["export", str(bad), "--trt"]), "not an ONNX model")
+
+
+@pytest.mark.slow
+def test_checkpoint_to_engine_against_a_tensorrt_stand_in(ckpt, footage, tmp_path, monkeypatch):
+    from tests.export.test_trt_build import _Recorder
+
+    rec = _Recorder("10.9.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(app, ["export", str(ckpt), "-o", str(out), "--input", "uint8", "--output", "labels",
+                                 "--precision", "int8", "--calib", str(footage / "stills"), "--calib-frames", "4",
+                                 "--trt", "--opt", "96x64", "--max", "192x128", "--max-batch", "4"])
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"wrote {out} (int8, tensorrt layout: --int8-layout auto with --trt; parity:")
+    assert line.endswith(f"; engine {tmp_path / 'm.engine'}")
+    assert load_meta(out).extra["int8_layout"] == "tensorrt"
+    # sizes typed WIDTHxHEIGHT reach TensorRT as NHWC tensor shapes
+    assert ("profile", ("input", [1, 32, 48, 3], [1, 64, 96, 3], [4, 128, 192, 3])) in rec.calls
+    trt = json.loads((tmp_path / "m.json").read_text())["extra"]["tensorrt"]
+    assert trt["profile_sizes"] == {"min": "48x32", "opt": "96x64", "max": "192x128"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.json", "m.onnx", "m.parity.json",
+                                                          "m.timing.cache"]

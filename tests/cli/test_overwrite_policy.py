@@ -67,6 +67,7 @@ def _commands(tmp_path, ckpt19, ckpt5, image, synth_data):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["export", "evaluate", "infer", "synth"])
 def test_an_earlier_output_needs_overwrite(name, tmp_path, ckpt19, ckpt5, image, synth_data):
     args, output = _commands(tmp_path, ckpt19, ckpt5, image, synth_data)[name]
@@ -96,6 +97,7 @@ def test_an_empty_output_folder_is_fine(tmp_path, ckpt19, ckpt5, image, synth_da
     assert runner.invoke(app, args).exit_code == 0
 
 
+@pytest.mark.slow
 def test_evaluate_writes_beside_the_checkpoint_by_default(tmp_path, ckpt19, synth_data):
     ckpt = tmp_path / "run" / "best.pt"
     ckpt.parent.mkdir()
