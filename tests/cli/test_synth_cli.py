@@ -37,8 +37,10 @@ def test_synth_refuses_non_empty_out_unless_overwrite(tmp_path):
     assert forced.exit_code == 0 and "target.mp4" not in forced.output
 
 
-def test_synth_bad_options_are_usage_errors(tmp_path):
-    for bad in (["--size", "64"], ["--size", "4x2"], ["--source", "0"], ["--target-val", "-1"]):
+def test_synth_bad_options_are_one_line_errors(tmp_path):
+    """Typer's ranges are usage errors (2); a size, parsed by the one size parser, is exit 1."""
+    for bad, code in ((["--size", "64"], 1), (["--size", "4x2"], 1), (["--source", "0"], 2),
+                      (["--target-val", "-1"], 2)):
         result = runner.invoke(app, ["synth", str(tmp_path / "x"), *bad])
-        assert result.exit_code == 2, (bad, result.output)
+        assert result.exit_code == code, (bad, result.output)
     assert not (tmp_path / "x").exists()

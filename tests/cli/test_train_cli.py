@@ -14,6 +14,7 @@ def _common(synth_data):
     return ["--size", "64x32", "--batch", "2", "--set", "train.log_every=1", "--set", "train.checkpoint_every=2"]
 
 
+@pytest.mark.slow
 def test_train_adapt_evaluate(synth_data, tmp_path):
     src = synth_data / "gta5"
     city = synth_data / "cityscapes"

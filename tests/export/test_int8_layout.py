@@ -19,6 +19,7 @@ def _activation_zero_point_types(path):
     return types
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout, zp_type", [("tensorrt", onnx.TensorProto.INT8), ("cpu", onnx.TensorProto.UINT8)])
 def test_layouts_quantise_activations_as_promised(model_meta, frames, calib_frames, tmp_path, layout, zp_type):
     model, meta = model_meta
