@@ -23,6 +23,7 @@ def _adapt(synth_data, out, *extra):
             str(synth_data / "cityscapes"), "--out", str(out), *TINY, *extra]
 
 
+@pytest.mark.slow
 def test_adapt_defaults_to_the_full_method_and_says_so_with_plain_progress_lines(synth_data, tmp_path):
     out = tmp_path / "a"
     r = runner.invoke(app, _adapt(synth_data, out, "--target-val", str(synth_data / "cityscapes"),

@@ -107,6 +107,7 @@ def test_output_in_missing_folder(model_meta, tmp_path):
         export_onnx(model, meta, tmp_path / "missing" / "m.onnx")
 
 
+@pytest.mark.slow
 def test_labels_are_int32_beyond_255_classes(tmp_path):
     torch.manual_seed(0)
     model = deeplabv2("resnet18", num_classes=300, multi_level=False).eval()

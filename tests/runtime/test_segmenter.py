@@ -85,6 +85,7 @@ def test_size_option_runs_at_a_common_size(seg):
     assert results[0].timings.batch == 2  # one group: both ran at 32x32 together
 
 
+@pytest.mark.slow
 def test_default_size_is_the_training_size_resized_as_in_training(tmp_path):
     """A frame of another size runs at meta.train_size, resized with meta.interpolation."""
     import cv2
