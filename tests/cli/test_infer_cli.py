@@ -54,7 +54,7 @@ def test_video_to_overlay_labels_areas_summary(tmp_path, model, video):
     out = tmp_path / "out"
     result = _infer(video, "--model", model, "--out", out, "--batch", "4")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("20 frames in") and "FPS" in result.output and "infer" in result.output
+    assert result.output.startswith("20 frames at native (the model records no training size) in") and "FPS" in result.output and "infer" in result.output
     assert _frames_in(out / "clip_overlay.mp4") == 20
     pngs = sorted((out / "labels" / "clip").glob("*.png"))
     assert len(pngs) == 20 and cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED).shape == (64, 96)
