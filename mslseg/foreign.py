@@ -25,6 +25,7 @@ from mslseg.classes import default_class_names, palette_for
 from mslseg.models.deeplabv2 import DeepLabV2, ModelSpec
 from mslseg.runtime.errors import ModelFormatError
 from mslseg.runtime.metadata import ModelMeta, Normalization
+from mslseg.runtime.sizes import Size
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,9 @@ NORMALIZATION = {
     "deeplab-imagenet": Normalization.official,
     "torchvision-resnet": Normalization.imagenet,
 }
+# the size a model of each format runs at by default: MaxSquareLoss / AdaptSegNet adapted and scored
+# their released models on Cityscapes at 1024x512 (bicubic); backbone-only files get theirs from training
+RUN_SIZE = {"msl": Size(1024, 512)}
 
 
 def infer_backbone(state: dict[str, Tensor]) -> str:
@@ -181,6 +185,6 @@ def import_foreign(path: str | Path, fmt: str, *, num_classes: int | None = None
     names = default_class_names(spec.num_classes)
     meta = ModelMeta(
         num_classes=spec.num_classes, class_names=names, palette=palette_for(names),
-        normalization=NORMALIZATION[fmt](), arch=f"deeplabv2-{backbone}",
+        normalization=NORMALIZATION[fmt](), arch=f"deeplabv2-{backbone}", train_size=RUN_SIZE.get(fmt),
     )
     return model.eval(), meta

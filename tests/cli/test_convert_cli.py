@@ -24,9 +24,13 @@ def test_convert_torchvision_resnet(tmp_path):
     dst = tmp_path / "out.pt"
     result = runner.invoke(app, ["convert", str(src), str(dst), "--from", "torchvision-resnet", "--num-classes", "7"])
     assert result.exit_code == 0, result.output
-    assert "wrote" in result.output
+    assert "wrote" in result.output and "runs at each frame's own size" in result.output
     loaded, meta = load_model(dst)
-    assert meta.num_classes == 7 and len(meta.source_sha256) == 64
+    assert meta.num_classes == 7 and len(meta.source_sha256) == 64 and meta.train_size is None
+    result = runner.invoke(app, ["convert", str(src), str(tmp_path / "sized.pt"), "--from", "torchvision-resnet",
+                                 "--size", "512x256"])
+    assert result.exit_code == 0 and result.output.rstrip().endswith("runs at 512x256)"), result.output
+    assert str(load_model(tmp_path / "sized.pt")[1].train_size) == "512x256"
     assert torch.equal(loaded.backbone.conv1.weight, model.backbone.conv1.weight)
 
 

@@ -95,6 +95,7 @@ def test_official_msl_checkpoint_computes_what_the_reference_computes(tmp_path):
     model, meta = import_foreign(path, "msl")
     assert model.spec.backbone == "resnet50" and model.spec.branches == 2 and model.spec.multi_level
     assert meta.normalization == Normalization.official()
+    assert str(meta.train_size) == "1024x512"  # where the released models were adapted and scored
     own = model.state_dict()
     for k, v in ref.state_dict().items():
         if "num_batches" in k:
