@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.sizes import Size
@@ -58,8 +59,13 @@ class DemoResult:
 
 
 def run_demo(out: str | Path, plan: DemoPlan, *, overwrite: bool = False,
-             say: Callable[[str], None] = log.info) -> DemoResult:
-    """Write the whole demo into `out` (see the module docstring); returns the before/after scores."""
+             say: Callable[[str], None] = log.info,
+             progress: Callable[[str], AbstractContextManager[Any]] | None = None) -> DemoResult:
+    """Write the whole demo into `out` (see the module docstring); returns the before/after scores.
+
+    `progress(name)`, when given, is entered around each training run and gets its `on_start` and
+    `on_step` (the CLI's start line and progress bar or plain lines).
+    """
     from mslseg.data.config import DataConfig
     from mslseg.data.synthetic import write_synthetic_dataset
     from mslseg.demo_pictures import before_after_picture, curves_picture
@@ -79,6 +85,13 @@ def run_demo(out: str | Path, plan: DemoPlan, *, overwrite: bool = False,
     result = DemoResult(None, None)
     clock = time.perf_counter()
 
+    def train(name: str, cfg: Any) -> None:
+        if progress is None:
+            run(cfg)
+            return
+        with progress(name) as shown:
+            run(cfg, on_start=shown.on_start, on_step=shown.on_step)
+
     def lap(stage: str) -> None:
         nonlocal clock
         result.seconds[stage] = round(time.perf_counter() - clock, 1)
@@ -95,11 +108,11 @@ def run_demo(out: str | Path, plan: DemoPlan, *, overwrite: bool = False,
             "source.size": [w, h], "target.size": [w, h], "train.log_every": 5}
     say(f"2/6 training source-only for {plan.source_iterations} iterations (ResNet-18 DeepLab-v2)")
     # the runs skip their own end-of-run evaluation: stage 4 scores both checkpoints once
-    run(load_config("synthetic", base | {"out": str(out / "source"), "target": None, "target_val": None,
-                                         "train.iterations": plan.source_iterations}))
+    train("train", load_config("synthetic", base | {"out": str(out / "source"), "target": None,
+                                                   "target_val": None, "train.iterations": plan.source_iterations}))
     lap("train")
     say(f"3/6 adapting with IW-MSL + multi-level for {plan.adapt_iterations} iterations")
-    run(load_config("synthetic", base | {
+    train("adapt", load_config("synthetic", base | {
         "out": str(out / "adapted"), "model.init": str(out / "source" / "best.pt"),
         "method.target_loss": "iw-msl", "method.multi_level": True, "method.lambda_target": 0.09,
         "train.iterations": plan.adapt_iterations, "target_val": None}))

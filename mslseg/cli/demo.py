@@ -24,11 +24,13 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
+    from mslseg.cli.progress import run_progress
     from mslseg.demo import run_demo, verdict
 
     console = Console()
     plan = _FAST if fast else _FULL
-    result = run_demo(out, plan, overwrite=overwrite, say=lambda text: console.print(text, highlight=False))
+    result = run_demo(out, plan, overwrite=overwrite, say=lambda text: console.print(text, highlight=False),
+                      progress=lambda name: run_progress(name, log_every=50))
     if plan.measures_adaptation:
         table = Table(title="target domain (val split), IoU %")
         table.add_column("class")
