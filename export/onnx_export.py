@@ -147,9 +147,11 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
     _check(proto, final, size, batch)
     with atomic_path(out) as tmp_out:
         onnx.save_model(proto, str(tmp_out))
+    cpu_int8 = precision == "int8" and int8_layout == "cpu"
     if for_tensorrt is None:
-        for_tensorrt = not (precision == "int8" and int8_layout == "cpu")
-    log_trt_problems(out, trt_op_problems(proto), full=for_tensorrt)
+        for_tensorrt = not cpu_int8
+    log_trt_problems(out, trt_op_problems(proto), full=for_tensorrt,
+                     expected="an int8 file in the CPU layout" if cpu_int8 else None)
     log.info("wrote %s (%s, %s in, %s out)", out, precision, input_kind, output_kind)
     return out
 

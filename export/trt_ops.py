@@ -148,13 +148,18 @@ def trt_op_problems(model: str | Path | onnx.ModelProto) -> list[str]:
     return problems
 
 
-def log_trt_problems(path: str | Path, problems: list[str], *, full: bool) -> None:
+def log_trt_problems(path: str | Path, problems: list[str], *, full: bool, expected: str | None = None) -> None:
     """Log what TensorRT's parser would reject in the file at `path`.
 
     `full` (the file is meant for TensorRT): one warning per problem. Otherwise one warning with
-    the count and the first problem, and the full list at INFO level (`mslseg -v`).
+    the count and the first problem, and the full list at INFO level (`mslseg -v`). `expected`
+    (why the file is not for TensorRT, e.g. "the CPU int8 layout"): one INFO line, no warning.
     """
     if not problems:
+        return
+    if expected and not full:
+        log.info("%s: as %s, TensorRT will not parse this graph (%d problems, the first: %s)", path, expected,
+                 len(problems), problems[0])
         return
     if full:
         for problem in problems:

@@ -77,3 +77,11 @@ def test_problems_are_one_summary_line_unless_the_file_is_for_tensorrt(caplog):
     with caplog.at_level(logging.WARNING, logger="mslseg.export.trt_ops"):
         log_trt_problems("m.onnx", problems, full=True)
     assert len(caplog.messages) == 108 and all(r.levelno == logging.WARNING for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mslseg.export.trt_ops"):  # a CPU int8 file: by design
+        log_trt_problems("m.onnx", problems, full=False, expected="an int8 file in the CPU layout")
+    assert caplog.messages == []
+    with caplog.at_level(logging.INFO, logger="mslseg.export.trt_ops"):
+        log_trt_problems("m.onnx", problems, full=False, expected="an int8 file in the CPU layout")
+    (line,) = caplog.messages
+    assert "as an int8 file in the CPU layout, TensorRT will not parse this graph (108 problems" in line
