@@ -236,7 +236,11 @@ def open_sources(spec: str, frames: FrameRange | None = None) -> list[ImageSeque
     images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
     videos = [p for p in paths if p not in images and (p.suffix.lower() in VIDEO_SUFFIXES or p == path)]
     if not images and not videos:
-        raise DataError(f"{spec} holds no images or videos (image suffixes: {', '.join(IMAGE_SUFFIXES)})")
+        nested = path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+                                       for p in path.glob("*/*"))
+        hint = (f"; its subfolders do: quote a glob, e.g. \"{path}/*/*.png\"" if nested
+                else f" (image suffixes: {', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(f"{spec} holds no images or videos{hint}")
     sources: list[ImageSequence | VideoSource] = [VideoSource(p, str(p), "video", frames) for p in videos]
     if images:
         sources.append(ImageSequence(images, spec, frames))

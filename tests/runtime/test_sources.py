@@ -100,3 +100,12 @@ def test_unopenable_camera_and_stream():
         open_sources("7")
     with pytest.raises(DataError, match="cannot open the stream"):
         open_sources("rtsp://127.0.0.1:9/none")
+
+
+def test_a_folder_of_folders_says_which_glob_to_quote(tmp_path):
+    """A Cityscapes-like split (val/<city>/*.png): subfolders are not searched, and the error says how."""
+    (tmp_path / "val" / "city").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "val" / "city" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match=r'its subfolders do: quote a glob, e\.g\. ".*val/\*/\*\.png"'):
+        open_sources(str(tmp_path / "val"))
+    assert len(open_sources(str(tmp_path / "val" / "*" / "*.png"))) == 1
