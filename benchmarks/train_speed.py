@@ -55,6 +55,10 @@ def measure(args: argparse.Namespace, amp: str, device: torch.device) -> dict:
     from mslseg.training.step import adapt_step, build_optimizer
 
     torch.manual_seed(0)
+    if device.type == "cuda":  # each row reports its own peak, not the largest of all rows so far
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     model = deeplabv2(args.backbone, num_classes=19, multi_level=True).to(device).train()
     channels_last = device.type == "cuda"
     if channels_last:
@@ -88,12 +92,13 @@ def measure(args: argparse.Namespace, amp: str, device: torch.device) -> dict:
         _sync(device)
         times.append(time.perf_counter() - t)
     sec = statistics.median(times)
+    peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     peak = matmul_peak(device, dtype or torch.float32)
     images = 2 * args.batch
     return {"amp": amp if dtype else "off", "dtype": str(dtype or torch.float32).replace("torch.", ""),
             "step_s": sec, "images_per_s": images / sec, "tflop_per_step": flops / 1e12,
             "matmul_peak_tflops": peak / 1e12, "floor_pct": 100 * (flops / peak) / sec,
-            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+            "peak_mem_gib": peak_mem}
 
 
 def main() -> None:
@@ -106,7 +111,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--amp", nargs="+", default=None, help="modes to compare (default: off and auto)")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None, help="write the rows here (rewritten after each row)")
+    ap.add_argument("--goal", type=float, default=2.0, help="speed-up of the last mode over the first to report as met")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -114,20 +120,25 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     modes = args.amp or (["off", "auto"] if device.type == "cuda" else ["off", "bf16"])
-    rows = [measure(args, m, device) for m in modes]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{args.backbone} DeepLab-v2, source {args.source_size} + target {args.target_size}, "
           f"batch {args.batch}+{args.batch}, {name}")
-    print(f"{'amp':6} {'dtype':9} {'step ms':>8} {'img/s':>7} {'TFLOP/step':>10} {'peak TFLOP/s':>12} {'floor %':>8}")
-    for r in rows:
+    print(f"{'amp':6} {'dtype':9} {'step ms':>8} {'img/s':>7} {'TFLOP/step':>10} {'peak TFLOP/s':>12} "
+          f"{'floor %':>8} {'peak GiB':>8}", flush=True)
+    rows = []
+    for mode in modes:  # each row printed (and the JSON rewritten) as soon as it is measured
+        r = measure(args, mode, device)
+        rows.append(r)
+        mem = "" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.2f}"
         print(f"{r['amp']:6} {r['dtype']:9} {1000 * r['step_s']:8.1f} {r['images_per_s']:7.2f} "
-              f"{r['tflop_per_step']:10.3f} {r['matmul_peak_tflops']:12.1f} {r['floor_pct']:8.1f}")
+              f"{r['tflop_per_step']:10.3f} {r['matmul_peak_tflops']:12.1f} {r['floor_pct']:8.1f} {mem:>8}", flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"device": name, "args": vars(args), "rows": rows}, f, indent=2)
     if len(rows) > 1:
-        print(f"speed-up {rows[-1]['amp']} vs {rows[0]['amp']}: {rows[-1]['images_per_s'] / rows[0]['images_per_s']:.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": name, "args": vars(args), "rows": rows}, f, indent=2)
-
+        ratio = rows[-1]["images_per_s"] / rows[0]["images_per_s"]
+        goal = f" (goal >= {args.goal:g}x: {'met' if ratio >= args.goal else 'NOT met'})" if args.goal else ""
+        print(f"speed-up {rows[-1]['amp']} ({rows[-1]['dtype']}) vs {rows[0]['amp']}: {ratio:.2f}x{goal}")
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,7 @@ from mslseg.export.trt_profile import (
     EngineOptions,
     ProfilePoint,
     check_engine_target,
+    check_tensorrt_features,
     import_tensorrt,
     resolve_profile,
 )
@@ -141,7 +142,8 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     if slim:
         require("onnxslim", "train", "Slimming the exported graph")
     if engine is not None:
-        import_tensorrt()  # fail before minutes of export when TensorRT is missing
+        # fail before minutes of export when TensorRT is missing or cannot honour the options
+        check_tensorrt_features(import_tensorrt(), engine)
     given = [read_image(p) for p in samples or []]
     model, meta = load_model(ckpt)
     if engine is not None:  # the profile needs the training size: checked now, built after parity

@@ -25,6 +25,7 @@ from mslseg.export.trt_profile import (
     ProfilePoint,
     ProfileShapes,
     check_engine_target,
+    check_tensorrt_features,
     engine_outputs,
     import_tensorrt,
     resolve_profile,
@@ -121,9 +122,11 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
 
     The one optimisation profile of a dynamic model: sizes WIDTHxHEIGHT (`Size` or '1024x512')
     and batches, defaults as `resolve_profile` says. `timing_cache` True keeps it beside the
-    engine (.timing.cache), a path puts it there, False uses none. `strongly_typed` None:
-    TensorRT 11 strongly typed, TensorRT 10 precision flags. `overwrite=False` refuses an
-    existing engine or sidecar. Everything is checked before TensorRT is imported.
+    engine, named for the TensorRT major (model.trt10.timing.cache), a path puts it there, False
+    uses none; a cache TensorRT rejects (another version or GPU) is replaced by an empty one.
+    `strongly_typed` None: TensorRT 11 strongly typed, TensorRT 10 precision flags.
+    `overwrite=False` refuses an existing engine or sidecar. Everything is checked before
+    TensorRT is imported, and what the installed TensorRT cannot honour before it builds.
     """
     options = EngineOptions(min_size=min_size, opt_size=opt_size, max_size=max_size, min_batch=min_batch,
                             opt_batch=opt_batch, max_batch=max_batch, workspace_gib=workspace_gib,
@@ -143,6 +146,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
     check_trt_ops(proto)
     del proto  # TensorRT reads the file itself
     trt = import_tensorrt()
+    check_tensorrt_features(trt, options)
     strongly = int(trt.__version__.split(".")[0]) >= 11 if strongly_typed is None else strongly_typed
     # the parser owns the weights the network points at: keep it alive until the build is done
     builder, network, _parser = _network(trt, onnx_path, strongly)
@@ -156,7 +160,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
         opt_profile = builder.create_optimization_profile()
         opt_profile.set_shape(tensor.name, points["min"], points["opt"], points["max"])
         config.add_optimization_profile(opt_profile)
-    cache_file = _timing_cache_path(out, timing_cache)
+    cache_file = _timing_cache_path(out, timing_cache, trt.__version__)
     if cache_file is not None:
         _load_timing_cache(config, cache_file)
     if version_compatible:
@@ -198,16 +202,23 @@ def _set_precision_flags(trt: Any, config: Any, precision: str) -> None:
 
 def _load_timing_cache(config: Any, cache_file: Path) -> None:
     data = cache_file.read_bytes() if cache_file.is_file() else b""
-    if not config.set_timing_cache(config.create_timing_cache(data), False):
-        log.warning("timing cache %s is from another TensorRT or GPU; starting a new one", cache_file)
-        config.set_timing_cache(config.create_timing_cache(b""), False)
+    # bytes of another TensorRT version make create_timing_cache return None (set_timing_cache(None)
+    # would raise TypeError); another GPU's make set_timing_cache refuse it: start empty either way
+    cache = config.create_timing_cache(data)
+    if cache is not None and config.set_timing_cache(cache, False):
+        return
+    log.warning("timing cache %s is from another TensorRT version or GPU; starting an empty one", cache_file)
+    empty = config.create_timing_cache(b"")
+    if empty is None or not config.set_timing_cache(empty, False):
+        raise ExportError(f"TensorRT could not start an empty timing cache in place of {cache_file}; "
+                          "build without one (build_engine(..., timing_cache=False))")
 
 
-def _timing_cache_path(engine: Path, timing_cache: str | Path | bool) -> Path | None:
+def _timing_cache_path(engine: Path, timing_cache: str | Path | bool, trt_version: str) -> Path | None:
     if timing_cache is False:
         return None
-    if timing_cache is True:
-        return engine.with_suffix(".timing.cache")
+    if timing_cache is True:  # one per major: a rebuild after an upgrade does not meet the old one
+        return engine.with_name(f"{engine.stem}.trt{trt_version.split('.')[0]}.timing.cache")
     return Path(timing_cache)
 
 

@@ -19,9 +19,10 @@ from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import InputError, MissingDependencyError
 from mslseg.runtime.metadata import ModelMeta
 from mslseg.runtime.sizes import Size
+from mslseg.runtime.trt_backend import version_tuple
 
 INSTALL_HINT = ("TensorRT engines need TensorRT and an NVIDIA GPU with its driver: on the machine that "
-                "will run the engine, pip install 'mslseg[gpu]'")
+                "will run the engine, pip install 'mslseg[gpu,tensorrt]'")
 HARDWARE_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
 DEFAULT_OPT_SIZE = Size(1024, 512)  # the profile's opt size of a model without a training size
 _POINTS = ("min", "opt", "max")
@@ -115,6 +116,33 @@ def check_engine_target(options: EngineOptions, *, precision: str, int8_layout: 
                          "build; export it again with --int8-layout tensorrt")
     if options.dla_core is not None and precision == "fp32":
         raise InputError("DLA runs fp16 or int8 only; export with --precision fp16 or int8 for --dla-core")
+
+
+def check_tensorrt_features(trt: Any, options: EngineOptions) -> None:
+    """An error naming the version when the installed TensorRT cannot honour `options`, before any build.
+
+    --hardware-compat same-cc needs 10.9 (HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY);
+    TensorRT 11 builds strongly typed only (its FP16/INT8 builder flags are gone); DLA is absent
+    from TensorRT 11.0 to 11.4.0 (11.4.1 brings it back on Jetson AGX Orin with JetPack 7.2.2).
+    """
+    version = str(trt.__version__)
+    v = version_tuple(version) + (0, 0, 0)
+    if options.hardware_compatibility == "same-cc" and (
+            v[:2] < (10, 9) or not hasattr(getattr(trt, "HardwareCompatibilityLevel", None),
+                                            "SAME_COMPUTE_CAPABILITY")):
+        raise MissingDependencyError(
+            f"--hardware-compat same-cc needs TensorRT 10.9 or later and this is TensorRT {version}; "
+            "upgrade it (pip install -U 'tensorrt>=10.9'), or use --hardware-compat ampere+")
+    if v[0] >= 11 and options.strongly_typed is False:
+        raise InputError(
+            f"TensorRT {version} builds strongly typed networks only (TensorRT 11 removed the FP16 and INT8 "
+            "builder flags), so strongly_typed=False cannot apply; drop it (the file's types set the "
+            "precision), or build with TensorRT 10")
+    if options.dla_core is not None and v[0] == 11 and v[:3] < (11, 4, 1):
+        raise InputError(
+            f"TensorRT {version} cannot build for DLA (TensorRT 11.0 to 11.4.0 have no DLA; 11.4.1 has it on "
+            "Jetson AGX Orin with JetPack 7.2.2 or later); build there with TensorRT 11.4.1 or later, or "
+            "with the TensorRT 10 of JetPack 6, or drop --dla-core")
 
 
 def resolve_profile(meta: ModelMeta, fixed: ProfilePoint | None, *, min_size: Size | str | None = None,

@@ -20,6 +20,7 @@ from mslseg.runtime.errors import (
     MissingDependencyError,
     ModelFormatError,
     MslsegError,
+    ProviderLoadError,
 )
 from mslseg.runtime.metadata import ModelMeta, Normalization
 from mslseg.runtime.sizes import Size
@@ -51,6 +52,7 @@ __all__ = [
     "ModelMeta",
     "MslsegError",
     "Normalization",
+    "ProviderLoadError",
     "Size",
     *_LAZY,
 ]

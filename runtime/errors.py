@@ -31,6 +31,10 @@ class MissingDependencyError(MslsegError, ImportError):
     """An optional dependency (an extra) is not installed."""
 
 
+class ProviderLoadError(MissingDependencyError):
+    """An ONNX Runtime execution provider was asked for but did not load (the session would run on the CPU)."""
+
+
 class TrainingError(MslsegError):
     """Training or adaptation cannot continue (a non-finite loss, say)."""
 

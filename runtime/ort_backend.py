@@ -5,29 +5,40 @@ several threads may run one session at once. CPU threads: `threads` sets the int
 (default: ONNX Runtime's choice, one per physical core). `spin=False` stops the pool threads from
 spin-waiting between operators: a little slower per run, but the cores stay free for other
 processes on a robot.
+
+A GPU provider that ONNX Runtime lists but cannot load (CUDA, cuDNN or TensorRT libraries missing
+or too new for the driver) makes ONNX Runtime log a warning and run on the CPU; this backend checks
+`session.get_providers()` instead and raises for a requested device, warns for `device="auto"`.
+The TensorRT EP gets no `trt_fp16_enable`/`trt_int8_enable`: those flags let TensorRT pick fp16/int8
+for any layer, including the parts an export keeps in fp32 on purpose (normalisation, softmax,
+argmax); the file's own types (fp16 casts, Q/DQ nodes) are its precision.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.metadata
 import logging
+import mmap
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mslseg.runtime.backend import check_graph_input, parse_device
-from mslseg.runtime.errors import InputError, MissingDependencyError, ModelFormatError, require
+from mslseg.runtime.errors import InputError, MissingDependencyError, ModelFormatError, ProviderLoadError, require
 from mslseg.runtime.metadata import ModelMeta
-from mslseg.runtime.onnx_meta import read_onnx_meta
+from mslseg.runtime.onnx_meta import _fields, _varint, read_onnx_meta
 
 log = logging.getLogger(__name__)
 
 TRT_EP, CUDA_EP, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 _WHEELS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
+_PROFILE_MAX_BATCH = 8  # the TensorRT EP profile's largest batch (profile_shapes)
 
 
 def onnxruntime_conflict() -> str | None:
@@ -47,6 +58,45 @@ def onnxruntime_conflict() -> str | None:
     )
 
 
+def input_dims(path: Path, name: str = "input") -> list[int | None] | None:
+    """The shape of graph input `name` (None where dynamic), read from the protobuf before any
+    session exists (the TensorRT EP's profile must be known when the session is created); None
+    when the file does not say."""
+    # ModelProto.graph 7 > GraphProto.input 11 > ValueInfoProto(name 1, type 2) > TypeProto.tensor_type 1
+    # > shape 2 > TensorShapeProto.dim 1 > Dimension(dim_value 1 varint | dim_param 2)
+    def sub(buf, span, number):
+        return [s for n, s in _fields(buf, *span) if n == number and s]
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            for graph in sub(buf, (0, len(buf)), 7):
+                for value in sub(buf, graph, 11):
+                    names = sub(buf, value, 1)
+                    if not names or bytes(buf[names[0][0]:names[0][1]]).decode("utf-8") != name:
+                        continue
+                    shapes = [s for t in sub(buf, value, 2) for tt in sub(buf, t, 1) for s in sub(buf, tt, 2)]
+                    if not shapes:
+                        return None
+                    return [_dim_value(buf, d) for d in sub(buf, shapes[0], 1)]
+    except (ValueError, OSError):
+        return None
+    return None
+
+
+def _dim_value(buf: mmap.mmap, span: tuple[int, int]) -> int | None:
+    pos, end = span
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        if tag == (1 << 3):  # dim_value, varint
+            value, _ = _varint(buf, pos)
+            return value if value > 0 else None
+        if tag & 7 != 2:
+            return None
+        length, pos = _varint(buf, pos)
+        pos += length  # dim_param (a name: dynamic) or denotation
+    return None
+
+
 def default_cache_dir(model: Path) -> Path:
     """Where the TensorRT EP keeps engines and timing caches: one folder per model file."""
     root = Path(os.environ.get("MSLSEG_CACHE_DIR") or Path.home() / ".cache" / "mslseg")
@@ -54,11 +104,41 @@ def default_cache_dir(model: Path) -> Path:
     return root / "trt" / f"{model.stem}-{digest}"
 
 
+def profile_shapes(meta: ModelMeta, dims: list[int | None]) -> dict[str, str] | None:
+    """The TensorRT EP's explicit optimisation profile for input `dims` (None where dynamic), or None.
+
+    Without one the EP builds an engine for the first shape it sees (the 64x64 warm-up, say) and
+    rebuilds on the first real frame. opt is one frame at the training size, where TensorRT tunes
+    its kernels; the range reaches down to 32x32 and up to twice the training size, batch 8.
+    """
+    if None not in dims:
+        return None  # static shapes: one engine, nothing to choose
+    if meta.train_size is None:
+        return None  # no size to tune for: leave the EP to its shape-driven build
+    h, w = meta.train_size.hw
+    hw_at = (2, 3) if meta.input_kind == "float" else (1, 2)
+
+    def shape(batch: int, height: int, width: int) -> str:
+        out = list(dims)
+        for i, value in zip((0, *hw_at), (batch, height, width), strict=True):
+            out[i] = out[i] or value
+        return "input:" + "x".join(str(d) for d in out)
+
+    return {
+        "trt_profile_min_shapes": shape(1, min(32, h), min(32, w)),
+        "trt_profile_opt_shapes": shape(1, h, w),
+        "trt_profile_max_shapes": shape(_PROFILE_MAX_BATCH, 2 * h, 2 * w),
+    }
+
+
 def choose_providers(device: str, available: list[str], meta: ModelMeta, cache_dir: Path,
-                     given: list[Any] | None = None) -> list[Any]:
-    """The provider list for `device` ('auto' picks the best available), or `given`, checked."""
+                     given: list[Any] | None = None, dims: list[int | None] | None = None) -> list[Any]:
+    """The provider list for `device` ('auto' picks the best available), or `given`, checked.
+
+    `dims`: the graph input's shape (None where dynamic), for the TensorRT EP's profile.
+    """
     if given:
-        names = [p[0] if isinstance(p, (tuple, list)) else p for p in given]
+        names = provider_names(given)
         missing = [n for n in names if n not in available]
         if missing:
             raise MissingDependencyError(_missing_message(missing, available))
@@ -70,8 +150,8 @@ def choose_providers(device: str, available: list[str], meta: ModelMeta, cache_d
         "trt_engine_cache_path": str(cache_dir),
         "trt_timing_cache_enable": True,
         "trt_timing_cache_path": str(cache_dir),
-        "trt_fp16_enable": meta.precision == "fp16",
-        "trt_int8_enable": meta.precision == "int8",  # Q/DQ nodes: explicit quantisation
+        # no trt_fp16_enable / trt_int8_enable: the file's types are its precision (module docstring)
+        **((profile_shapes(meta, dims) if dims else None) or {}),
     })
     cuda = (CUDA_EP, {"device_id": index})
     if kind == "tensorrt" and meta.extra.get("int8_layout") == "cpu":
@@ -90,10 +170,75 @@ def choose_providers(device: str, available: list[str], meta: ModelMeta, cache_d
 
 
 def _missing_message(missing: list[str], available: list[str]) -> str:
+    hint = ("pip install 'mslseg[tensorrt]' (TensorRT; with 'mslseg[gpu]')" if missing == [TRT_EP]
+            else "pip install 'mslseg[gpu]' (the GPU build)")
     msg = (f"ONNX Runtime here lacks {', '.join(missing)} (available: {', '.join(available)}); "
-           "install the GPU build with pip install 'mslseg[gpu]', or use --device cpu")
+           f"install {hint}, or use --device cpu")
     conflict = onnxruntime_conflict()
     return f"{msg}; also, {conflict}" if conflict else msg
+
+
+def provider_names(providers: list[Any]) -> list[str]:
+    """The names in an ONNX Runtime provider list (plain names or (name, options) pairs)."""
+    return [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
+
+
+def check_active(requested: list[Any], active: list[str], *, strict: bool,
+                 explain: Callable[[str], str] | None = None) -> None:
+    """Raise (strict) or warn when a requested GPU provider is not among the session's `active` ones.
+
+    ONNX Runtime falls back to the next provider, ending on the CPU, when one fails to load.
+    `explain(name)` may say why that provider did not load ('' when it cannot tell).
+    """
+    missing = [n for n in provider_names(requested) if n != CPU_EP and n not in active]
+    if not missing:
+        return
+    why = next((w for w in (explain(n) for n in missing) if w), "") if explain else ""
+    msg = (f"ONNX Runtime could not load {', '.join(missing)}{f' ({why})' if why else ''} "
+           f"and would run on {active[0]}: {_load_hint(missing)}")
+    conflict = onnxruntime_conflict()
+    msg = f"{msg}; also, {conflict}" if conflict else msg
+    if strict:
+        raise ProviderLoadError(msg)
+    log.warning(msg)
+
+
+def _load_hint(missing: list[str]) -> str:
+    if CUDA_EP in missing:
+        return ("its CUDA or cuDNN libraries are missing or need a newer driver (onnxruntime-gpu >= 1.27 is built "
+                "for CUDA 13, driver R580+; <= 1.26 for CUDA 12); install them with pip install 'mslseg[gpu]' "
+                "(or the CUDA 12 pins in the README), check nvidia-smi, or use --device cpu")
+    return ("TensorRT's libraries are missing or do not match this onnxruntime-gpu (its TensorRT EP needs "
+            "TensorRT 10 of the same CUDA major); install pip install 'mslseg[tensorrt]' (for a CUDA 12 "
+            "onnxruntime-gpu: pip install 'tensorrt-cu12>=10,<11'), or use --device cuda")
+
+
+def load_error(ort: Any, name: str) -> str:
+    """Why the shared library of provider `name` does not load (the dynamic loader's message), or ''."""
+    kind = {CUDA_EP: "cuda", TRT_EP: "tensorrt"}.get(name)
+    libs = sorted((Path(ort.__file__).parent / "capi").glob(f"*onnxruntime_providers_{kind}.*")) if kind else []
+    if not libs:
+        return ""
+    try:
+        ctypes.CDLL(str(libs[0]))  # ONNX Runtime loads the same file; this only repeats its attempt
+    except OSError as exc:
+        return str(exc).replace(str(libs[0]) + ": ", "")[:200]
+    return ""
+
+
+def _preload(ort: Any, providers: list[Any]) -> None:
+    """Load the CUDA/cuDNN (and TensorRT) libraries from their pip wheels before the session needs them."""
+    names = provider_names(providers)
+    if TRT_EP in names:
+        try:  # the tensorrt wheel loads libnvinfer from tensorrt_libs when imported; the EP then finds it
+            importlib.import_module("tensorrt")
+        except ImportError:
+            pass  # check_active reports the EP that did not load
+    if (CUDA_EP in names or TRT_EP in names) and hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # a partial CUDA install: the provider check says what is missing
+            log.debug("onnxruntime.preload_dlls failed: %s", exc)
 
 
 class OrtBackend:
@@ -112,14 +257,23 @@ class OrtBackend:
         if not spin:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
+        dims = input_dims(path)
         chosen = choose_providers(device, ort.get_available_providers(), self.meta,
-                                  Path(cache_dir) if cache_dir else default_cache_dir(path), providers)
+                                  Path(cache_dir) if cache_dir else default_cache_dir(path), providers, dims)
+        _preload(ort, chosen)
         try:
             self.session = ort.InferenceSession(str(path), so, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise ModelFormatError(f"cannot load {path} as an ONNX model ({str(exc)[:160]})") from None
-        self._bind(path)
         active = self.session.get_providers()
+        try:
+            check_active(chosen, active, strict=bool(providers) or device not in ("auto", None),
+                         explain=lambda name: load_error(ort, name))
+        except ProviderLoadError:
+            self.session = None
+            raise
+        self._bind(path)
+        self.opt_size = self._opt_size(chosen)
         index = parse_device(device)[1] if device != "auto" else 0
         self.device = {TRT_EP: f"tensorrt:{index}", CUDA_EP: f"cuda:{index}"}.get(active[0], "cpu")
         self.providers = tuple(active)
@@ -145,6 +299,15 @@ class OrtBackend:
         self.fixed_batch = dims[0]
         self.fixed_size = (hw[0], hw[1]) if None not in hw else None
         self.max_batch = self.fixed_batch
+
+    def _opt_size(self, chosen: list[Any]) -> tuple[int, int] | None:
+        """(h, w) the TensorRT EP's profile is tuned for, which the Segmenter warms up at; else None."""
+        for p in chosen:
+            if isinstance(p, (tuple, list)) and p[0] == TRT_EP and "trt_profile_opt_shapes" in p[1]:
+                dims = [int(d) for d in p[1]["trt_profile_opt_shapes"].split(":", 1)[1].split("x")]
+                h, w = dims[2:4] if self.meta.input_kind == "float" else dims[1:3]
+                return h, w
+        return self.fixed_size
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         check_graph_input(self, x)

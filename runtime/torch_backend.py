@@ -82,25 +82,37 @@ class TorchBackend:
         return labels.to(self._label_dtype), conf
 
     def _replay(self, t: Any) -> tuple[Any, Any]:
-        """CUDA-graph capture on the first call of each input shape, replay afterwards."""
+        """CUDA-graph capture on the first call of each input shape, replay afterwards.
+
+        Everything a graph touches happens with the model's GPU as the current device: the side
+        stream, the static buffers, the capture and the replay. `torch.cuda.stream`/`graph` use
+        the current device's streams, so on `cuda:N` with another GPU current a capture outside
+        `torch.cuda.device(N)` records nothing and every replay returns the first call's labels.
+        """
         torch = self._torch
-        entry = self._graphs.get(tuple(t.shape))
-        if entry is None:
-            static_in = t.clone()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):  # warm-up outside the graph (cudnn autotuning, allocator)
-                    self._forward(static_in)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self._forward(static_in)
-            entry = self._graphs[tuple(t.shape)] = (graph, static_in, static_out)
-        graph, static_in, (labels, conf) = entry
-        static_in.copy_(t)
-        graph.replay()
-        return labels.clone(), (conf.clone() if conf is not None else None)
+        with torch.cuda.device(self._device):
+            entry = self._graphs.get(tuple(t.shape))
+            if entry is None:
+                entry = self._graphs[tuple(t.shape)] = self._capture(t)
+            graph, static_in, (labels, conf) = entry
+            static_in.copy_(t)
+            graph.replay()
+            return labels.clone(), (conf.clone() if conf is not None else None)
+
+    def _capture(self, t: Any) -> tuple[Any, Any, tuple[Any, Any]]:
+        """(graph, static input, static outputs) for inputs shaped like `t`; call under torch.cuda.device."""
+        torch = self._torch
+        static_in = t.clone()
+        side = torch.cuda.Stream(self._device)
+        side.wait_stream(torch.cuda.current_stream(self._device))
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up outside the graph (cudnn autotuning, allocator)
+                self._forward(static_in)
+        torch.cuda.current_stream(self._device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._forward(static_in)
+        return graph, static_in, static_out
 
     def close(self) -> None:
         self._model = None

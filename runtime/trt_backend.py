@@ -1,10 +1,15 @@
 """TensorRT backend for serialized engines (.engine / .plan) and their sidecar model.json.
 
 Written against the TensorRT 10/11 Python API (name-based I/O tensors, `set_input_shape`,
-`set_tensor_address`, `execute_async_v3`) with device and pinned host buffers from cuda-python.
-Buffers are allocated once, for the largest shape the engine's optimisation profile allows. For
-an engine with static shapes the copy-in, the enqueue and the copy-out are captured once into a
-CUDA graph and replayed (one launch per batch instead of one per kernel).
+`set_tensor_address`, `execute_async_v3`) with device and pinned host buffers from cuda-python
+(`cuda_calls`).
+Buffers are allocated once, for the largest shape the engine's optimisation profile allows, on a
+non-blocking stream (no implicit synchronisation with the legacy default stream, which also keeps
+other libraries' work from breaking a capture). Every allocation registers its free on an
+ExitStack, so a failure half-way through the set-up frees what was allocated, and `close()` runs
+every free even when one fails. For an engine with static shapes the copy-in, the enqueue and the
+copy-out are captured once into a CUDA graph and replayed (`CudaGraph`: one launch per batch
+instead of one per kernel).
 
 Thread safety: one execution context, one stream and one set of buffers, guarded by a lock, so
 concurrent `infer` calls run one after another (a GPU runs them one after another anyway).
@@ -12,9 +17,10 @@ concurrent `infer` calls run one after another (a GPU runs them one after anothe
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mslseg.runtime.backend import check_graph_input, parse_device
+from mslseg.runtime.cuda_calls import Cuda, CudaGraph
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError, require
 from mslseg.runtime.metadata import ModelMeta
 
@@ -62,16 +69,47 @@ def read_engine_meta(engine: str | Path) -> tuple[ModelMeta, dict[str, Any]]:
     return meta, {**info, **(trt_info if isinstance(trt_info, dict) else {})}
 
 
+# Pairs of majors (built, run) across which a version-compatible engine runs, besides its own major
+# (TensorRT 11.4 support matrix, "Engine Portability"); no other pair is supported.
+_CROSS_MAJOR = {(8, 10), (10, 11)}
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """'10.9.0.34' -> (10, 9, 0, 34); stops at the first part that is not a number ('11.0.0rc1' -> (11, 0, 0))."""
+    parts = []
+    for part in text.split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+        if digits.group() != part:
+            break
+    return tuple(parts)
+
+
+def _version_problem(built: str, here: str, compatible: bool) -> str | None:
+    if not compatible:
+        if built.split(".")[:3] == here.split(".")[:3]:
+            return None
+        return f"it was built with TensorRT {built} and this machine has TensorRT {here}"
+    b, h = version_tuple(built), version_tuple(here)
+    if b and h and h[:3] >= b[:3] and (b[0] == h[0] or (b[0], h[0]) in _CROSS_MAJOR):
+        return None
+    later = f"{b[0]}.x" + "".join(f" or {r}.x" for a, r in sorted(_CROSS_MAJOR) if b and a == b[0])
+    return (f"it was built with TensorRT {built} (version-compatible: it runs on TensorRT {built} or a later "
+            f"{later}) and this machine has TensorRT {here}")
+
+
 def engine_mismatch(info: dict[str, Any], *, trt_version: str, gpu: str, compute_capability: str) -> str | None:
     """Why an engine built as `info` (its sidecar) cannot run here, or None. Pure: checked before
-    any deserialisation. Engines are tied to their TensorRT version (a version-compatible one to
-    its major version) and to their GPU's compute capability (unless built hardware-compatible)."""
+    any deserialisation. Engines are tied to their TensorRT version (a version-compatible one runs
+    on the same or a later version of its major, and a TensorRT 10 one on 11) and to their GPU's
+    compute capability (unless built hardware-compatible)."""
     built = str(info.get("version") or info.get("tensorrt_version") or "")
     if built:
-        same = built.split(".")[:1 if info.get("version_compatible") else 3] == \
-            trt_version.split(".")[:1 if info.get("version_compatible") else 3]
-        if not same:
-            return f"it was built with TensorRT {built} and this machine has TensorRT {trt_version}"
+        problem = _version_problem(built, trt_version, bool(info.get("version_compatible")))
+        if problem:
+            return problem
     cc = str(info.get("compute_capability") or "")
     level = info.get("hardware_compatibility", "none")
 
@@ -86,49 +124,17 @@ def engine_mismatch(info: dict[str, Any], *, trt_version: str, gpu: str, compute
     return None
 
 
-def _import_cudart() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError:
-            require("cuda.bindings", "gpu", "Running a TensorRT engine")
-    return cudart
-
-
-class _Cuda:
-    """The few CUDA runtime calls this backend needs, with errors turned into BackendError."""
-
-    def __init__(self) -> None:
-        self.rt = _import_cudart()
-
-    def __call__(self, name: str, *args: Any) -> Any:
-        ret = getattr(self.rt, name)(*args)
-        err, rest = (ret[0], ret[1:]) if isinstance(ret, tuple) else (ret, ())
-        if int(err) != 0:
-            raise BackendError(f"CUDA call {name} failed ({err}); "
-                               "check the driver and the GPU with nvidia-smi")
-        return rest[0] if len(rest) == 1 else rest
-
-    def pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, Any]:
-        nbytes = max(int(np.prod(shape)) * dtype.itemsize, 1)
-        ptr = self("cudaMallocHost", nbytes)
-        raw = (ctypes.c_byte * nbytes).from_address(int(ptr))
-        return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape), ptr
-
-
 class TrtBackend:
     name = "tensorrt"
 
     def __init__(self, path: Path, *, device: str = "auto") -> None:
-        trt = require("tensorrt", "gpu", "Running a TensorRT engine")
+        trt = require("tensorrt", "tensorrt", "Running a TensorRT engine")
         self.meta, self.build_info = read_engine_meta(path)
         kind, index = parse_device(device)
         if kind == "cpu":
             raise InputError("a TensorRT engine runs on a GPU only; use the .onnx file for --device cpu")
         self.device = f"cuda:{index}"
-        self._cuda = cuda = _Cuda()
+        self._cuda = cuda = Cuda()
         self._index = index
         cuda("cudaSetDevice", index)
         prop = cuda("cudaGetDeviceProperties", index)
@@ -140,15 +146,30 @@ class TrtBackend:
                                    "with 'mslseg export MODEL.onnx --trt'")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        if self.build_info.get("version_compatible"):
+            # such a plan carries its own lean runtime (host code), which TensorRT runs only when
+            # allowed, as trtexec --versionCompatible and Polygraphy allow it; never for other plans
+            self._runtime.engine_host_code_allowed = True
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise ModelFormatError(self._mismatch(path, trt.__version__))
         self.context = self.engine.create_execution_context()
         self._lock = threading.Lock()
-        self._graph_exec: Any = None
-        self._graph_failed = False
         self._bind(trt, path)
-        self.stream = cuda("cudaStreamCreate")
+        frees = contextlib.ExitStack()
+        try:
+            self.stream = cuda("cudaStreamCreateWithFlags", cuda.rt.cudaStreamNonBlocking)
+            frees.callback(cuda, "cudaStreamDestroy", self.stream)
+            self._allocate(frees)
+            self._graph = CudaGraph(cuda, self.stream)
+            frees.callback(self._graph.close)  # last in, so first out: before the buffers it copies
+        except BaseException:
+            try:
+                frees.close()
+            except BackendError as exc:  # the error that stopped the set-up is the one to report
+                log.warning("freeing after a failed set-up also failed: %s", exc)
+            raise
+        self._frees = frees
 
     def _mismatch(self, path: Path, version: str) -> str:
         prop = self._cuda("cudaGetDeviceProperties", self._index)
@@ -156,9 +177,12 @@ class TrtBackend:
         keys = ("version", "tensorrt_version", "gpu", "gpu_name", "compute_capability")
         built = ", ".join(f"{k} {self.build_info[k]}" for k in keys if k in self.build_info)
         built = built or "unknown build"
+        why = ("a version-compatible engine runs on the same or a later TensorRT and its GPU's "
+               "compute capability (TensorRT's log above says more)" if self.build_info.get("version_compatible")
+               else "engines are tied to one TensorRT version and GPU (one built --version-compatible "
+               "elsewhere needs \"version_compatible\": true in its sidecar's extra.tensorrt)")
         return (f"TensorRT {version} cannot load {path} ({built}; this machine: {gpu}, "
-                f"sm_{prop.major}{prop.minor}); engines are tied to one TensorRT version and GPU: "
-                "rebuild it here with 'mslseg export --trt' from the .onnx")
+                f"sm_{prop.major}{prop.minor}); {why}: rebuild it here with 'mslseg export --trt' from the .onnx")
 
     def _bind(self, trt: Any, path: Path) -> None:
         engine = self.engine
@@ -176,20 +200,25 @@ class TrtBackend:
             lo, opt, hi = (tuple(s) for s in engine.get_tensor_profile_shape("input", 0))
         else:
             lo = opt = hi = shape
-        hw = slice(2, 4) if self.meta.input_kind == "float" else slice(1, 3)
+        self._hw = hw = slice(2, 4) if self.meta.input_kind == "float" else slice(1, 3)
         self.fixed_batch = hi[0] if lo[0] == hi[0] else None
         self.max_batch = hi[0]
         self.fixed_size = tuple(hi[hw]) if lo[hw] == hi[hw] else None
         self.min_shape, self.max_shape = lo, hi
         self.opt_size = tuple(opt[hw])  # what the Segmenter warms up at
-        self.context.set_input_shape("input", hi)
+
+    def _allocate(self, frees: contextlib.ExitStack) -> None:
+        """Pinned host and device buffers for the profile's largest shape; each free goes on `frees`."""
+        cuda = self._cuda
+        self.context.set_input_shape("input", self.max_shape)
         self._host: dict[str, np.ndarray] = {}
         self._ptrs: dict[str, tuple[Any, Any]] = {}  # name -> (device pointer, pinned host pointer)
         for name in ["input", *self._outputs]:
             full = tuple(self.context.get_tensor_shape(name))
-            dtype = self._dtypes[name]
-            host, host_ptr = self._cuda.pinned(full, dtype)
-            dev = self._cuda("cudaMalloc", max(host.nbytes, 1))
+            host, host_ptr = cuda.pinned(full, self._dtypes[name])
+            frees.callback(cuda, "cudaFreeHost", host_ptr)
+            dev = cuda("cudaMalloc", max(host.nbytes, 1))
+            frees.callback(cuda, "cudaFree", dev)
             self._host[name], self._ptrs[name] = host, (dev, host_ptr)
             self.context.set_tensor_address(name, int(dev))
 
@@ -204,28 +233,16 @@ class TrtBackend:
             size = int(np.prod(shapes[name])) * self._dtypes[name].itemsize
             cuda("cudaMemcpyAsync", self._ptrs[name][1], self._ptrs[name][0], size, d2h, self.stream)
 
-    def _capture(self, shapes: dict[str, tuple[int, ...]]) -> None:
-        """Record copy-in, enqueue and copy-out as a CUDA graph (static shapes only)."""
-        cuda, rt = self._cuda, self._cuda.rt
-        try:
-            cuda("cudaStreamBeginCapture", self.stream,
-                 rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
-            try:
-                self._enqueue(shapes)
-            finally:
-                graph = cuda("cudaStreamEndCapture", self.stream)
-            self._graph_exec = cuda("cudaGraphInstantiate", graph, 0)
-            cuda("cudaGraphDestroy", graph)
-        except BackendError as exc:
-            self._graph_failed = True
-            log.info("CUDA graph capture failed (%s); replaying the enqueue instead", exc)
+    def _describe(self, shape: tuple[int, ...]) -> str:
+        h, w = shape[self._hw]
+        return f"{w}x{h} at batch {shape[0]}"
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         check_graph_input(self, x)
         if any(a < b or a > c for a, b, c in zip(x.shape, self.min_shape, self.max_shape, strict=True)):
-            raise InputError(f"input {x.shape} is outside the engine's profile "
-                             f"{self.min_shape}..{self.max_shape}; pass size=(H, W) to the Segmenter "
-                             "or rebuild the engine for this size")
+            raise InputError(f"input {self._describe(x.shape)} is outside the engine's profile "
+                             f"{self._describe(self.min_shape)} .. {self._describe(self.max_shape)}; pass "
+                             "size='WIDTHxHEIGHT' to the Segmenter or rebuild the engine for this size")
         with self._lock:
             if self.engine is None:
                 raise BackendError("the TensorRT backend is closed")
@@ -234,12 +251,12 @@ class TrtBackend:
             shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in ["input", *self._outputs]}
             np.copyto(self._host["input"].reshape(-1)[: x.size].reshape(x.shape), x)
             static = self.fixed_batch is not None and self.fixed_size is not None
-            if static and self._graph_exec is None and not self._graph_failed:
+            if static and not self._graph.ready and not self._graph.failed:
                 self._enqueue(shapes)  # one plain run first: TensorRT sets up its state outside capture
                 self._cuda("cudaStreamSynchronize", self.stream)
-                self._capture(shapes)
-            if self._graph_exec is not None:
-                self._cuda("cudaGraphLaunch", self._graph_exec, self.stream)
+                self._graph.capture(lambda: self._enqueue(shapes))
+            if self._graph.ready:
+                self._graph.launch()
             else:
                 self._enqueue(shapes)
             self._cuda("cudaStreamSynchronize", self.stream)
@@ -248,18 +265,13 @@ class TrtBackend:
         return outs[0], (outs[1] if len(outs) > 1 else None)
 
     def close(self) -> None:
+        """Free the graph, buffers and stream; every free runs, and a failed one is raised after."""
         with self._lock:
             if self.engine is None:
                 return
-            cuda = self._cuda
-            if self._graph_exec is not None:
-                cuda("cudaGraphExecDestroy", self._graph_exec)
-            for dev, host in self._ptrs.values():
-                cuda("cudaFree", dev)
-                cuda("cudaFreeHost", host)
-            cuda("cudaStreamDestroy", self.stream)
-            self.context = self.engine = None
-            self._host.clear()
+            self.context = self.engine = None  # closed even if a free fails: no second free
+            self._host.clear()  # views of the pinned memory about to be freed
+            self._frees.close()
 
 
 def open_trt(path: Path, *, device: str = "auto", providers: Any = None, **_: Any) -> TrtBackend:

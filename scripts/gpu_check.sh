@@ -1,69 +1,123 @@
 #!/usr/bin/env bash
-# One prepared check for a machine with an NVIDIA GPU and no internet, in under 8 minutes.
+# One prepared check for a machine with an NVIDIA GPU and no network, in under 8 minutes in all.
 #
-# Needs torch (CUDA build), onnx, onnxruntime (or -gpu), numpy, opencv; TensorRT is optional.
-# Stages (each with its own time limit; a failing stage is reported and the next one runs):
-#   1. adaptation speed: IW-MSL + multi-level steps of ResNet-101 DeepLab-v2 at the paper's sizes
-#      (source 1280x720, target 1024x512), fp32 vs AMP, images/s and share of the FLOP floor
-#   2. adapt + resume: `mslseg adapt` on generated data on the GPU with AMP, stopped after 1 of 2
-#      iterations and resumed
-#   3. export: ONNX fp32/fp16/int8 with parity on ORT CPU and CUDA; TensorRT engines if present
-#   4. bench: `mslseg bench` on the .pt (eager, bf16, fp16 + CUDA graphs) and the ONNX files
-# Then one summary. Paste its output (with the GPU's name) into benchmarks/RESULTS.md.
+#   bash scripts/gpu_check.sh [OUT_DIR]                  (default OUT_DIR: a temporary folder)
+#   bash scripts/gpu_check.sh [OUT_DIR] --cpu-dry-run    (or GPU_CHECK_CPU_DRY_RUN=1): every stage
+#        on the CPU at tiny sizes, to prove the plumbing on a machine without a GPU
 #
-#   bash scripts/gpu_check.sh [OUT_DIR]      (default: a temporary folder)
+# Needs python3 with torch, onnx, onnxruntime, numpy, opencv-python-headless, typer, rich, pyyaml;
+# TensorRT, onnxruntime-gpu, cuda-python and CuPy are optional (what is absent is reported as a
+# SKIPPED line). mslseg need not be installed: the package is laid out from this checkout in a
+# temporary folder, and python runs with PYTHONSAFEPATH=1 from OUT_DIR, so the repository's own
+# mslseg/ (which lacks export/ and runtime/) never shadows it.
+#
+# Stages (a failing stage is reported and the next one runs; one global deadline, default 465 s:
+# each stage gets min(its own limit, the time left), and a stage that cannot start any more says
+# SKIPPED (deadline)):
+#   probe         GPU, driver, CUDA, torch, ONNX Runtime providers, TensorRT, cuda-python, CuPy
+#   adapt-resume  `mslseg adapt` (IW-MSL + multi-level, ResNet-18, 512x256, AMP) stopped after 1 of
+#                 2 iterations, then resumed to 2
+#   speed         images/s of the adaptation step, fp32 vs AMP, ResNet-101 at 1024x512 (goal: >= 2x)
+#   step-matrix   amp off / bf16 / fp16 + GradScaler x torch.compile off/on: finite losses, weights move
+#   torch-runtime the .pt backend with fp16 weights + CUDA graphs on several frames and two shapes,
+#                 labels vs eager fp32 (gate 99.5% of pixels)
+#   trt-standin   TrtBackend's real cudaMalloc / cudaMemcpyAsync / stream / CUDA-graph code against a
+#                 stand-in engine (torch kernels on the raw device pointers) when TensorRT is absent
+#   export        ONNX fp32/fp16/int8 parity on ORT CPU, ORT CUDA and TensorRT engines where installed
+#   bench         `mslseg bench` on the export stage's .pt and its ONNX files
+# Every row is printed as it is measured. Paste the output into benchmarks/RESULTS.md.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-REPO=$(pwd)
-OUT=${1:-$(mktemp -d -t mslseg-gpu-check.XXXXXX)}
-mkdir -p "$OUT"
-if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
+START=$SECONDS
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+DRY=${GPU_CHECK_CPU_DRY_RUN:-0}
+OUT=""
+for arg in "$@"; do
+  case $arg in
+    --cpu-dry-run) DRY=1 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) OUT=$arg ;;
+  esac
+done
+OUT=${OUT:-$(mktemp -d -t mslseg-gpu-check.XXXXXX)}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+BUDGET=${GPU_CHECK_BUDGET_S:-465}
+DEADLINE=$((START + BUDGET))
+if [ -f "$REPO/.venv/bin/activate" ]; then . "$REPO/.venv/bin/activate"; fi
+PY=${PYTHON:-python3}
 
-# mslseg.export and mslseg.runtime live in export/ and runtime/ (setuptools package-dir); when
-# mslseg is not installed, lay out the package in a temporary folder instead of installing it.
-if ! python -c "import mslseg.export, mslseg.runtime" 2>/dev/null; then
-  SHIM=$(mktemp -d -t mslseg-shim.XXXXXX)
-  mkdir -p "$SHIM/mslseg"
-  for f in "$REPO"/mslseg/*; do ln -s "$f" "$SHIM/mslseg/$(basename "$f")"; done
-  ln -s "$REPO/export" "$SHIM/mslseg/export"
-  ln -s "$REPO/runtime" "$SHIM/mslseg/runtime"
-  export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+# mslseg.export and mslseg.runtime live in export/ and runtime/ (setuptools package-dir). Lay the
+# package out from this checkout (always: the check is of this tree, not of whatever is installed;
+# PYTHONPATH comes before site-packages and editable-install finders).
+SHIM=$(mktemp -d -t mslseg-shim.XXXXXX)
+mkdir -p "$SHIM/mslseg"
+for f in "$REPO"/mslseg/*; do ln -s "$f" "$SHIM/mslseg/$(basename "$f")"; done
+ln -sfn "$REPO/export" "$SHIM/mslseg/export"
+ln -sfn "$REPO/runtime" "$SHIM/mslseg/runtime"
+# PYTHONSAFEPATH (Python >= 3.11): `python -m`, `-c` and scripts do not put the working directory or
+# the script's folder first on sys.path; running from OUT covers older Pythons too.
+export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}" PYTHONSAFEPATH=1 PYTHONUNBUFFERED=1
+export OUT REPO GPU_CHECK_CPU_DRY_RUN=$DRY
+cd "$OUT" || exit 1
+if [ "$DRY" = 1 ]; then
+  export CUDA_VISIBLE_DEVICES="" GPU_CHECK_SIZE=${GPU_CHECK_SIZE:-64x32}
+  DEV=cpu; ADAPT_SIZE=64x32; N_SRC=2; SPEED_ARGS=(--device cpu --backbone resnet18 --source-size 64x32
+    --target-size 64x32 --steps 1 --warmup 0 --amp off --goal 0)
+  BENCH_SIZE=64x32
+else
+  DEV=cuda; ADAPT_SIZE=512x256; N_SRC=8; SPEED_ARGS=(--backbone resnet101 --source-size 1024x512
+    --target-size 1024x512 --steps 6 --warmup 3 --amp off auto)
+  BENCH_SIZE=1024x512
 fi
-export OUT REPO PYTHONUNBUFFERED=1
+
 declare -A STATUS
+STAGES=()
 stage() {  # stage NAME SECONDS CMD...
   local name=$1 limit=$2; shift 2
-  echo; echo "=== $name (limit ${limit}s) ==="
+  STAGES+=("$name")
+  local left=$((DEADLINE - SECONDS))
+  echo; echo "=== $name ==="
+  if [ "$left" -lt 15 ]; then
+    echo "SKIPPED (deadline): ${left}s left of ${BUDGET}s"; STATUS[$name]="SKIPPED (deadline)"; return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "(limit ${limit}s, ${left}s left)"
   local t0=$SECONDS
-  timeout "$limit" "$@"; local rc=$?
-  STATUS[$name]="rc=$rc, $((SECONDS - t0))s"
+  timeout -k 5 "$limit" "$@"; local rc=$?
+  local verdict=ok
+  [ $rc -ne 0 ] && verdict=FAILED
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && verdict="TIMED OUT"
+  STATUS[$name]="$verdict (rc=$rc, $((SECONDS - t0))s)"
 }
 
-python -c "import torch; print('torch', torch.__version__, '| GPU:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none')"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
-
-stage speed 150 python benchmarks/train_speed.py --steps 8 --warmup 3 --json "$OUT/train_speed.json"
+stage probe 30 "$PY" "$REPO/scripts/gpu_probe.py"
 
 DATA="$OUT/synth"
-stage adapt-resume 150 bash -c "
-  python -m mslseg synth '$DATA' --source 16 --target-train 16 --target-val 8 --size 512x256 --no-video --overwrite &&
-  python -m mslseg adapt -c synthetic --source '$DATA/gta5' --target '$DATA/cityscapes' --target-val '$DATA/cityscapes' \
-     --method iw-msl --multi-level --backbone resnet101 --size 512x256 --batch 2 --iterations 2 --device cuda \
+rm -rf "$OUT/adapt"
+stage adapt-resume 90 bash -c "
+  $PY -m mslseg synth '$DATA' --source $N_SRC --target-train $N_SRC --target-val 2 --size $ADAPT_SIZE --no-video --overwrite &&
+  $PY -m mslseg adapt -c synthetic --source '$DATA/gta5' --target '$DATA/cityscapes' --target-val '$DATA/cityscapes' \
+     --method iw-msl --multi-level --backbone resnet18 --size $ADAPT_SIZE --batch 2 --iterations 2 --device $DEV \
      --out '$OUT/adapt' --set train.stop_after=1 --set train.amp=auto --set train.workers=2 &&
-  python -m mslseg adapt --resume '$OUT/adapt' --set train.stop_after=null &&
-  python -c \"from mslseg.checkpoint import load_checkpoint; t=load_checkpoint('$OUT/adapt/last.pt')['training']; assert t['iteration']==2, t; print('resumed to iteration', t['iteration'])\"
+  $PY -m mslseg adapt --resume '$OUT/adapt' --set train.stop_after=null &&
+  $PY -c \"from mslseg.checkpoint import load_checkpoint; t=load_checkpoint('$OUT/adapt/last.pt')['training']; assert t['iteration']==2, t; print('resumed to iteration', t['iteration'])\"
 "
 
-stage export 200 python scripts/gpu_export_check.py
+stage speed 120 "$PY" "$REPO/benchmarks/train_speed.py" "${SPEED_ARGS[@]}" --json "$OUT/train_speed.json"
+stage step-matrix 100 "$PY" "$REPO/scripts/gpu_step_matrix.py"
+stage torch-runtime 60 "$PY" "$REPO/scripts/gpu_torch_runtime.py"
+stage trt-standin 40 "$PY" "$REPO/scripts/gpu_trt_standin.py"
+stage export 90 "$PY" "$REPO/scripts/gpu_export_check.py"
 
-stage bench 120 bash -c "
-  python -m mslseg bench '$OUT/adapt/last.pt' '$OUT'/model_fp32.onnx '$OUT'/model_fp16.onnx '$OUT'/model_int8.onnx \
-     --size 1024x512 --batch 1 --repeats 10 --out '$OUT/bench.json'
-"
+bench_files=()
+for f in "$OUT/export_model.pt" "$OUT"/model_fp32.onnx "$OUT"/model_fp16.onnx; do [ -f "$f" ] && bench_files+=("$f"); done
+if [ ${#bench_files[@]} -gt 0 ]; then
+  stage bench 45 "$PY" -m mslseg bench "${bench_files[@]}" --device $DEV --size $BENCH_SIZE --batch 1 \
+    --warmup 2 --repeats 5 --pipeline-frames 0 --out "$OUT/bench.json"
+else
+  echo; echo "=== bench ==="; echo "SKIPPED: no .pt or .onnx from the earlier stages"; STAGES+=(bench); STATUS[bench]="SKIPPED (no inputs)"
+fi
 
-echo; echo "=== summary ==="
-for s in speed adapt-resume export bench; do echo "$s: ${STATUS[$s]:-not run}"; done
-[ -f "$OUT/train_speed.json" ] && python -c "
-import json; d = json.load(open('$OUT/train_speed.json'))
-print(d['device']); [print(f\"  {r['amp']:5} {r['images_per_s']:.2f} img/s, floor {r['floor_pct']:.1f}%, peak mem {r['peak_mem_gib']} GiB\") for r in d['rows']]"
+echo; echo "=== summary ($((SECONDS - START))s of ${BUDGET}s) ==="
+for s in "${STAGES[@]}"; do echo "$s: ${STATUS[$s]:-not run}"; done
 echo "files in $OUT"
+rm -rf "$SHIM"

@@ -1,5 +1,10 @@
 """Export stage of scripts/gpu_check.sh: ONNX fp32/fp16/int8 parity on ORT (CPU and CUDA), and
-TensorRT engines with their latency and label agreement when TensorRT is present."""
+TensorRT engines with their latency and label agreement when TensorRT is present.
+
+Each row is printed as soon as it is measured (a deadline loses only the rows not reached); a
+runtime that is absent gets a SKIPPED line. The runtime column names the providers the session
+actually ran on, not the ones asked for. GPU_CHECK_SIZE (WIDTHxHEIGHT, default 1024x512).
+"""
 import logging
 import os
 import time
@@ -9,6 +14,7 @@ import numpy as np
 import torch
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+from mslseg.checkpoint import save_checkpoint
 from mslseg.export import build_engine, check_parity, export_onnx, synthetic_frames
 from mslseg.models import deeplabv2
 from mslseg.runtime.metadata import ModelMeta, default_palette
@@ -40,10 +46,28 @@ with torch.no_grad():  # BatchNorm statistics from image-like frames; no weight 
         batch = np.stack(synthetic_frames(2, Size(w // 4, h // 4), seed=i))
         model(torch.from_numpy(meta.normalization.apply(batch)))
 model.eval()
+save_checkpoint(out / "export_model.pt", model, meta)  # the .pt these ONNX files come from (bench stage)
 calib = synthetic_frames(16, Size(w // 2, h // 2), seed=10)
 samples = synthetic_frames(2, Size(w // 2, h // 2), seed=20) + synthetic_frames(1, Size(w // 4, h // 4), seed=21)
 
-rows = []
+print("\n| precision | runtime | labels agree | max confidence error | ms/frame | note |")
+print("|---|---|---|---|---|---|", flush=True)
+
+
+def row(p: str, rt: str, agree: float, conf: float | None, ms: float, note: str) -> None:
+    conf_s = "" if conf is None else f"{conf:.2g}"
+    print(f"| {p} | {rt} | {100 * agree:.2f}% | {conf_s} | {ms:.1f} | {note} |", flush=True)
+
+
+def ran_on(rep) -> str:
+    """'onnxruntime cuda' only when the session's first provider is CUDA's."""
+    first = (rep.providers or ["?"])[0]
+    return "onnxruntime " + {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu",
+                             "TensorrtExecutionProvider": "tensorrt"}.get(first, first)
+
+
+if "CUDAExecutionProvider" not in providers:
+    print("SKIPPED onnxruntime cuda: no CUDAExecutionProvider (onnxruntime-gpu is not installed)", flush=True)
 for precision in ("fp32", "fp16", "int8"):
     t0 = time.perf_counter()
     path = export_onnx(model, meta, out / f"model_{precision}.onnx", input_kind="uint8",
@@ -53,13 +77,14 @@ for precision in ("fp32", "fp16", "int8"):
     # write=False: report, do not gate; random weights have small logit margins, so int8 agreement
     # here understates what an adapted model reaches (the gate is meant for real models)
     rep = check_parity(path, model, samples, write=False)
-    rows.append((precision, "onnxruntime cpu", rep.label_agreement, rep.confidence_max_abs_err,
+    row(precision, ran_on(rep), rep.label_agreement, rep.confidence_max_abs_err,
                  rep.ort_ms_per_frame, f"gate {100 * rep.gate:.1f}% {'passed' if rep.passed else 'FAILED'}, "
-                 f"export {t_export:.1f}s"))
+                 f"export {t_export:.1f}s")
     if "CUDAExecutionProvider" in providers:
         rep = check_parity(path, model, samples, providers=["CUDAExecutionProvider"], write=False)
-        rows.append((precision, "onnxruntime cuda", rep.label_agreement, rep.confidence_max_abs_err,
-                     rep.ort_ms_per_frame, "first runs, untuned"))
+        fell_back = "CUDAExecutionProvider" not in rep.providers
+        row(precision, ran_on(rep), rep.label_agreement, rep.confidence_max_abs_err, rep.ort_ms_per_frame,
+            f"asked for CUDA, ran on {rep.providers}: FAILED" if fell_back else "first runs, untuned")
 
 if trt is not None and cuda:
     dtypes = {trt.DataType.UINT8: torch.uint8, trt.DataType.FLOAT: torch.float32,
@@ -77,7 +102,7 @@ if trt is not None and cuda:
         for _ in range(iters):
             gpu_model(x)
         torch.cuda.synchronize()
-    rows.append(("fp32", "pytorch cuda", 1.0, 0.0, 1000 * (time.perf_counter() - t0) / iters, str(size)))
+    row("fp32", "pytorch cuda", 1.0, 0.0, 1000 * (time.perf_counter() - t0) / iters, str(size))
     major = int(trt.__version__.split(".")[0])
     builds = [(p, None) for p in ("fp32", "fp16", "int8")] + ([("int8", True)] if major == 10 else [])
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -110,16 +135,9 @@ if trt is not None and cuda:
         ms = 1000 * (time.perf_counter() - t0) / iters
         agree = (buffers["output"].long() == ref).float().mean().item()
         kind = "strongly typed" if strong else ("strongly typed" if major >= 11 else "builder flags")
-        rows.append((precision, f"tensorrt {trt.__version__}", agree, None, ms,
-                     f"{kind}, build {t_build:.0f}s, {size}"))
+        row(precision, f"tensorrt {trt.__version__}", agree, None, ms, f"{kind}, build {t_build:.0f}s, {size}")
 elif trt is not None:
-    print("TensorRT is installed but torch sees no CUDA GPU: engines skipped")
+    print("SKIPPED tensorrt engines: TensorRT is installed but torch sees no CUDA GPU")
 else:
-    print("TensorRT absent: engines skipped (pip install 'mslseg[gpu]' on a GPU machine)")
-
-print("\n| precision | runtime | labels agree | max confidence error | ms/frame | note |")
-print("|---|---|---|---|---|---|")
-for p, rt, agree, conf, ms, note in rows:
-    conf_s = "" if conf is None else f"{conf:.2g}"
-    print(f"| {p} | {rt} | {100 * agree:.2f}% | {conf_s} | {ms:.1f} | {note} |")
-print(f"\nfiles in {out}")
+    print("SKIPPED tensorrt engines: TensorRT is not installed (pip install 'mslseg[gpu]' on a GPU machine)")
+print(f"files in {out}")

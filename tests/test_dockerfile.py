@@ -66,9 +66,36 @@ def test_runtime_target_installs_no_torch():
     _, stages = _stages()
     installs = {name: " ".join(arg for word, arg in steps if word == "RUN" and "pip install" in arg)
                 for name, steps in stages.items()}
-    assert '".[train,gpu]"' in installs["train"]
+    assert '".[train,gpu,tensorrt]"' in installs["train"]
     assert '".[gpu]"' in installs["runtime"]
     assert "train" not in installs["runtime"] and "torch" not in installs["runtime"]
+    # the TensorRT image brings TensorRT itself: [tensorrt] would fetch another one from NVIDIA's index
+    assert "tensorrt" not in installs["runtime"]
+
+
+# TENSORRT_IMAGE tag -> (its CUDA major, its TensorRT version), from NVIDIA's container release notes
+TENSORRT_IMAGES = {"24.10": (12, "10.5.0")}
+
+
+def test_bases_and_pins_agree_on_one_cuda_major():
+    """Unpinned, [gpu] and [tensorrt] resolve to CUDA 13 builds; both bases are CUDA 12."""
+    args, stages = _stages()
+    torch_cuda = re.search(r"-cuda(\d+)\.", args["PYTORCH_IMAGE"])
+    trt_tag = args["TENSORRT_IMAGE"].rsplit(":", 1)[1].removesuffix("-py3")
+    assert trt_tag in TENSORRT_IMAGES, f"add {trt_tag} (CUDA major, TensorRT version) to TENSORRT_IMAGES"
+    cuda, trt_version = TENSORRT_IMAGES[trt_tag]
+    assert torch_cuda and int(torch_cuda.group(1)) == cuda == 12
+    pins = {name: args[name].strip('"') for name in ("ORT_GPU_PIN", "CUDA_PYTHON_PIN", "TENSORRT_VERSION")}
+    assert pins["ORT_GPU_PIN"].startswith("onnxruntime-gpu[cuda,cudnn]") and "<1.27" in pins["ORT_GPU_PIN"]
+    assert "<13" in pins["CUDA_PYTHON_PIN"]
+    # an engine built in `train` must load in `runtime`: the same TensorRT on both sides
+    assert pins["TENSORRT_VERSION"] == trt_version
+    for stage, names in {"train": ("ORT_GPU_PIN", "CUDA_PYTHON_PIN", "TENSORRT_VERSION"),
+                         "runtime": ("ORT_GPU_PIN", "CUDA_PYTHON_PIN")}.items():
+        run = " ".join(arg for word, arg in stages[stage] if word == "RUN" and "pip install" in arg)
+        declared = {arg for word, arg in stages[stage] if word == "ARG"}
+        for name in names:
+            assert name in declared and f"${{{name}}}" in run, f"{stage} does not install with {name}"
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context():

@@ -1,7 +1,13 @@
-"""The dependency direction DESIGN.md promises, checked in fresh interpreters."""
+"""The dependency direction DESIGN.md promises, checked in fresh interpreters; the extras it names."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(code: str) -> str:
@@ -22,3 +28,24 @@ def test_runtime_never_imports_torch():
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "mslseg", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("mslseg ")
+
+
+def _extras() -> dict[str, list[str]]:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["optional-dependencies"]
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_tensorrt_is_its_own_extra():
+    """TensorRT's libraries come from NVIDIA's index: where that is out of reach, only [tensorrt] fails."""
+    extras = _extras()
+    assert _names(extras["gpu"]) == {"onnxruntime-gpu", "cuda-python", "av"}
+    assert any(r.startswith("onnxruntime-gpu[cuda,cudnn]") for r in extras["gpu"])  # CUDA/cuDNN as wheels
+    assert _names(extras["tensorrt"]) == {"tensorrt"}
+    assert "onnxruntime" in _names(extras["cpu"])
+    for name, requirements in extras.items():  # the two wheels overwrite each other's files
+        assert not {"onnxruntime", "onnxruntime-gpu"} <= _names(requirements), name

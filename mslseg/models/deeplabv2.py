@@ -12,6 +12,7 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mslseg.models.resnet import BACKBONES, ResNetBackbone, init_backbone
 from mslseg.runtime.errors import ModelFormatError
@@ -112,7 +113,7 @@ class DeepLabV2(nn.Module):
             raise ModelFormatError(f"unknown BatchNorm mode '{mode}'; valid: {', '.join(BN_MODES)}")
         self.bn_mode = mode
         for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, _BatchNorm):  # SyncBatchNorm too, which is no BatchNorm2d
                 m.weight.requires_grad_(mode == "train")
                 m.bias.requires_grad_(mode == "train")
         self.train(self.training)
@@ -121,7 +122,7 @@ class DeepLabV2(nn.Module):
         super().train(mode)
         if self.bn_mode == "frozen":
             for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
+                if isinstance(m, _BatchNorm):  # SyncBatchNorm too, which is no BatchNorm2d
                     m.eval()
         return self
 

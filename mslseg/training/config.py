@@ -63,15 +63,15 @@ class TrainConfig:
     batch_source: int = 1  # source images per step (the reference: 1)
     batch_target: int = 1  # target images per step (the reference: 1)
     seed: int = 1234
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16 where supported, else fp16 + scaler; off on CPU) | bf16 | fp16 | off
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: each rank its LOCAL_RANK GPU)
+    amp: str = "auto"  # auto (bf16 on compute capability >= 8.0, else fp16 + scaler; off on CPU) | bf16 | fp16 | off
     channels_last: bool = True  # on CUDA
     workers: int = 2  # data loader processes per rank (0: load in the main process)
     log_every: int = 10  # iterations between metrics.jsonl records
     eval_every: int = 1000  # iterations between evaluations on target_val (0: only at the end)
     checkpoint_every: int = 500  # iterations between last.pt writes
-    sync_bn: bool = False  # distributed: SyncBatchNorm instead of per-rank batch statistics
-    compile: bool = False  # torch.compile the model (CUDA)
+    sync_bn: bool = False  # distributed: SyncBatchNorm instead of per-rank batch statistics (model.bn: train)
+    compile: bool = False  # torch.compile the model (CUDA; under DDP the inner model, before wrapping)
     stop_after: int | None = None  # end this invocation after N more iterations (job time limits; --resume continues)
 
 
@@ -108,6 +108,9 @@ class RunConfig:
             (0 < self.method.threshold < 1, "method.threshold must be in (0, 1)"),
             (self.model.bn in ("train", "frozen"), "model.bn must be train or frozen"),
             (self.train.amp in ("auto", "bf16", "fp16", "off"), "train.amp must be auto, bf16, fp16 or off"),
+            (not (self.train.sync_bn and self.model.bn == "frozen"),
+             "train.sync_bn needs model.bn: train; frozen BatchNorm uses fixed statistics, there are none to "
+             "synchronise (drop train.sync_bn)"),
             (not (self.method.target_loss != "none" and self.target is None),
              f"method {self.method.target_loss} needs target data: set target (--target)"),
             (not (self.method.multi_level and not self.model.multi_level),

@@ -27,7 +27,7 @@ from mslseg.training.config import ModelConfig, RunConfig, to_dict
 from mslseg.training.evaluate import evaluate
 from mslseg.training.resume import Position, RunInterrupted, rebatch_for_world, restore_training, sigint_held
 from mslseg.training.run_log import RunStart, append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
-from mslseg.training.runtime_env import amp_dtype, capture_rng, resolve_device
+from mslseg.training.runtime_env import amp_dtype, capture_rng, rank_device, resolve_device
 from mslseg.training.sampling import stream_loader
 from mslseg.training.step import StepStats, adapt_step, build_optimizer, set_poly_lr
 
@@ -40,6 +40,7 @@ class Dist:
 
     rank: int = 0
     world: int = 1
+    local_rank: int = 0  # the rank on its machine: its GPU under distributed CUDA
 
     @property
     def main(self) -> bool:
@@ -132,8 +133,7 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
     saved = load_checkpoint(last) if resume else None
     s = _setup(cfg, dist, saved)
     cfg = s.cfg
-    net = _wrap_ddp(s.model, cfg, s.device) if dist.world > 1 else (
-        torch.compile(s.model) if cfg.train.compile else s.model)
+    net = prepare_net(s.model, cfg, s.device, dist)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(".*.tmp"):  # temporaries of a write that a kill interrupted
@@ -242,9 +242,11 @@ def _images_per_step(s: _Setup, dist: Dist) -> int:
 
 
 def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
-    device = resolve_device(cfg.train.device)
-    if device.type == "cuda" and device.index is None and dist.world > 1:
-        device = torch.device("cuda", torch.cuda.current_device())
+    name, note = rank_device(cfg.train.device, world=dist.world, local_rank=dist.local_rank,
+                             cuda_available=torch.cuda.is_available())
+    if note and dist.main:
+        log.warning("%s", note)
+    device = resolve_device(name)
     torch.manual_seed(cfg.train.seed)
     if saved is not None:
         cfg = rebatch_for_world(cfg, saved, dist.world)
@@ -272,7 +274,8 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
     s = _Setup(cfg, device, model, meta, source, target, target_val, build_optimizer(model, cfg.optim),
                dtype, torch.amp.GradScaler("cuda") if dtype == torch.float16 else None, channels_last)
     if saved is not None:
-        s.start, s.best = restore_training(saved, s.model, s.optimizer, s.scaler)
+        own = device.index if dist.world > 1 and device.type == "cuda" else None
+        s.start, s.best = restore_training(saved, s.model, s.optimizer, s.scaler, own_cuda=own)
     return s
 
 
@@ -312,12 +315,25 @@ def _normalization(cfg: RunConfig) -> Normalization:
     return Normalization.named(cfg.model.normalization)
 
 
-def _wrap_ddp(model: DeepLabV2, cfg: RunConfig, device: torch.device) -> torch.nn.Module:
+def prepare_net(model: DeepLabV2, cfg: RunConfig, device: torch.device, dist: Dist) -> torch.nn.Module:
+    """The module the steps call: `model`, compiled with `train.compile`, in DDP when distributed.
+
+    Under DDP, `train.sync_bn` converts BatchNorm to SyncBatchNorm first, and the model is compiled
+    before it is wrapped (the PyTorch docs' advice: torch.compile handles the inner module better
+    than the DDP wrapper). `model` itself stays eager for evaluation and checkpoints; its
+    parameters are the ones trained.
+    """
+    if dist.world > 1 and cfg.train.sync_bn:
+        if device.type != "cuda":
+            raise ConfigError("train.sync_bn needs CUDA ranks (DDP runs SyncBatchNorm on GPUs only); "
+                              "drop it on the CPU")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the top module
+    net: torch.nn.Module = torch.compile(model) if cfg.train.compile else model
+    if dist.world == 1:
+        return net
     from torch.nn.parallel import DistributedDataParallel
 
-    if cfg.train.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     # the aux head sits idle when method.multi_level is off
     unused = model.head_aux is not None and not cfg.method.multi_level
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
+    return DistributedDataParallel(net, device_ids=ids, find_unused_parameters=unused)

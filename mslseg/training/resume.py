@@ -87,8 +87,11 @@ def rebatch_for_world(cfg: RunConfig, saved: dict[str, Any], world: int) -> RunC
 
 
 def restore_training(saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler | None) -> tuple[int, float | None]:
-    """Loads last.pt's model, optimiser, scaler and RNG states; returns (iteration, best mIoU)."""
+                     scaler: torch.amp.GradScaler | None, *, own_cuda: int | None = None) -> tuple[int, float | None]:
+    """Loads last.pt's model, optimiser, scaler and RNG states; returns (iteration, best mIoU).
+
+    `own_cuda`: the GPU index of a distributed rank, which restores that GPU's RNG state only.
+    """
     training = saved.get("training") or {}
     if "optimizer" not in training:
         raise ConfigError("last.pt holds no training state; it cannot be resumed")
@@ -96,6 +99,6 @@ def restore_training(saved: dict[str, Any], model: torch.nn.Module, optimizer: t
     optimizer.load_state_dict(training["optimizer"])
     if scaler is not None and training.get("scaler"):
         scaler.load_state_dict(training["scaler"])
-    restore_rng(training["rng"])
+    restore_rng(training["rng"], own_cuda=own_cuda)
     log.info("resumed at iteration %d", training["iteration"])
     return int(training["iteration"]), training.get("best_miou")

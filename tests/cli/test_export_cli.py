@@ -192,7 +192,7 @@ def test_trt_without_tensorrt_says_what_to_install(ckpt, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     out = tmp_path / "m.onnx"
     result = runner.invoke(app, ["export", str(ckpt), "-o", str(out), "--trt"])
-    _one_line_error(result, "pip install 'mslseg[gpu]'")
+    _one_line_error(result, "pip install 'mslseg[gpu,tensorrt]'")
     assert "NVIDIA GPU" in result.output
     assert list(tmp_path.iterdir()) == []  # checked before any export
 
@@ -224,4 +224,4 @@ def test_checkpoint_to_engine_against_a_tensorrt_stand_in(ckpt, footage, tmp_pat
     trt = json.loads((tmp_path / "m.json").read_text())["extra"]["tensorrt"]
     assert trt["profile_sizes"] == {"min": "48x32", "opt": "96x64", "max": "192x128"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.json", "m.onnx", "m.parity.json",
-                                                          "m.timing.cache"]
+                                                          "m.trt10.timing.cache"]

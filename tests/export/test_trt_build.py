@@ -70,7 +70,7 @@ def test_sidecar_reads_back_as_model_meta(model_meta, tmp_path):
 
 def test_missing_tensorrt_is_one_clear_error(labels_onnx, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # absent even where it is installed
-    with pytest.raises(MissingDependencyError, match=r"pip install 'mslseg\[gpu\]'") as err:
+    with pytest.raises(MissingDependencyError, match=r"pip install 'mslseg\[gpu,tensorrt\]'") as err:
         build_engine(labels_onnx, tmp_path / "m.engine")
     assert "NVIDIA GPU" in str(err.value)
     assert list(tmp_path.iterdir()) == []
@@ -86,10 +86,12 @@ class _Recorder:
         mod.__version__ = version
         mod.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
         mod.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
-        mod.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", VERSION_COMPATIBLE="VC",
-                                                GPU_FALLBACK="GPU_FALLBACK")
+        major, minor = (int(v) for v in version.split(".")[:2])
+        weak = {"FP16": "FP16", "INT8": "INT8"} if major < 11 else {}  # TensorRT 11 removed them
+        mod.BuilderFlag = types.SimpleNamespace(VERSION_COMPATIBLE="VC", GPU_FALLBACK="GPU_FALLBACK", **weak)
         mod.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-        mod.HardwareCompatibilityLevel = types.SimpleNamespace(AMPERE_PLUS="AMPERE_PLUS")
+        levels = {"SAME_COMPUTE_CAPABILITY": "SAME_CC"} if (major, minor) >= (10, 9) else {}  # new in 10.9
+        mod.HardwareCompatibilityLevel = types.SimpleNamespace(AMPERE_PLUS="AMPERE_PLUS", **levels)
 
         class Tensor:
             name, shape = "input", (-1, -1, -1, 3)
@@ -121,10 +123,15 @@ class _Recorder:
 
             def create_timing_cache(self, data):
                 rec.calls.append(("cache_in", bytes(data)))
-                return Cache()
+                return None if bytes(data) == b"FOREIGN" else Cache()  # another version's bytes
 
             def set_timing_cache(self, cache, ignore_mismatch):
+                if cache is None:  # as the pybind11 binding does
+                    raise TypeError("set_timing_cache(): incompatible function arguments")
                 return True
+
+            def __setattr__(self, name, value):
+                rec.calls.append(("config", name, value))
 
             def get_timing_cache(self):
                 return Cache()
@@ -163,18 +170,12 @@ class _Recorder:
 def test_build_against_a_stand_in(labels_onnx, tmp_path, monkeypatch, version, strong):
     rec = _Recorder(version)
     monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
-    fp16 = tmp_path / "fp16.onnx"
-    import onnx
-
-    from mslseg.export.onnx_meta import load_meta, write_meta
-
-    proto = onnx.load(str(labels_onnx))
-    write_meta(proto, load_meta(proto).with_(precision="fp16"))  # the flag follows the metadata
-    onnx.save(proto, str(fp16))
-    (tmp_path / "m.timing.cache").write_bytes(b"OLD")
+    fp16 = _fp16_copy(labels_onnx, tmp_path)  # the flag follows the metadata
+    cache = tmp_path / f"m.trt{version.split('.')[0]}.timing.cache"  # one per TensorRT major
+    cache.write_bytes(b"OLD")
     engine = build_engine(fp16, tmp_path / "m.engine", max_size="96x64", max_batch=2, workspace_gib=1)
     assert engine.read_bytes() == b"ENGINE-BYTES"  # the engine bytes as they are, nothing prepended
-    assert (tmp_path / "m.timing.cache").read_bytes() == b"CACHE"
+    assert cache.read_bytes() == b"CACHE"
     assert ("cache_in", b"OLD") in rec.calls
     assert ("network", 1 if strong else 0) in rec.calls
     assert (("flag", "FP16") in rec.calls) != strong  # TensorRT 10: flag; 11: strongly typed
@@ -217,3 +218,66 @@ def test_overwrite_false_refuses_an_engine_or_sidecar_before_tensorrt(labels_onn
             build_engine(labels_onnx, engine, overwrite=False)
         assert existing.read_bytes() == b"EARLIER"
         existing.unlink()
+
+
+def _build(labels_onnx, tmp_path, monkeypatch, version, **kwargs):
+    rec = _Recorder(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
+    build_engine(labels_onnx, tmp_path / "m.engine", **kwargs)
+    return rec
+
+
+def test_a_timing_cache_of_another_tensorrt_version_starts_empty(labels_onnx, tmp_path, monkeypatch, caplog):
+    cache = tmp_path / "m.cache"
+    cache.write_bytes(b"FOREIGN")  # create_timing_cache returns None for these bytes
+    with caplog.at_level("WARNING", logger="mslseg.export.trt_build"):
+        rec = _build(labels_onnx, tmp_path, monkeypatch, "10.9.0", timing_cache=cache)
+    assert [c for c in rec.calls if c[0] == "cache_in"] == [("cache_in", b"FOREIGN"), ("cache_in", b"")]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"timing cache {cache} is from another TensorRT version or GPU; starting an empty one"]
+    assert cache.read_bytes() == b"CACHE" and (tmp_path / "m.engine").read_bytes() == b"ENGINE-BYTES"
+
+
+@pytest.mark.parametrize("version", ["10.9.0", "11.1.0"])
+def test_same_cc_from_tensorrt_10_9(labels_onnx, tmp_path, monkeypatch, version):
+    rec = _build(labels_onnx, tmp_path, monkeypatch, version, hardware_compatibility="same-cc")
+    assert ("config", "hardware_compatibility_level", "SAME_CC") in rec.calls
+
+
+@pytest.mark.parametrize("version, kwargs, error, match", [
+    ("10.8.0", {"hardware_compatibility": "same-cc"}, MissingDependencyError,
+     r"same-cc needs TensorRT 10\.9 or later and this is TensorRT 10\.8\.0; upgrade it"),
+    ("11.1.0", {"strongly_typed": False}, InputError,
+     r"TensorRT 11\.1\.0 builds strongly typed networks only .*strongly_typed=False cannot apply"),
+    ("11.1.0", {"dla_core": 0}, InputError, r"TensorRT 11\.1\.0 cannot build for DLA .*or drop --dla-core"),
+    ("11.4.0", {"dla_core": 0}, InputError, r"TensorRT 11\.4\.0 cannot build for DLA"),
+])
+def test_what_this_tensorrt_cannot_do_is_one_line_before_the_build(labels_onnx, tmp_path, monkeypatch, version,
+                                                                   kwargs, error, match):
+    fp16 = _fp16_copy(labels_onnx, tmp_path)  # DLA takes fp16 or int8 files only
+    rec = _Recorder(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
+    with pytest.raises(error, match=match) as err:
+        build_engine(fp16, tmp_path / "m.engine", **kwargs)
+    assert "\n" not in str(err.value)
+    assert rec.calls == [] and not (tmp_path / "m.engine").exists()  # before TensorRT parses anything
+
+
+@pytest.mark.parametrize("version", ["10.9.0", "11.4.1"])
+def test_dla_where_tensorrt_has_it_asks_the_builder_for_cores(labels_onnx, tmp_path, monkeypatch, version):
+    fp16 = _fp16_copy(labels_onnx, tmp_path)
+    monkeypatch.setitem(sys.modules, "tensorrt", _Recorder(version).module)
+    with pytest.raises(InputError, match=r"DLA core 0 does not exist here \(0 DLA cores\)"):
+        build_engine(fp16, tmp_path / "m.engine", dla_core=0)
+
+
+def _fp16_copy(labels_onnx, tmp_path):
+    import onnx
+
+    from mslseg.export.onnx_meta import load_meta, write_meta
+
+    proto = onnx.load(str(labels_onnx))
+    write_meta(proto, load_meta(proto).with_(precision="fp16"))
+    path = tmp_path / "fp16.onnx"
+    onnx.save(proto, str(path))
+    return path

@@ -14,10 +14,18 @@ def test_other_tensorrt_version_is_refused():
     assert "TensorRT 10.3.0" in why and "10.4.0" in why
 
 
-def test_version_compatible_engine_needs_only_the_major():
+def test_version_compatible_engine_runs_on_the_same_or_a_later_tensorrt():
+    # the support matrix: later releases of the same major, and TensorRT 10 engines on 11; nothing older
     info = H100 | {"version_compatible": True}
-    assert engine_mismatch(info, trt_version="10.7.0", gpu="NVIDIA H100", compute_capability="9.0") is None
-    assert "11.0" in engine_mismatch(info, trt_version="11.0.0", gpu="NVIDIA H100", compute_capability="9.0")
+    for here in ("10.3.0", "10.3.0.26", "10.7.0", "10.16.1", "11.0.0", "11.4.1.5"):
+        assert engine_mismatch(info, trt_version=here, gpu="NVIDIA H100", compute_capability="9.0") is None, here
+    for here in ("10.2.1", "9.3.0", "12.0.0"):
+        why = engine_mismatch(info, trt_version=here, gpu="NVIDIA H100", compute_capability="9.0")
+        assert f"this machine has TensorRT {here}" in why and "10.3.0 or a later 10.x or 11.x" in why
+    eleven = info | {"version": "11.1.0"}
+    assert engine_mismatch(eleven, trt_version="11.4.0", gpu="NVIDIA H100", compute_capability="9.0") is None
+    why = engine_mismatch(eleven, trt_version="11.0.0", gpu="NVIDIA H100", compute_capability="9.0")
+    assert "11.1.0 or a later 11.x)" in why
 
 
 def test_other_gpu_is_refused_unless_hardware_compatible():

@@ -15,12 +15,14 @@ import types
 import numpy as np
 import pytest
 
-from mslseg.runtime import Segmenter, Size, trt_backend
-from mslseg.runtime.errors import InputError, ModelFormatError
+from mslseg.runtime import Segmenter, Size, cuda_calls
+from mslseg.runtime.errors import BackendError, InputError, ModelFormatError
 from tests.runtime import models
 
 
 class FakeCudart:
+    cudaStreamNonBlocking = 1  # noqa: N815
+
     class cudaMemcpyKind:  # noqa: N801 (cuda-python's names)
         cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
 
@@ -34,10 +36,24 @@ class FakeCudart:
         self.graphs: dict[int, list] = {}
         self.launches = self.enqueues = 0
         self.next_id = 1000
+        self.calls: dict[str, int] = {}
+        self.fail_at: dict[str, int] = {}  # call name -> which call of it (1-based) fails
+        self.live: dict[int, str] = {}  # what is allocated and not freed: pointer -> kind
+        self.stream_flags: list[int] = []
 
     def _id(self) -> int:
         self.next_id += 8
         return self.next_id
+
+    def _failing(self, name: str) -> bool:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return self.fail_at.get(name) == self.calls[name]
+
+    def _free(self, name, ptr):
+        if self._failing(name):
+            return (2,)  # cudaErrorMemoryAllocation, say: a free that fails
+        self.live.pop(ptr)
+        return (0,)
 
     def cudaSetDevice(self, index):  # noqa: N802
         return (0,)
@@ -45,17 +61,26 @@ class FakeCudart:
     def cudaGetDeviceProperties(self, index):  # noqa: N802
         return 0, types.SimpleNamespace(name=b"Fake GPU", major=9, minor=0)
 
-    def cudaStreamCreate(self):  # noqa: N802
-        return 0, self._id()
+    def cudaStreamCreateWithFlags(self, flags):  # noqa: N802
+        self.stream_flags.append(flags)
+        stream = self._id()
+        self.live[stream] = "stream"
+        return 0, stream
 
     def cudaMalloc(self, nbytes):  # noqa: N802
+        if self._failing("cudaMalloc"):
+            return 2, None
         ptr = self._id()
         self.device[ptr] = np.zeros(nbytes, np.uint8)
+        self.live[ptr] = "device"
         return 0, ptr
 
     def cudaMallocHost(self, nbytes):  # noqa: N802
+        if self._failing("cudaMallocHost"):
+            return 2, None
         buf = np.zeros(nbytes, np.uint8)
         self.host[buf.ctypes.data] = buf
+        self.live[buf.ctypes.data] = "host"
         return 0, buf.ctypes.data
 
     def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):  # noqa: N802
@@ -85,6 +110,7 @@ class FakeCudart:
         return 0, graph
 
     def cudaGraphInstantiate(self, graph, flags):  # noqa: N802
+        self.live[graph] = "graph"
         return 0, graph
 
     def cudaGraphLaunch(self, graph, stream):  # noqa: N802
@@ -96,12 +122,21 @@ class FakeCudart:
     def cudaGraphDestroy(self, graph):  # noqa: N802
         return (0,)
 
-    cudaGraphExecDestroy = cudaGraphDestroy  # noqa: N815
-    cudaFree = cudaFreeHost = cudaStreamDestroy = cudaSetDevice  # noqa: N815
+    def cudaGraphExecDestroy(self, graph):  # noqa: N802
+        return self._free("cudaGraphExecDestroy", graph)
+
+    def cudaFree(self, ptr):  # noqa: N802
+        return self._free("cudaFree", ptr)
+
+    def cudaFreeHost(self, ptr):  # noqa: N802
+        return self._free("cudaFreeHost", ptr)
+
+    def cudaStreamDestroy(self, stream):  # noqa: N802
+        return self._free("cudaStreamDestroy", stream)
 
 
-def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi):
-    trt = types.SimpleNamespace(__version__="10.9.0")
+def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi, version="10.9.0"):
+    trt = types.SimpleNamespace(__version__=version, host_code_at_deserialize=[])
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
     trt.nptype = lambda dtype: dtype
@@ -158,9 +193,10 @@ def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi):
 
     class Runtime:
         def __init__(self, logger):
-            pass
+            self.engine_host_code_allowed = False  # TensorRT's default
 
         def deserialize_cuda_engine(self, data):
+            trt.host_code_at_deserialize.append(self.engine_host_code_allowed)
             return None if data == b"bad" else Engine()
 
     trt.Runtime = Runtime
@@ -169,14 +205,16 @@ def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi):
 
 @pytest.fixture
 def engine(tmp_path, monkeypatch):
-    def make(lo, hi, data=b"engine bytes", version="10.9.0"):
+    def make(lo, hi, data=b"engine bytes", version="10.9.0", here="10.9.0", **build):
         cuda = FakeCudart()
-        monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake_tensorrt(cuda, lo, hi))
-        monkeypatch.setattr(trt_backend, "_import_cudart", lambda: cuda)
+        trt = fake_tensorrt(cuda, lo, hi, here)
+        monkeypatch.setitem(__import__("sys").modules, "tensorrt", trt)
+        monkeypatch.setattr(cuda_calls, "_import_cudart", lambda: cuda)
+        cuda.trt = trt
         path = tmp_path / "model.engine"
         path.write_bytes(data)
-        meta = models.meta().with_(input_kind="uint8", output_kind="labels",
-                                   extra={"tensorrt": {"version": version, "gpu": "NVIDIA A100"}})
+        info = {"version": version, "gpu": "NVIDIA A100", **build}
+        meta = models.meta().with_(input_kind="uint8", output_kind="labels", extra={"tensorrt": info})
         (tmp_path / "model.json").write_text(json.dumps(meta.to_dict()))
         return path, cuda
 
@@ -233,3 +271,51 @@ def test_warm_up_inside_a_profile_that_excludes_64x64(engine):
     path, cuda = engine((1, 100, 120, 3), (2, 200, 240, 3))
     with Segmenter(path, device="cuda") as seg:
         assert cuda.enqueues == 1 and seg(np.zeros((150, 150, 3), np.uint8)).labels.shape == (150, 150)
+
+
+def test_version_compatible_engine_may_run_host_code_and_later_tensorrt(engine):
+    path, cuda = engine((1, 8, 8, 3), (1, 64, 64, 3), version="10.3.0", here="10.9.0", version_compatible=True)
+    with Segmenter(path, device="cuda", warmup=False):
+        pass
+    assert cuda.trt.host_code_at_deserialize == [True]  # set before deserialize_cuda_engine
+    path, cuda = engine((1, 8, 8, 3), (1, 64, 64, 3))  # a plain engine: host code stays refused
+    with Segmenter(path, device="cuda", warmup=False):
+        pass
+    assert cuda.trt.host_code_at_deserialize == [False]
+
+
+def test_version_compatible_engine_that_fails_to_load_says_what_it_needs(engine):
+    path, _ = engine((1, 8, 8, 3), (1, 64, 64, 3), data=b"bad", version_compatible=True)
+    with pytest.raises(ModelFormatError, match=r"version-compatible engine runs on the same or a later"):
+        Segmenter(path, device="cuda")
+    path, _ = engine((1, 8, 8, 3), (1, 64, 64, 3), version="10.9.0", here="10.8.0", version_compatible=True)
+    with pytest.raises(ModelFormatError, match=r"runs on TensorRT 10\.9\.0 or a later 10\.x or 11\.x\) and this "
+                                               r"machine has TensorRT 10\.8\.0"):
+        Segmenter(path, device="cuda")
+
+
+def test_stream_is_non_blocking_and_close_frees_everything(engine):
+    path, cuda = engine((2, 48, 64, 3), (2, 48, 64, 3))
+    with Segmenter(path, device="cuda") as seg:  # warm-up captures a graph
+        seg(models.frames(2, (48, 64)))
+        assert sorted(cuda.live.values()) == ["device", "device", "graph", "host", "host", "stream"]
+    assert cuda.stream_flags == [FakeCudart.cudaStreamNonBlocking] and cuda.live == {}
+
+
+@pytest.mark.parametrize("call", ["cudaMalloc", "cudaMallocHost"])
+def test_failed_second_allocation_frees_the_first(engine, call):
+    path, cuda = engine((1, 8, 8, 3), (1, 64, 64, 3))
+    cuda.fail_at[call] = 2  # the output's buffer, after the input's
+    with pytest.raises(BackendError, match=f"CUDA call {call} failed"):
+        Segmenter(path, device="cuda")
+    assert cuda.live == {}  # the input's buffers and the stream were freed
+
+
+def test_a_failing_free_in_close_still_frees_the_rest(engine):
+    path, cuda = engine((2, 48, 64, 3), (2, 48, 64, 3))
+    seg = Segmenter(path, device="cuda")
+    cuda.fail_at["cudaFree"] = 1  # the first device free of close()
+    with pytest.raises(BackendError, match="cudaFree failed"):
+        seg.close()
+    assert list(cuda.live.values()) == ["device"]  # only the one whose free failed
+    seg.close()  # closed already: nothing freed twice, no error

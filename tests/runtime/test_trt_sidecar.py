@@ -47,5 +47,5 @@ def test_engine_without_tensorrt_says_what_to_install(tmp_path):
     from mslseg.runtime import Segmenter
 
     engine = _engine(tmp_path, models.meta().to_dict())
-    with pytest.raises(MissingDependencyError, match=r"mslseg\[gpu\]"):
+    with pytest.raises(MissingDependencyError, match=r"mslseg\[tensorrt\]"):
         Segmenter(engine)
