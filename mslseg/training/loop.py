@@ -57,7 +57,7 @@ class RunResult:
 
 
 def build_model(cfg: ModelConfig, class_names: tuple[str, ...],
-                run_size: tuple[Size | None, str] = (None, "bicubic")) -> tuple[DeepLabV2, ModelMeta]:
+                train_size: Size | None = None, interpolation: str = "bicubic") -> tuple[DeepLabV2, ModelMeta]:
     """The model to train: from `cfg.init` (own or foreign checkpoint) or freshly initialised."""
     n = len(class_names)
     if cfg.init is None:
@@ -75,8 +75,8 @@ def build_model(cfg: ModelConfig, class_names: tuple[str, ...],
         )
     model.set_bn_mode(cfg.bn)
     meta = meta.with_(class_names=class_names, palette=palette_for(class_names),
-                      arch=f"deeplabv2-{model.spec.backbone}", train_size=run_size[0],
-                      interpolation=run_size[1],
+                      arch=f"deeplabv2-{model.spec.backbone}", train_size=train_size,
+                      interpolation=interpolation,
                       mslseg_version=__version__)
     return model, meta
 
@@ -252,7 +252,7 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
         cfg = rebatch_for_world(cfg, saved, dist.world)
     probe = build_dataset(cfg.source, _normalization(cfg), train=True, seed=cfg.train.seed)
     class_names = tuple(probe.class_names)
-    model, meta = build_model(cfg.model, class_names, run_size(cfg))
+    model, meta = build_model(cfg.model, class_names, *run_size(cfg))
     if model.spec.multi_level is False and cfg.method.multi_level:
         raise ConfigError(f"multi-level adaptation needs a model with an auxiliary head and {cfg.model.init} "
                           "has none; adapt without it (--single-level, or method.multi_level=false)")
