@@ -173,6 +173,8 @@ def _trace(graph: ExportGraph, path: Path, *, static: Size | None, batch: int, o
         # the tracer announces its own deprecation; the choice is deliberate (module docstring)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        # transformers' attention checks a shape that is constant for these models (no causal mask)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"transformers\.")
         try:
             torch.onnx.export(
                 graph, (dummy,), str(path), dynamo=False, opset_version=opset,

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from mslseg.models.deeplabv2 import DeepLabV2, ModelSpec
+from mslseg.models.base import SegModel
+from mslseg.architectures import build_model_from_spec
 from mslseg.runtime.atomic import atomic_path
 from mslseg.runtime.errors import ModelFormatError
 from mslseg.runtime.metadata import ModelMeta
@@ -25,7 +26,7 @@ FORMAT = "mslseg-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: str | Path, model: DeepLabV2, meta: ModelMeta, *,
+def save_checkpoint(path: str | Path, model: SegModel, meta: ModelMeta, *,
                     training: dict[str, Any] | None = None) -> Path:
     """Write `model` and `meta` (and a resumable training state) atomically to `path`."""
     path = Path(path)
@@ -34,7 +35,8 @@ def save_checkpoint(path: str | Path, model: DeepLabV2, meta: ModelMeta, *,
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "spec": model.spec.to_dict(),
+        "arch": model.arch,
+        "spec": model.spec_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta.to_dict(),
         "training": training,
@@ -83,9 +85,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def model_from_checkpoint(data: dict[str, Any], source: str = "checkpoint") -> tuple[DeepLabV2, ModelMeta]:
-    spec = ModelSpec.from_dict(data["spec"])
-    model = DeepLabV2(spec)
+def model_from_checkpoint(data: dict[str, Any], source: str = "checkpoint", *,
+                          factory: str | None = None) -> tuple[SegModel, ModelMeta]:
+    """The module and metadata of a loaded checkpoint. A model built by a Python factory is rebuilt only
+    when `factory` names that same factory: a checkpoint never gets code imported on its own say-so."""
+    # checkpoints from before the model registry hold DeepLab-v2 without saying so
+    model = build_model_from_spec(data.get("arch", "deeplabv2"), data["spec"], factory=factory, source=source)
     try:
         model.load_state_dict(data["state_dict"], strict=True)
     except RuntimeError as exc:
@@ -94,9 +99,13 @@ def model_from_checkpoint(data: dict[str, Any], source: str = "checkpoint") -> t
     return model, meta
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[DeepLabV2, ModelMeta]:
-    """Load an mslseg checkpoint: the model in eval mode on `device`, and its metadata."""
-    model, meta = model_from_checkpoint(load_checkpoint(path), str(path))
+def load_model(path: str | Path, *, device: str | torch.device = "cpu",
+               factory: str | None = None) -> tuple[SegModel, ModelMeta]:
+    """Load an mslseg checkpoint: the model in eval mode on `device`, and its metadata.
+
+    `factory`: the `python:MODULE:FUNCTION` that built the checkpoint's model, for a model of your
+    own (the checkpoint names it, but is not trusted to)."""
+    model, meta = model_from_checkpoint(load_checkpoint(path), str(path), factory=factory)
     return model.to(device).eval(), meta
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from mslseg.architectures import models_help
 from mslseg.cli.progress import run_progress
 
 if TYPE_CHECKING:
@@ -20,21 +21,22 @@ SourceOpt = Annotated[Path | None, typer.Option(help="Labelled source dataset ro
 SourceKindOpt = Annotated[str | None, typer.Option(help="Source layout: gta5 | synthia | cityscapes | folder.")]
 ValOpt = Annotated[Path | None, typer.Option(help="Labelled target split to evaluate on (e.g. a Cityscapes root).")]
 ValKindOpt = Annotated[str | None, typer.Option(help="Layout of --target-val (default cityscapes, split val).")]
-BackboneOpt = Annotated[str | None, typer.Option(help="resnet101 | resnet50 | resnet18.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help=f"Architecture: {models_help()}. Default: the config's (deeplabv2). The optimiser recipe follows it (see docs/models.md).")]
+BackboneOpt = Annotated[str | None, typer.Option(help="DeepLab-v2's backbone: resnet101 | resnet50 | resnet18.")]
 ItOpt = Annotated[int | None, typer.Option(min=1, help="Optimisation steps.")]
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="Source (and target) images per step.")]
 SizeOpt = Annotated[str | None, typer.Option(help="Resize all images to WxH, e.g. 1024x512.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N.")]
 ResumeOpt = Annotated[Path | None, typer.Option(help="Continue the run in this directory from its last.pt.")]
-InitOpt = Annotated[Path | None, typer.Option(help="Checkpoint to start from (own .pt, or foreign with --init-format).")]
+InitOpt = Annotated[str | None, typer.Option(help="Weights to start from: an mslseg .pt, a foreign file with --init-format, a SegFormer save_pretrained folder or hf:<hub id>.")]
 InitFmtOpt = Annotated[str | None, typer.Option(help="Format of a foreign --init: msl | deeplab-imagenet | torchvision-resnet.")]
 
 
-def _common(overrides: dict[str, Any], *, source, source_kind, target_val, val_kind, backbone,
+def _common(overrides: dict[str, Any], *, source, source_kind, target_val, val_kind, model, backbone,
             iterations, batch, size, out, device, init, init_format) -> None:
     pairs = {
-        "source.root": source, "source.kind": source_kind, "model.backbone": backbone,
+        "source.root": source, "source.kind": source_kind, "model.arch": model, "model.backbone": backbone,
         "train.iterations": iterations, "train.batch_source": batch, "train.batch_target": batch,
         "out": out, "train.device": device, "model.init": init, "model.init_format": init_format,
     }
@@ -101,7 +103,7 @@ def _interrupted(command: str, stop: RunInterrupted) -> str:
 
 def train(
     config: ConfigOpt = None, source: SourceOpt = None, source_kind: SourceKindOpt = None,
-    target_val: ValOpt = None, val_kind: ValKindOpt = None, backbone: BackboneOpt = None,
+    target_val: ValOpt = None, val_kind: ValKindOpt = None, model: ModelOpt = None, backbone: BackboneOpt = None,
     iterations: ItOpt = None, batch: BatchOpt = None, size: SizeOpt = None, out: OutOpt = None,
     device: DeviceOpt = None, init: InitOpt = None, init_format: InitFmtOpt = None,
     multi_level: Annotated[bool, typer.Option(help="Also train the aux head (x0.1 CE), as the multi-level recipe starts from.")] = True,
@@ -111,7 +113,7 @@ def train(
     # source only: no target images at all, not even for BatchNorm statistics
     overrides: dict[str, Any] = {"method.target_loss": "none", "method.multi_level": multi_level, "target": None}
     _common(overrides, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
-            backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
+            model=model, backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
             init=init, init_format=init_format)
     _launch("train", config, overrides, set_, resume)
 
@@ -124,8 +126,8 @@ def adapt(
     method: Annotated[str | None, typer.Option(help="Target loss: iw-msl | msl | minent | none (BN statistics only). Default: the config's, else iw-msl with multi-level guidance where the model has an aux head.")] = None,
     multi_level: Annotated[bool | None, typer.Option("--multi-level/--single-level", help="Multi-level self-produced guidance on the aux head (default: the config's; with the default method, on where the model has an aux head).")] = None,
     lambda_target: Annotated[float | None, typer.Option(min=0.0, help="Weight of the target loss (default: the config's, else the paper's: 0.1; 0.09 with multi-level).")] = None,
-    backbone: BackboneOpt = None, iterations: ItOpt = None, batch: BatchOpt = None, size: SizeOpt = None,
-    out: OutOpt = None, device: DeviceOpt = None, init: InitOpt = None, init_format: InitFmtOpt = None,
+    model: ModelOpt = None, backbone: BackboneOpt = None, iterations: ItOpt = None, batch: BatchOpt = None,
+    size: SizeOpt = None, out: OutOpt = None, device: DeviceOpt = None, init: InitOpt = None, init_format: InitFmtOpt = None,
     resume: ResumeOpt = None, set_: SetOpt = None,
 ) -> None:
     """Adapt a source-trained model to unlabelled target images or videos (default: IW-MSL + multi-level)."""
@@ -141,6 +143,6 @@ def adapt(
         overrides["target.labelled"] = False
         overrides["target.kind"] = target_kind or ("video" if target.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov") else "cityscapes")
     _common(overrides, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
-            backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
+            model=model, backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
             init=init, init_format=init_format)
     _launch("adapt", config, overrides, set_, resume)

@@ -12,13 +12,12 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from mslseg.models.base import SegModel
 from mslseg.models.resnet import BACKBONES, ResNetBackbone, init_backbone
 from mslseg.runtime.errors import ModelFormatError
 
 ASPP_DILATIONS = (6, 12, 18, 24)
-BN_MODES = ("train", "frozen")
 
 
 class ASPPClassifier(nn.Module):
@@ -76,7 +75,9 @@ class ModelSpec:
         return cls(**d)
 
 
-class DeepLabV2(nn.Module):
+class DeepLabV2(SegModel):
+    arch = "deeplabv2"
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -90,6 +91,24 @@ class DeepLabV2(nn.Module):
         )
         self.bn_mode = "train"
 
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def has_aux(self) -> bool:
+        return self.spec.multi_level
+
+    @property
+    def name(self) -> str:
+        return f"deeplabv2-{self.spec.backbone}"
+
+    def spec_dict(self) -> dict[str, Any]:
+        return self.spec.to_dict()
+
+    def is_head(self, name: str) -> bool:
+        return name.startswith("head_")
+
     def forward(self, x: Tensor, with_aux: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
         """(N, 3, H, W) normalised -> (N, C, H, W) main logits at the input size.
 
@@ -102,38 +121,6 @@ class DeepLabV2(nn.Module):
             return main
         aux = _upsample(self.head_aux(f3), x) if self.head_aux is not None else None
         return main, aux
-
-    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(main, aux) logits at the input size; aux is None for a single-level model."""
-        return self.forward(x, with_aux=True)
-
-    def set_bn_mode(self, mode: str) -> None:
-        """train: batch statistics and trainable affine (the MSL recipe); frozen: BN as constants."""
-        if mode not in BN_MODES:
-            raise ModelFormatError(f"unknown BatchNorm mode '{mode}'; valid: {', '.join(BN_MODES)}")
-        self.bn_mode = mode
-        for m in self.modules():
-            if isinstance(m, _BatchNorm):  # SyncBatchNorm too, which is no BatchNorm2d
-                m.weight.requires_grad_(mode == "train")
-                m.bias.requires_grad_(mode == "train")
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> DeepLabV2:
-        super().train(mode)
-        if self.bn_mode == "frozen":
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):  # SyncBatchNorm too, which is no BatchNorm2d
-                    m.eval()
-        return self
-
-    def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict[str, Any]]:
-        """Backbone at `lr`, heads at `head_lr_mult` x lr; frozen parameters left out."""
-        heads = [p for n, p in self.named_parameters() if n.startswith("head_") and p.requires_grad]
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        return [
-            {"params": backbone, "lr": lr, "lr_mult": 1.0},
-            {"params": heads, "lr": lr * head_lr_mult, "lr_mult": head_lr_mult},
-        ]
 
 
 def _upsample(logits: Tensor, like: Tensor) -> Tensor:

@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from mslseg.architectures import OPTIMIZERS, architecture
 from mslseg.data.config import DATASET_KINDS, DataConfig
-from mslseg.runtime.errors import ConfigError
+from mslseg.runtime.errors import ConfigError, ModelFormatError
 from mslseg.runtime.sizes import Size
 
 TARGET_LOSS_NAMES = ("none", "minent", "msl", "iw-msl")
@@ -27,22 +28,27 @@ TARGET_LOSS_NAMES = ("none", "minent", "msl", "iw-msl")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "resnet101"  # resnet101 (the paper's) | resnet50 | resnet18
-    multi_level: bool = True  # auxiliary head on layer3 (needed for --multi-level adaptation)
-    branches: int = 4  # ASPP branches summed; 2 = the released MSL checkpoints
+    arch: str = "deeplabv2"  # a name in mslseg.architectures.MODELS (segformer-b0, ...) or python:MODULE:FUNCTION
+    backbone: str = "resnet101"  # DeepLab-v2's: resnet101 (the paper's) | resnet50 | resnet18; others ignore it
+    multi_level: bool = True  # an auxiliary head (DeepLab: on layer3; SegFormer: on stage 3) for multi-level
+    branches: int = 4  # DeepLab-v2's ASPP branches summed; 2 = the released MSL checkpoints
     bn: str = "train"  # train: batch stats, trainable affine (MSL recipe) | frozen (ADVENT style)
-    normalization: str = "official"  # official (BGR, Caffe mean) | imagenet; ignored with init
-    init: str | None = None  # checkpoint to start from: own .pt, or foreign with init_format
-    init_format: str | None = None  # msl | deeplab-imagenet | torchvision-resnet (foreign init)
+    normalization: str = "official"  # official (BGR, Caffe mean) | imagenet; unset: the arch's recipe; ignored with init
+    init: str | None = None  # start from: own .pt, a foreign file with init_format, a SegFormer folder or hf:<id>
+    init_format: str | None = None  # msl | deeplab-imagenet | torchvision-resnet (foreign DeepLab init)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 2.5e-4  # backbone learning rate (SGD)
+    # every field a config leaves unset takes the architecture's recipe (mslseg.architectures)
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 2.5e-4  # encoder/backbone learning rate
+    lr_scale: float = 1.0  # multiplies lr (and the heads'): short runs from scratch, as the synthetic config, take 10
     head_lr_mult: float = 10.0  # heads learn this many times faster
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD momentum; AdamW beta1
     weight_decay: float = 5e-4
     poly_power: float = 0.9  # lr = base * (1 - it / iterations) ** power
+    norm_decay: bool = True  # weight decay on normalisation layers (SegFormer's recipe: off)
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,9 @@ class RunConfig:
              "train.log_every and train.checkpoint_every must be >= 1"),
             (self.train.eval_every >= 0, "train.eval_every must be >= 0 (0: only at the end)"),
             (self.train.stop_after is None or self.train.stop_after >= 1, "train.stop_after must be >= 1"),
-            (self.optim.lr > 0, "optim.lr must be > 0"),
+            (self.optim.lr > 0 and self.optim.lr_scale > 0, "optim.lr and optim.lr_scale must be > 0"),
+            (self.optim.optimizer in OPTIMIZERS, f"optim.optimizer '{self.optim.optimizer}' is not one of "
+                                                 f"{', '.join(OPTIMIZERS)}"),
             (self.optim.head_lr_mult > 0 and self.optim.poly_power >= 0,
              "optim.head_lr_mult must be > 0 and optim.poly_power >= 0"),
             (0 <= self.optim.momentum < 1 and self.optim.weight_decay >= 0,
@@ -124,6 +132,10 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        try:
+            architecture(self.model.arch)
+        except ModelFormatError as exc:
+            raise ConfigError(f"model.arch: {exc}") from None
         return self
 
 
@@ -264,11 +276,28 @@ def adapt_method(cfg: RunConfig, given: set[str]) -> RunConfig:
     return dataclasses.replace(cfg, method=method)
 
 
+def apply_recipe(cfg: RunConfig, given_optim: set[str], given_model: set[str]) -> RunConfig:
+    """`cfg` with the optim fields not in `given_optim`, and model.normalization unless given, taken
+    from the recipe of `cfg.model.arch` (mslseg.architectures): SGD 2.5e-4 for DeepLab-v2, AdamW 6e-5
+    for SegFormer. optim.lr_scale is no recipe field: it scales whichever lr results."""
+    try:
+        recipe = architecture(cfg.model.arch).recipe
+    except ModelFormatError as exc:
+        raise ConfigError(f"model.arch: {exc}") from None
+    fields = {f.name for f in dataclasses.fields(OptimConfig)} & {f.name for f in dataclasses.fields(recipe)}
+    optim = dataclasses.replace(cfg.optim, **{k: getattr(recipe, k) for k in fields - given_optim})
+    model = cfg.model if "normalization" in given_model else dataclasses.replace(
+        cfg.model, normalization=recipe.normalization)
+    return dataclasses.replace(cfg, optim=optim, model=model)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] = (), *,
                 adapt: bool = False) -> RunConfig:
     """A RunConfig from a YAML file (a path, or the name of a shipped config) plus overrides.
 
-    With `adapt`, the method fields that neither sets take `mslseg adapt`'s defaults (`adapt_method`).
+    The optim fields and model.normalization that neither sets take the architecture's recipe
+    (`apply_recipe`). With `adapt`, the method fields that neither sets take `mslseg adapt`'s
+    defaults (`adapt_method`).
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -282,6 +311,7 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] =
     for key, value in items:
         set_dotted(data, key, value)
     cfg = from_dict(RunConfig, data)
+    cfg = apply_recipe(cfg, set(data.get("optim") or ()), set(data.get("model") or ()))
     if adapt:
         cfg = adapt_method(cfg, set(data.get("method") or ()))
     return cfg.validate()

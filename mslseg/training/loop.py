@@ -18,7 +18,8 @@ from mslseg.classes import palette_for
 from mslseg.data import build_dataset
 from mslseg.data.video_frames import VideoFrames
 from mslseg.foreign import import_foreign
-from mslseg.models.deeplabv2 import DeepLabV2, ModelSpec
+from mslseg.architectures import architecture, is_factory
+from mslseg.models.base import SegModel
 from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import ConfigError, TrainingError
 from mslseg.runtime.metadata import ModelMeta, Normalization
@@ -57,28 +58,50 @@ class RunResult:
 
 
 def build_model(cfg: ModelConfig, class_names: tuple[str, ...],
-                train_size: Size | None = None, interpolation: str = "bicubic") -> tuple[DeepLabV2, ModelMeta]:
-    """The model to train: from `cfg.init` (own or foreign checkpoint) or freshly initialised."""
+                train_size: Size | None = None, interpolation: str = "bicubic") -> tuple[SegModel, ModelMeta]:
+    """The model to train: from `cfg.init` (own or foreign checkpoint, a SegFormer folder or hf:<id>)
+    or freshly initialised as `cfg.arch` says (mslseg.architectures)."""
     n = len(class_names)
+    arch = architecture(cfg.arch)
+    factory = cfg.arch if is_factory(cfg.arch) else None  # the config names it: the caller trusts it
     if cfg.init is None:
-        model = DeepLabV2(ModelSpec(cfg.backbone, n, cfg.multi_level, cfg.branches))
+        model = arch.build(num_classes=n, multi_level=cfg.multi_level, backbone=cfg.backbone, branches=cfg.branches)
         meta = ModelMeta(num_classes=n, class_names=class_names, palette=palette_for(class_names),
                          normalization=Normalization.named(cfg.normalization))
     elif cfg.init_format:
+        if cfg.arch != "deeplabv2":
+            raise ConfigError(f"model.init_format imports DeepLab-v2 weights, not {cfg.arch}; drop it, or use "
+                              "a SegFormer folder / hf:<id> as model.init")
         model, meta = import_foreign(cfg.init, cfg.init_format, num_classes=n, multi_level=cfg.multi_level)
+    elif cfg.arch.startswith("segformer") and not cfg.init.endswith(".pt"):
+        from mslseg.models.segformer import pretrained_segformer
+
+        model, names = pretrained_segformer(cfg.init, num_classes=n, multi_level=cfg.multi_level)
+        if names is not None and names != class_names:
+            log.info("%s names its classes %s; the data's names are used", cfg.init, ", ".join(names))
+        meta = ModelMeta(num_classes=n, class_names=class_names, palette=palette_for(class_names),
+                         normalization=Normalization.named(cfg.normalization))
     else:
-        model, meta = model_from_checkpoint(load_checkpoint(cfg.init), cfg.init)
-    if model.spec.num_classes != n:
+        model, meta = model_from_checkpoint(load_checkpoint(cfg.init), cfg.init, factory=factory)
+        if model.arch != cfg.arch:
+            raise ConfigError(f"{cfg.init} holds a {model.arch} model, but model.arch is {cfg.arch}; "
+                              f"pass --model {model.arch} (or model.arch: {model.arch})")
+    if model.num_classes != n:
         raise ConfigError(
-            f"the model predicts {model.spec.num_classes} classes but the data has {n}; "
+            f"the model predicts {model.num_classes} classes but the data has {n}; "
             "use a checkpoint or class set that match"
         )
     model.set_bn_mode(cfg.bn)
     meta = meta.with_(class_names=class_names, palette=palette_for(class_names),
-                      arch=f"deeplabv2-{model.spec.backbone}", train_size=train_size,
+                      arch=model_name(model), train_size=train_size,
                       interpolation=interpolation,
                       mslseg_version=__version__)
     return model, meta
+
+
+def model_name(model: SegModel) -> str:
+    """What the metadata and the start line call the model: deeplabv2-resnet18, segformer-b0, python:m:f."""
+    return getattr(model, "name", None) or model.arch
 
 
 def run_size(cfg: RunConfig) -> tuple[Size | None, str]:
@@ -99,7 +122,7 @@ class _Setup:
 
     cfg: RunConfig
     device: torch.device
-    model: DeepLabV2
+    model: SegModel
     meta: ModelMeta
     source: Any
     target: Any | None
@@ -222,8 +245,8 @@ def _run_start(s: _Setup, dist: Dist) -> RunStart:
     amp = f" {str(s.amp_dtype).removeprefix('torch.')}" if s.amp_dtype is not None else ""
     return RunStart(
         target_loss=cfg.method.target_loss, multi_level=cfg.method.multi_level,
-        lambda_target=cfg.method.lambda_target, arch=f"deeplabv2-{s.model.spec.backbone}",
-        aux_head=bool(s.model.spec.multi_level), device=f"{s.device}{amp}", world=dist.world,
+        lambda_target=cfg.method.lambda_target, arch=model_name(s.model),
+        aux_head=s.model.has_aux, device=f"{s.device}{amp}", world=dist.world,
         iterations=cfg.train.iterations, start=s.start, stop=_stop(cfg, s.start), source_images=len(s.source),
         target_images=len(s.target) if s.target is not None else None,
         target_video=(frames.available, frames.videos) if isinstance(frames, VideoFrames) else None,
@@ -253,9 +276,10 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
     probe = build_dataset(cfg.source, _normalization(cfg), train=True, seed=cfg.train.seed)
     class_names = tuple(probe.class_names)
     model, meta = build_model(cfg.model, class_names, *run_size(cfg))
-    if model.spec.multi_level is False and cfg.method.multi_level:
-        raise ConfigError(f"multi-level adaptation needs a model with an auxiliary head and {cfg.model.init} "
-                          "has none; adapt without it (--single-level, or method.multi_level=false)")
+    if not model.has_aux and cfg.method.multi_level:
+        raise ConfigError(f"multi-level adaptation needs a model with an auxiliary head and "
+                          f"{cfg.model.init or model_name(model)} has none; adapt without it "
+                          "(--single-level, or method.multi_level=false)")
     # the normalisation is the initial model's: datasets are built with it
     norm = meta.normalization
     source = probe if norm == _normalization(cfg) else build_dataset(cfg.source, norm, train=True, seed=cfg.train.seed)
@@ -315,7 +339,7 @@ def _normalization(cfg: RunConfig) -> Normalization:
     return Normalization.named(cfg.model.normalization)
 
 
-def prepare_net(model: DeepLabV2, cfg: RunConfig, device: torch.device, dist: Dist) -> torch.nn.Module:
+def prepare_net(model: SegModel, cfg: RunConfig, device: torch.device, dist: Dist) -> torch.nn.Module:
     """The module the steps call: `model`, compiled with `train.compile`, in DDP when distributed.
 
     Under DDP, `train.sync_bn` converts BatchNorm to SyncBatchNorm first, and the model is compiled
@@ -335,5 +359,5 @@ def prepare_net(model: DeepLabV2, cfg: RunConfig, device: torch.device, dist: Di
 
     ids = [device.index] if device.type == "cuda" else None
     # the aux head sits idle when method.multi_level is off
-    unused = model.head_aux is not None and not cfg.method.multi_level
+    unused = model.has_aux and not cfg.method.multi_level
     return DistributedDataParallel(net, device_ids=ids, find_unused_parameters=unused)

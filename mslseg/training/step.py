@@ -35,15 +35,21 @@ class StepStats:
         return asdict(self)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
-    """SGD with the heads at `head_lr_mult` x the backbone's learning rate."""
-    groups = model.param_groups(cfg.lr, cfg.head_lr_mult)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW (`cfg.optimizer`) with the heads at `head_lr_mult` x the backbone's learning rate."""
+    lr = cfg.lr * cfg.lr_scale
+    if cfg.norm_decay:  # the two groups DeepLab-v2 has always had
+        groups = model.param_groups(lr, cfg.head_lr_mult)
+    else:
+        groups = model.param_groups(lr, cfg.head_lr_mult, norm_decay=False)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def set_poly_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, iteration: int, total: int) -> float:
     """lr = base * (1 - it / total) ** power, per group times its multiplier; returns the base."""
-    lr = cfg.lr * (1 - iteration / total) ** cfg.poly_power
+    lr = cfg.lr * cfg.lr_scale * (1 - iteration / total) ** cfg.poly_power
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
     return lr
