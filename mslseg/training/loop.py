@@ -24,7 +24,7 @@ from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import ConfigError, TrainingError
 from mslseg.runtime.metadata import ModelMeta, Normalization
 from mslseg.runtime.sizes import Size
-from mslseg.training.config import ModelConfig, RunConfig, to_dict
+from mslseg.training.config import ModelConfig, OptimConfig, RunConfig, to_dict
 from mslseg.training.evaluate import evaluate
 from mslseg.training.resume import Position, RunInterrupted, rebatch_for_world, restore_training, sigint_held
 from mslseg.training.run_log import RunStart, append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
@@ -251,7 +251,13 @@ def _run_start(s: _Setup, dist: Dist) -> RunStart:
         target_images=len(s.target) if s.target is not None else None,
         target_video=(frames.available, frames.videos) if isinstance(frames, VideoFrames) else None,
         val_images=len(s.target_val) if s.target_val is not None else None,
-        images_per_step=_images_per_step(s, dist), run_dir=Path(cfg.out))
+        images_per_step=_images_per_step(s, dist), run_dir=Path(cfg.out), optimizer=describe_optim(cfg.optim))
+
+
+def describe_optim(optim: OptimConfig) -> str:
+    """'adamw lr 0.0006 (heads x10)': the optimiser the architecture's recipe and the config chose."""
+    scale = f" = {optim.lr:g} x {optim.lr_scale:g}" if optim.lr_scale != 1 else ""
+    return f"{optim.optimizer} lr {optim.lr * optim.lr_scale:g}{scale} (heads x{optim.head_lr_mult:g})"
 
 
 def _stop(cfg: RunConfig, start: int) -> int:

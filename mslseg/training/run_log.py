@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mslseg.runtime.atomic import atomic_write_text
+from mslseg.runtime.atomic import atomic_write_text, writing
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class RunStart:
     val_images: int | None
     images_per_step: int  # over all ranks
     run_dir: Path
+    optimizer: str = ""  # sgd lr 0.0025 (heads x10): what the recipe and the config chose
 
     @property
     def has_target_loss(self) -> bool:
@@ -49,6 +52,8 @@ class RunStart:
         if self.has_target_loss:
             parts.append(f"lambda_T {self.lambda_target:g}")
         parts.append(f"{self.arch} ({'main+aux heads' if self.aux_head else 'main head'})")
+        if self.optimizer:
+            parts.append(self.optimizer)
         parts.append(self.device + (f" x {self.world} ranks" if self.world > 1 else ""))
         if self.start:
             parts.append(f"resumed at iteration {self.start} of {self.iterations} from {self.run_dir / 'last.pt'}")
@@ -88,8 +93,18 @@ def tensorboard_writer(out: Path):
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one line; a write the disk refuses (full, read-only) is cut back off and raises
+    OutputError, so the file keeps whole lines only."""
+    line = memoryview((json.dumps(record) + "\n").encode())
+    with writing(path), open(path, "ab", buffering=0) as f:  # unbuffered: nothing left to flush later
+        size = f.seek(0, os.SEEK_END)
+        try:
+            while line:  # a nearly full disk takes part of a write and refuses only the next one
+                line = line[f.write(line):]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(f.fileno(), size)
+            raise
 
 
 def truncate_metrics(path: Path, iteration: int) -> None:

@@ -91,6 +91,9 @@ def stream_loader(dataset: Dataset, batch: int, *, seed: int, start: int, worker
         SeededItems(dataset, seed), batch_sampler=sampler, num_workers=workers,
         pin_memory=pin_memory, persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
+        # its own generator: a loader drawn from the global RNG when iteration starts would shift the
+        # training RNG (dropout, drop-path) between a run and its resumed continuation
+        generator=torch.Generator().manual_seed(seed),
     )
     return unwrap_worker_errors(loader)
 
