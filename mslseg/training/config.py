@@ -20,10 +20,11 @@ import yaml
 
 from mslseg.architectures import OPTIMIZERS, architecture
 from mslseg.data.config import DATASET_KINDS, DataConfig
+from mslseg.methods import METHODS
 from mslseg.runtime.errors import ConfigError, ModelFormatError
 from mslseg.runtime.sizes import Size
 
-TARGET_LOSS_NAMES = ("none", "minent", "msl", "iw-msl")
+TARGET_LOSS_NAMES = tuple(METHODS)
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,12 @@ def test_init_of_another_architecture_says_which_to_name(synth_data, tmp_path):
     with pytest.raises(ConfigError, match="--model segformer-b0"):
         run(load_config("synthetic", {"source.root": str(synth_data / "gta5"), "target_val": None,
                                       "model.init": str(tmp_path / "sf" / "last.pt"), "out": str(tmp_path / "d")}))
+
+
+def test_every_method_has_its_target_loss():
+    from mslseg.losses import TARGET_LOSSES
+    from mslseg.methods import METHODS
+
+    assert set(METHODS) == set(TARGET_LOSSES)
+    out = CliRunner().invoke(app, ["adapt", "--help"], terminal_width=400).output
+    assert all(name in out for name in METHODS)
