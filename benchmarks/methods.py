@@ -3,6 +3,7 @@ synthetic two-domain data, same iterations for every method, scored on the targe
 
     python benchmarks/methods.py --out runs/methods            # ~10 min on 2 CPU cores
     python benchmarks/methods.py --out runs/methods --lambdas 0.1 0.5 2.0   # lambda_T sweep
+    python benchmarks/methods.py --model segformer-b0 --out runs/methods-sf  # another architecture
 
 Prints one Markdown table (target mIoU and per-class IoU) and writes it to OUT/table.md and
 OUT/results.json. Reports what it measures, including where a method does not beat BN-only.
@@ -29,7 +30,10 @@ METHODS = [  # (row name, target loss, multi-level, needs target images)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("runs/methods"))
+    ap.add_argument("--model", default="deeplabv2",
+                    help="model.arch: deeplabv2 (the synthetic config's ResNet-18 DeepLab-v2), segformer-b0, ...")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default runs/methods, or runs/methods-MODEL for another model)")
     ap.add_argument("--data", type=Path, default=None, help="synthetic data root (generated if missing)")
     ap.add_argument("--size", default="128x64")
     ap.add_argument("--source-iters", type=int, default=600)
@@ -37,6 +41,8 @@ def main() -> None:
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.1])
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
+    if args.out is None:
+        args.out = Path("runs/methods" if args.model == "deeplabv2" else f"runs/methods-{args.model}")
 
     import torch
 
@@ -57,6 +63,8 @@ def main() -> None:
     base = {"source.root": str(data / "gta5"), "target.root": str(data / "cityscapes"),
             "target_val.root": str(data / "cityscapes"), "train.seed": args.seed,
             "source.size": [w, h], "target.size": [w, h], "target_val.size": [w, h]}
+    if args.model != "deeplabv2":  # the DeepLab path passes no override: exactly the synthetic config
+        base["model.arch"] = args.model
     val = DataConfig(kind="cityscapes", root=str(data / "cityscapes"), split="val", size=(w, h))
     rows, timings = [], {}
 
@@ -98,10 +106,11 @@ def main() -> None:
         cells = " | ".join(f"{100 * s.iou[i]:.1f}" for i in present)
         lines.append(f"| {name} | {lam} | **{100 * s.miou:.2f}** | {cells} |")
     table = "\n".join(lines)
+    print(f"model: {args.model}")
     print(table)
     (args.out / "table.md").write_text(table + "\n")
     (args.out / "results.json").write_text(json.dumps(
-        {"rows": [{"method": n, "lambda_target": lam, **s.to_dict()} for n, lam, s in rows],
+        {"model": args.model, "rows": [{"method": n, "lambda_target": lam, **s.to_dict()} for n, lam, s in rows],
          "seconds": timings, "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
 
 

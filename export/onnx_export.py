@@ -11,6 +11,7 @@ PyTorch removes the TorchScript exporter, switch `_trace` to dynamo=True with op
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
 import tempfile
 import warnings
@@ -25,10 +26,10 @@ from torch import nn
 from mslseg import __version__
 from mslseg.export.calibration import load_frames
 from mslseg.export.graph import ExportGraph, check_io_options
-from mslseg.export.int8 import check_int8_layout, quantize_int8
+from mslseg.export.int8 import check_int8_layout, int8_ops, quantize_int8
 from mslseg.export.onnx_meta import check_contract, write_meta
 from mslseg.export.trt_ops import log_trt_problems, trt_op_problems
-from mslseg.runtime.atomic import atomic_path
+from mslseg.runtime.atomic import atomic_path, writing
 from mslseg.runtime.errors import ExportError, InputError, require
 from mslseg.runtime.metadata import PRECISIONS, ModelMeta
 from mslseg.runtime.sizes import Size
@@ -112,8 +113,10 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
     check_precision(precision)
     check_opset(opset)
     size = check_static(static, batch)
+    ops = None
     if precision == "int8":
         check_int8_layout(int8_layout)
+        ops = int8_ops(meta.arch)  # what the architecture registry says int8 quantises
     check_output_path(out)
     if slim is None:
         slim = importlib.util.find_spec("onnxslim") is not None
@@ -130,15 +133,19 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
     graph = ExportGraph(model, meta.normalization, meta.num_classes, input_kind=input_kind,
                         input_order=input_order, output_kind=output_kind, confidence=confidence,
                         half=precision == "fp16")
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+    with writing(out):  # the scratch folder sits beside `out`: a full or read-only disk shows here
+        scratch = tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent)
+    with scratch as tmp:
         path = Path(tmp) / "traced.onnx"
-        _trace(graph, path, static=size, batch=batch, opset=opset)
+        with writing(out):
+            path.write_bytes(_trace(graph, static=size, batch=batch, opset=opset))
         proto = _slim(onnx.load(str(path))) if slim else onnx.load(str(path))
         if frames is not None:  # quantise the (slimmed) fp32 graph
-            onnx.save_model(proto, str(path))
+            with writing(out):
+                onnx.save_model(proto, str(path))
             path = quantize_int8(path, Path(tmp) / "int8.onnx", frames, input_kind=input_kind,
-                                 input_order=input_order, norm=meta.normalization, method=calib_method,
-                                 layout=int8_layout)
+                                 input_order=input_order, norm=meta.normalization, ops=ops,
+                                 method=calib_method, layout=int8_layout)
             proto = onnx.load(str(path))
     if output_kind != "labels":
         # the tracer cannot infer the class dimension through Resize; it is a constant
@@ -156,7 +163,9 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | Path, *, input_kin
     return out
 
 
-def _trace(graph: ExportGraph, path: Path, *, static: Size | None, batch: int, opset: int) -> None:
+def _trace(graph: ExportGraph, *, static: Size | None, batch: int, opset: int) -> bytes:
+    """The traced graph as ONNX bytes (written by the caller: torch's own writer reports a full
+    disk as an unexplained RuntimeError)."""
     h, w = (static or _TRACE_SIZE).hw
     n = batch if static else 1
     if graph.input_kind == "uint8":
@@ -175,14 +184,16 @@ def _trace(graph: ExportGraph, path: Path, *, static: Size | None, batch: int, o
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         # transformers' attention checks a shape that is constant for these models (no causal mask)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"transformers\.")
+        buffer = io.BytesIO()
         try:
             torch.onnx.export(
-                graph, (dummy,), str(path), dynamo=False, opset_version=opset,
+                graph, (dummy,), buffer, dynamo=False, opset_version=opset,
                 input_names=["input"], output_names=names, do_constant_folding=True,
                 dynamic_axes=None if static else {"input": in_axes, **out_axes},
             )
         except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
             raise ExportError(f"PyTorch could not export the model to ONNX ({str(exc)[:300]})") from None
+    return buffer.getvalue()
 
 
 def _slim(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -107,7 +107,8 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
                       calib_method: str = "minmax", int8_layout: str = "auto",
                       samples: Sequence[str | Path] | None = None,
                       gate: float | None = None, slim: bool | None = None,
-                      engine: EngineOptions | None = None, overwrite: bool = True) -> ExportResult:
+                      engine: EngineOptions | None = None, overwrite: bool = True,
+                      factory: str | None = None) -> ExportResult:
     """Export an mslseg checkpoint to ONNX (default: beside it, as .onnx) and check its parity.
 
     `static` fixes the input size (WIDTHxHEIGHT) and `batch`. int8: `int8_layout` auto is the
@@ -117,6 +118,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     ExportError and leaves the model under a `.failed.onnx` name. `engine`: then a TensorRT
     engine is built beside the .onnx after the parity check. `overwrite=False` refuses to
     replace any file the export would write. Everything is checked before anything is written.
+    `factory`: the python:MODULE:FUNCTION that built a checkpoint of the user's own network.
     """
     from mslseg.checkpoint import file_sha256, load_model
 
@@ -145,7 +147,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
         # fail before minutes of export when TensorRT is missing or cannot honour the options
         check_tensorrt_features(import_tensorrt(), engine)
     given = [read_image(p) for p in samples or []]
-    model, meta = load_model(ckpt)
+    model, meta = load_model(ckpt, factory=factory)
     if engine is not None:  # the profile needs the training size: checked now, built after parity
         resolve_profile(meta, ProfilePoint(batch, size) if size else None, min_size=engine.min_size,
                         opt_size=engine.opt_size, max_size=engine.max_size, min_batch=engine.min_batch,

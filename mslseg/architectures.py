@@ -108,6 +108,9 @@ MODELS["segformer"] = Architecture("segformer", "SegFormer of another configurat
                                    aux="a 3x3 conv head on stage 3", int8_ops=("Conv", "MatMul"))
 CHOOSABLE = tuple(n for n in MODELS if n != "segformer")  # what --model lists
 FACTORY_HELP = f"{PREFIX}MODULE:FUNCTION"
+# --factory on the commands that load a .pt (evaluate, export, infer, bench)
+FACTORY_OPTION_HELP = (f"For a checkpoint of your own network: the {FACTORY_HELP} that built it. mslseg imports "
+                       "no code a checkpoint names unless you name the same factory here.")
 
 
 def architecture(name: str) -> Architecture:

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from mslseg.models.base import SegModel
 from mslseg.architectures import build_model_from_spec
+from mslseg.models.base import SegModel
 from mslseg.runtime.atomic import atomic_path
 from mslseg.runtime.errors import ModelFormatError
 from mslseg.runtime.metadata import ModelMeta
@@ -41,8 +41,16 @@ def save_checkpoint(path: str | Path, model: SegModel, meta: ModelMeta, *,
         "meta": meta.to_dict(),
         "training": training,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        try:
+            torch.save(payload, f)
+        except RuntimeError as exc:
+            # torch's zip writer reports a failed write as "unexpected pos"; with a Python file
+            # object the OSError (full disk, file-size limit) is its context: atomic_path names it
+            cause = exc.__context__
+            if isinstance(cause, OSError):
+                raise OSError(cause.errno, cause.strerror, str(tmp)) from exc
+            raise
     return path
 
 

@@ -20,6 +20,7 @@ from mslseg.runtime.errors import (
     MissingDependencyError,
     ModelFormatError,
     MslsegError,
+    OutputError,
     ProviderLoadError,
 )
 from mslseg.runtime.metadata import ModelMeta, Normalization
@@ -51,6 +52,7 @@ __all__ = [
     "ModelFormatError",
     "ModelMeta",
     "MslsegError",
+    "OutputError",
     "Normalization",
     "ProviderLoadError",
     "Size",

@@ -3,13 +3,75 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from mslseg.runtime.errors import InputError
+from mslseg.runtime.errors import InputError, OutputError
+
+# What the user must fix, not a bug: the disk or quota is full, a file-size limit (ulimit -f; the
+# CLI lets such writes fail with EFBIG instead of dying of SIGXFSZ, as CPython does by default),
+# a read-only filesystem, a folder mslseg may not write in
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def describe_write_failure(exc: OSError, folder: Path, what: str) -> str | None:
+    """'the disk holding FOLDER is full (No space left on device) while writing WHAT; free some space
+    or choose another output folder', or None when `exc` is not one of OUTPUT_ERRNOS."""
+    reason = exc.strerror or os.strerror(exc.errno or 0)
+    why = f"({reason}) while writing {what}"
+    if exc.errno == errno.ENOSPC:
+        return f"the disk holding {folder} is full {why}; free some space or choose another output folder"
+    if exc.errno == errno.EDQUOT:
+        return f"the disk quota for {folder} is used up {why}; free some space or choose another output folder"
+    if exc.errno == errno.EFBIG:
+        return (f"{what} in {folder} grew past the largest file allowed ({reason}: the file-size "
+                "limit, ulimit -f, or the filesystem's); raise the limit or choose another output folder")
+    if exc.errno == errno.EROFS:
+        return f"{folder} is on a read-only filesystem {why}; remount it read-write or choose another output folder"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"mslseg may not write in {folder} {why}; change its permissions or choose another output folder"
+    return None
+
+
+def output_error(exc: OSError, target: Path, *, existed: bool, what: str | None = None) -> OutputError | None:
+    """The OutputError for a failed write of `target` (a file or an output folder), saying that
+    `target` is unchanged (`existed`) or was not written; None when `exc` is some other OSError."""
+    line = describe_write_failure(exc, target.parent, what or target.name)
+    if line is None:
+        return None
+    return OutputError(f"{line}; {target} {'is unchanged' if existed else 'was not written'}")
+
+
+def discard(path: Path) -> None:
+    """Remove a temporary file if it is there. On a read-only disk it cannot be, and unlink says
+    EROFS even for a missing file: that must not hide the error being reported."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+
+
+@contextlib.contextmanager
+def writing(target: str | os.PathLike[str], *, what: str | None = None) -> Iterator[None]:
+    """Turn an OSError of OUTPUT_ERRNOS in the block, which writes `target` (its final name; the
+    block writes a temporary one), into an OutputError naming the folder and `what` was written.
+    The block must leave `target` as it was on failure, as atomic_path does."""
+    target = Path(target)
+    existed = target.exists() or target.is_symlink()
+    try:
+        yield
+    except OSError as exc:
+        error = output_error(exc, target, existed=existed, what=what)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def _create_temp(final: Path) -> Path:
@@ -38,19 +100,21 @@ def atomic_path(path: str | os.PathLike[str], *, sync: bool = True) -> Iterator[
     A kill at any moment leaves either the old file or the new one under `path`, never a torn
     one. On an exception the temporary file is removed and `path` is untouched. `sync=False`
     skips the fsync: still safe against a killed process (the kernel keeps what was written),
-    not against a power cut; for many small files that can be regenerated.
+    not against a power cut; for many small files that can be regenerated. A full disk, a
+    file-size limit or a read-only folder raises OutputError (see `writing`).
     """
     final = Path(path)
-    tmp_path = _create_temp(final)
-    try:
-        yield tmp_path
-        if sync:
-            with open(tmp_path, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp_path, final)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    with writing(final):
+        tmp_path = _create_temp(final)
+        try:
+            yield tmp_path
+            if sync:
+                with open(tmp_path, "rb+") as f:
+                    os.fsync(f.fileno())
+            os.replace(tmp_path, final)
+        except BaseException:
+            discard(tmp_path)
+            raise
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, sync: bool = True) -> Path:

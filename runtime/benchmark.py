@@ -5,9 +5,12 @@ frames, at the size they were generated at (`--size`): `warmup` untimed runs, th
 timed runs; the medians are reported, with the fastest and slowest run. `ms` is the wall time of
 one call (host pre/post included, what a user's loop sees); `infer_ms` the backend's share.
 `agree` is the fraction of pixels whose labels match the first model's on the same frames (the
-int8 gate: >= 0.98). The pipeline check runs `run_infer` (decode, inference, overlay video, PNG
-labels, areas) on a generated video `pipeline_repeats` times and divides its frame rates by the
-model-only ones; a ratio whose spread includes 1.0 is reported as within noise.
+int8 gate: >= 0.98). `gflops` is the model's compute per frame at the row's size, 2 x its
+multiply-adds (mslseg.runtime.flops: counted from an ONNX graph, or by PyTorch for a .pt; empty
+for an engine, or where the `onnx` package is missing). The pipeline check runs `run_infer`
+(decode, inference, overlay video, PNG labels, areas) on a generated video `pipeline_repeats`
+times and divides its frame rates by the model-only ones; a ratio whose spread includes 1.0 is
+reported as within noise.
 
 PyTorch's bf16 autocast is timed on a CPU only where the CPU has native bf16 (x86 avx512_bf16 or
 amx_bf16, Arm bf16): elsewhere it is emulated and several times slower than fp32, which measures
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from mslseg.runtime.errors import InputError
+from mslseg.runtime.flops import frame_gflops
 from mslseg.runtime.segmenter import Segmenter
 from mslseg.runtime.sizes import NATIVE, Size
 
@@ -56,6 +60,7 @@ class BenchRow:
     fps: float  # frames per second at the median
     agree: float | None = None  # label agreement with the first model on the same frames
     ms_range: tuple[float, float] = (0.0, 0.0)  # fastest and slowest timed run
+    gflops: float | None = None  # per frame at `size` (mslseg.runtime.flops); None where not counted
 
     @property
     def fps_range(self) -> tuple[float, float]:
@@ -204,7 +209,7 @@ def variants_of(path: Path, torch_fast: bool, device: str = "auto",
 
 
 def _time_rows(seg: Segmenter, label: str, variant: str, batch_sizes: list[int], sizes: list[Size],
-               warmup: int, repeats: int, reference: dict,
+               warmup: int, repeats: int, reference: dict, gflops: Callable[[Size], float | None],
                on_row: Callable[[BenchRow], None] | None) -> list[BenchRow]:
     rows = []
     for size in sizes:
@@ -224,7 +229,8 @@ def _time_rows(seg: Segmenter, label: str, variant: str, batch_sizes: list[int],
             ms = statistics.median(walls)
             row = BenchRow(label, seg.backend_name, variant or seg.meta.precision, seg.device, batch, size,
                            round(ms, 2), round(statistics.median(infers), 2), round(batch * 1e3 / ms, 2),
-                           round(float((labels == ref).mean()), 4), (round(min(walls), 2), round(max(walls), 2)))
+                           round(float((labels == ref).mean()), 4), (round(min(walls), 2), round(max(walls), 2)),
+                           gflops(size))
             rows.append(row)
             if on_row:
                 on_row(row)
@@ -253,11 +259,29 @@ def bench_pipeline(seg: Segmenter, label: str, size: Size, frames: int, model: B
     return PipelineRow(label, seg.batch_size, size, done, tuple(rates), model.fps, (round(lo, 2), round(hi, 2)))
 
 
+def _flops_counter(path: Path, factory: str | None, notes: list[str]) -> Callable[[Size], float | None]:
+    """size -> GFLOPs per frame of `path`, counted once per size; a failed count is a note, not an error."""
+    counts: dict[Size, float | None] = {}
+
+    def count(size: Size) -> float | None:
+        if size not in counts:
+            try:
+                value = frame_gflops(path, size, factory=factory)
+            except Exception as exc:  # noqa: BLE001 - a missing column must not lose minutes of timings
+                notes.append(f"GFLOPs of {path.name} at {size} not counted: {exc}")
+                value = None
+            counts[size] = None if value is None else round(value, 2)
+        return counts[size]
+    return count
+
+
 def bench_models(models: list[Path], *, batch_sizes: list[int], sizes: list[Size], warmup: int = 2,
                  repeats: int = 5, device: str = "auto", threads: int | None = None, torch_fast: bool = True,
                  pipeline_frames: int = 0, pipeline_repeats: int = 3,
-                 on_row: Callable[[BenchRow], None] | None = None) -> BenchReport:
-    """Benchmark every model (and torch variant) at every batch size and input size (see module doc)."""
+                 on_row: Callable[[BenchRow], None] | None = None, factory: str | None = None) -> BenchReport:
+    """Benchmark every model (and torch variant) at every batch size and input size (see module doc).
+
+    `factory`: the python:MODULE:FUNCTION that built the .pt models of a user's own network."""
     if not models or not batch_sizes or not sizes or repeats < 1 or warmup < 0 or pipeline_repeats < 1:
         raise InputError("bench needs at least one model, batch size and size, repeats >= 1, "
                          "pipeline repeats >= 1 and warmup >= 0")
@@ -269,7 +293,10 @@ def bench_models(models: list[Path], *, batch_sizes: list[int], sizes: list[Size
         report.machine["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     reference: dict = {}
     for path in models:
+        gflops = _flops_counter(Path(path), factory, report.notes)
         for variant, options in variants_of(Path(path), torch_fast, device, report.notes):
+            if factory and Path(path).suffix.lower() == ".pt":
+                options = {**options, "factory": factory}
             label = Path(path).name + (f" ({variant})" if variant else "")
             # "native": each frame runs at its own size, the --size it was generated at
             with Segmenter(path, device=device, batch_size=max(batch_sizes), threads=threads, size=NATIVE,
@@ -278,7 +305,8 @@ def bench_models(models: list[Path], *, batch_sizes: list[int], sizes: list[Size
                 for s in sizes:
                     if s not in runnable:
                         report.notes.append(f"{label} skipped at {s}: its input size is fixed at {seg.run_size}")
-                rows = _time_rows(seg, label, variant, batch_sizes, runnable, warmup, repeats, reference, on_row)
+                rows = _time_rows(seg, label, variant, batch_sizes, runnable, warmup, repeats, reference, gflops,
+                                  on_row)
                 report.rows.extend(rows)
                 if pipeline_frames and runnable and seg.backend_name != "torch":
                     seg.batch_size = batch_sizes[0]

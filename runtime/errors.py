@@ -43,6 +43,11 @@ class ExportError(MslsegError):
     """An export, a parity gate or an engine build failed."""
 
 
+class OutputError(MslsegError):
+    """An output cannot be written: the disk is full, a quota or file-size limit is reached, or the
+    folder is read-only or not writable. Nothing partial is left under the output's final name."""
+
+
 class BackendError(MslsegError):
     """An inference engine failed while running (a CUDA or TensorRT call, a closed segmenter)."""
 

@@ -10,6 +10,10 @@ What `mslseg infer` runs. Layout of the output folder:
     summary.json                frames, FPS, per-stage ms, per-source problems
 
 Each file appears under its final name only when complete; a failure removes the partial ones.
+A stop (`stop`: Ctrl-C, SIGTERM, q in the window) ends the source under way early: its files are
+closed and published as a playable, consistent prefix, but it gets no done marker (.done/<stem>.json),
+so `--resume` processes it again from its first frame and replaces them; the finished sources
+before it keep their markers and are skipped.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ class SourceReport:
     outputs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     resumed: bool = False  # complete from an earlier run (--resume), not processed again
+    complete: bool = False  # every frame written and its done marker with it: --resume skips it
+    live: dict | None = None  # camera/stream: stall_timeout_s, reconnect, reconnects, stopped (why it ended early)
 
 
 @dataclass
@@ -99,8 +105,25 @@ class InferSummary:
         resumed = sum(r.resumed for r in self.sources)
         tail = f" ({resumed} source(s) complete from an earlier run)" if resumed else ""
         at = f" at {self.run_size}" if self.run_size else ""
+        live = [r.live for r in self.sources if r.live]
+        if live:
+            done = sum(x["reconnects"] for x in live)
+            tail += (f"; live: no-frame timeout {live[0]['stall_timeout_s']:g} s, reconnect {live[0]['reconnect']}"
+                     + (f", {done} reconnect(s) made" if done else ""))
         return (f"{head}{self.frames} frames{at} in {self.seconds:.1f} s ({self.fps:.1f} FPS; "
                 f"ms/frame: {stages}) -> {self.out}{tail}")
+
+    def where_stopped(self, total_sources: int) -> str:
+        """Where an interrupted run stopped: "in b.mp4 after 57 of 120 frames; 1 of 2 source(s) complete"."""
+        complete = sum(r.complete for r in self.sources)
+        partial = next((r for r in self.sources if not r.complete and r.frames), None)
+        if partial is None:
+            finished = [r for r in self.sources if r.complete]
+            at = f"after {finished[-1].name}" if finished else "before the first frame"
+        else:
+            of = f" of {partial.expected}" if partial.expected is not None else ""
+            at = f"in {partial.name} after {partial.frames}{of} frames"
+        return f"{at}; {complete} of {total_sources} source(s) complete"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -219,12 +242,14 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
                 break
             marker = done_marker(stem)
             if opts.resume and marker.is_file():
-                reports.append(SourceReport(**(json.loads(marker.read_text()) | {"resumed": True})))
+                reports.append(SourceReport(**(json.loads(marker.read_text()) | {"resumed": True, "complete": True})))
                 source.close()
                 continue
             report = SourceReport(source.name, source.kind, expected=source.expected)
             reports.append(report)
             outputs = _SourceOutputs(source, stem, opts, segmenter, lut)
+            if source.live:
+                source.stop = stop  # a stalled stream's waits (timeout, reconnect backoff) end on Ctrl-C
             try:
                 for item in segment_stream(source, segmenter, stop=stop, queue_size=opts.queue_size,
                                            drop_late=source.live):
@@ -243,15 +268,21 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
                 outputs.abort()
                 raise
             if report.frames:
-                report.outputs = outputs.close()
+                try:
+                    report.outputs = outputs.close()
+                except BaseException:  # a full disk at close: no partial output under any name
+                    outputs.abort()
+                    raise
             else:  # nothing decoded: no empty video, label folder or overlay folder
                 outputs.abort()
             report.problems.extend(source.problems)
+            report.live = source.live_report() if source.live else None
             source.close()
             if not stop.is_set() and report.frames:  # complete: a --resume run skips it
                 if areas is not None:
                     areas.snapshot()  # its rows reach the final table before its marker exists
                 marker.parent.mkdir(exist_ok=True)
+                report.complete = True
                 atomic_write_text(marker, json.dumps(asdict(report) | {"resumed": False}))
         if areas is not None:
             areas.close()

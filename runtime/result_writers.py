@@ -5,7 +5,9 @@
 - `LabelNpz`: one compressed .npz per video, streamed: each frame is its own array entry
   (``frame_000123``), plus ``frame_index`` and ``class_names``; nothing accumulates in memory.
 - `AreaTable`: per frame, the fraction of pixels of each class, as CSV or JSON Lines.
-Every writer has `close()` (publish under the final name) and `abort()` (drop the partial file).
+Every writer has `close()` (publish under the final name, or drop the partial file if that fails)
+and `abort()` (drop the partial file).
+A full disk, a file-size limit or a read-only folder raises OutputError (runtime/atomic.py).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import json
 import os
 import shutil
 import zipfile
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mslseg.runtime.atomic import atomic_path, discard, writing
 from mslseg.runtime.errors import DataError
 from mslseg.runtime.metadata import ModelMeta
 
@@ -30,9 +34,10 @@ def partial_name(path: Path) -> Path:
 
 def publish(tmp: Path, final: Path) -> Path:
     """Rename `tmp` to `final`, replacing a file or folder there (only --overwrite lets one exist)."""
-    if final.is_dir() and not final.is_symlink():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with writing(final):
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
     return final
 
 
@@ -40,7 +45,8 @@ class LabelPngFolder:
     def __init__(self, folder: Path) -> None:
         self.path, self._tmp = folder, partial_name(folder)
         shutil.rmtree(self._tmp, ignore_errors=True)
-        self._tmp.mkdir(parents=True)
+        with writing(folder):
+            self._tmp.mkdir(parents=True)
 
     def write(self, name: str, labels: np.ndarray) -> None:
         import cv2
@@ -48,10 +54,15 @@ class LabelPngFolder:
         ok, data = cv2.imencode(".png", labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise DataError(f"cannot encode the label map {name} as PNG")
-        (self._tmp / f"{name}.png").write_bytes(data.tobytes())
+        with writing(self.path, what=f"{self.path.name}/{name}.png"):
+            (self._tmp / f"{name}.png").write_bytes(data.tobytes())
 
     def close(self) -> Path:
-        return publish(self._tmp, self.path)
+        try:
+            return publish(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -60,12 +71,13 @@ class LabelPngFolder:
 class LabelNpz:
     def __init__(self, path: Path, meta: ModelMeta) -> None:
         self.path, self._tmp = path, partial_name(path)
-        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
+        with writing(path):
+            self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
         self._indices: list[int] = []
         self._names = np.asarray(meta.class_names)
 
     def _put(self, name: str, array: np.ndarray) -> None:
-        with self._zip.open(f"{name}.npy", "w", force_zip64=True) as f:
+        with writing(self.path), self._zip.open(f"{name}.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
 
     def write(self, index: int, labels: np.ndarray) -> None:
@@ -73,16 +85,22 @@ class LabelNpz:
         self._indices.append(index)
 
     def close(self) -> Path:
-        self._put("frame_index", np.asarray(self._indices, np.int64))
-        self._put("class_names", self._names)
-        self._zip.close()
-        with open(self._tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        return publish(self._tmp, self.path)
+        try:
+            self._put("frame_index", np.asarray(self._indices, np.int64))
+            self._put("class_names", self._names)
+            with writing(self.path):
+                self._zip.close()
+                with open(self._tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+            return publish(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        self._zip.close()
-        self._tmp.unlink(missing_ok=True)
+        with suppress(Exception):  # closing writes the zip directory, which a full disk refuses
+            self._zip.close()
+        discard(self._tmp)
 
 
 class AreaTable:
@@ -92,27 +110,36 @@ class AreaTable:
         """`keep_sources`: start with those sources' rows of an existing table at `path` (a resumed run)."""
         self.path, self._tmp, self._fmt = path, partial_name(path), fmt
         self._names = list(meta.class_names)
-        self._file = open(self._tmp, "w", newline="", encoding="utf-8")
+        with writing(path):
+            self._file = open(self._tmp, "w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._file) if fmt == "csv" else None
-        if self._csv:
-            self._csv.writerow(["source", "frame", "time_s", "image", *self._names])
-        if keep_sources and path.is_file():
-            with open(path, newline="", encoding="utf-8") as old:
+        try:
+            with writing(path):
                 if self._csv:
-                    rows = list(csv.reader(old))[1:]
-                    self._csv.writerows(r for r in rows if r and r[0] in keep_sources)
-                else:
-                    self._file.writelines(line for line in old if json.loads(line)["source"] in keep_sources)
+                    self._csv.writerow(["source", "frame", "time_s", "image", *self._names])
+                if keep_sources and path.is_file():
+                    self._keep(keep_sources)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _keep(self, sources: set[str]) -> None:
+        with open(self.path, newline="", encoding="utf-8") as old:
+            if self._csv:
+                rows = list(csv.reader(old))[1:]
+                self._csv.writerows(r for r in rows if r and r[0] in sources)
+            else:
+                self._file.writelines(line for line in old if json.loads(line)["source"] in sources)
 
     def snapshot(self) -> Path:
         """Publish the rows so far under the final name (the table keeps growing in its temp file)."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        copy = self.path.with_name(f".{self.path.name}.snapshot")
-        shutil.copyfile(self._tmp, copy)
-        return publish(copy, self.path)
+        with writing(self.path):
+            self._file.flush()
+        with atomic_path(self.path) as copy:
+            shutil.copyfile(self._tmp, copy)
+        return self.path
 
-    def write(self, source: str, index: int, time_s: float | None, image: str, fractions: np.ndarray) -> None:
+    def _write(self, source: str, index: int, time_s: float | None, image: str, fractions: np.ndarray) -> None:
         t = None if time_s is None else round(time_s, 4)
         if self._csv:
             self._csv.writerow([source, index, "" if t is None else t, image,
@@ -123,12 +150,22 @@ class AreaTable:
                                    "areas": areas}
             self._file.write(json.dumps(row) + "\n")
 
+    def write(self, source: str, index: int, time_s: float | None, image: str, fractions: np.ndarray) -> None:
+        with writing(self.path):
+            self._write(source, index, time_s, image, fractions)
+
     def close(self) -> Path:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        return publish(self._tmp, self.path)
+        try:
+            with writing(self.path):
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+            return publish(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # closing flushes what is buffered, which a full disk refuses
+            self._file.close()
+        discard(self._tmp)

@@ -79,7 +79,7 @@ class Segmenter:
         some EPs).
     cache_dir: engine and timing caches of ONNX Runtime's TensorRT EP.
     backend_options: what only one backend takes (.onnx: spin; .pt: bf16, channels_last, fp16,
-        cuda_graphs); anything else is an error naming the valid ones.
+        cuda_graphs, factory); anything else is an error naming the valid ones.
     """
 
     def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 1,

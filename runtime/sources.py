@@ -4,6 +4,8 @@
 (BGR uint8) with a name, fps and size. Frame stride and a start/end range (frame numbers, or
 times like "2.5s", "1:30") apply to each source. Problems that do not stop a run (an unreadable
 image skipped, a video whose decoding stopped early) are collected in `source.problems`.
+A camera or stream is read through `live.LiveReader`: a stall timeout and reconnects (`LivePolicy`);
+files never time out.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import glob
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mslseg.runtime.errors import DataError, InputError
+from mslseg.runtime.live import LivePolicy, LiveReader
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +121,23 @@ class ImageSequence:
 
 
 class VideoSource:
-    """A video file, camera or stream decoded by OpenCV's FFmpeg; reports where decoding stopped."""
+    """A video file, camera or stream decoded by OpenCV's FFmpeg; reports where decoding stopped.
 
-    def __init__(self, target: str | int, name: str, kind: str, frames: FrameRange | None = None) -> None:
+    A live source (camera, stream) follows `live` (a LivePolicy: stall timeout, reconnects); set
+    `stop` and its waits for a stalled source end at once. `stopped` says why its frames ended early.
+    """
+
+    def __init__(self, target: str | int, name: str, kind: str, frames: FrameRange | None = None,
+                 live: LivePolicy | None = None) -> None:
         import cv2
 
         self.name, self.kind, self.live = name, kind, kind in ("camera", "stream")
         self.stem = safe_stem(name)
         self.frames = frames or FrameRange()
         self.problems: list[str] = []
+        self.policy = (live or LivePolicy()) if self.live else None
+        self.stop = threading.Event()
+        self._reader = LiveReader(name, kind, self.policy, self._reopen) if self.live else None
         self._target, self._cap, self._first = target, None, None
         first = self._open()
         fps = self._cap.get(cv2.CAP_PROP_FPS)
@@ -145,17 +157,37 @@ class VideoSource:
             raise InputError(f"{name} has {self.frame_count} frames; the range starts past its end")
         self.expected = None if last is None else -(-(last - self._start) // self.frames.stride)
 
-    def _open(self) -> np.ndarray:
-        """Open the capture and decode the first frame (DataError if either fails)."""
+    def _capture(self):  # -> cv2.VideoCapture, opened
         import cv2
 
-        self._cap = (cv2.VideoCapture(self._target) if self.kind == "camera"
-                     else cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG))
-        if not self._cap.isOpened():
-            raise DataError(_open_failure(self.name, self.kind))
+        if self.kind == "camera":
+            cap = cv2.VideoCapture(self._target)
+        elif self.kind == "stream":  # FFmpeg's own waits bounded by the stall timeout
+            cap = cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG, self.policy.ffmpeg_params())
+        else:
+            cap = cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            within = f" (waited {self.policy.stall_timeout:g} s at most)" if self.kind == "stream" else ""
+            raise DataError(_open_failure(self.name, self.kind) + within)
+        return cap
+
+    def _reopen(self):  # -> cv2.VideoCapture; a reconnect attempt, in a reader thread
+        try:
+            return self._capture()
+        except DataError:
+            raise DataError("it cannot be opened") from None
+
+    def _open(self) -> np.ndarray:
+        """Open the capture and decode the first frame (DataError if either fails)."""
+        self._cap = self._capture()
         ok, first = self._cap.read()
         if not ok or first is None:
             self.close()
+            if self.live:
+                raise DataError(f"{self.kind} {self.name} opened but sent no frame"
+                                + (f" within {self.policy.stall_timeout:g} s" if self.kind == "stream" else "")
+                                + "; check that it is streaming")
             raise DataError(f"{self.name} has no decodable frames; the file is corrupt or truncated")
         return first
 
@@ -167,6 +199,9 @@ class VideoSource:
         first, self._first = self._first, None
         if first is None:
             first = self._open()
+        if self.live:
+            yield from self._live_frames(first)
+            return
         cap, index = self._cap, 0
         image = first if self._wanted(0) else None
         while True:
@@ -183,15 +218,29 @@ class VideoSource:
                 break
         self._report_stop(index)
 
+    def _live_frames(self, first: np.ndarray) -> Iterator[Frame]:
+        cap, self._cap = self._cap, None  # the reader's thread owns and releases it now
+        for index, image in self._reader.frames(cap, first, self._wanted, self._end, self.stop):
+            yield Frame(image, index, index / self.fps if self.fps else None)
+
+    @property
+    def stopped(self) -> str | None:
+        """Why a live source's frames ended early (no frame within the timeout, reconnects failed)."""
+        return self._reader.stopped if self._reader is not None else None
+
+    def live_report(self) -> dict | None:
+        """A live source's timeout, reconnects and how it stopped, for summary.json; None for files."""
+        return self._reader.report() if self._reader is not None else None
+
     def _report_stop(self, decoded: int) -> None:
-        if self.live:
-            log.info("%s: the stream ended after %d frames", self.name, decoded)
-        elif self.frame_count is not None and decoded < self.frame_count - 1:
+        if self.frame_count is not None and decoded < self.frame_count - 1:
             self.problems.append(
                 f"{self.name}: decoding stopped at frame {decoded} of {self.frame_count} "
                 f"(truncated or corrupt); the {decoded} frames before were processed")
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         if self._cap is not None:
             self._cap.release()
             self._cap = None
@@ -211,15 +260,19 @@ def safe_stem(name: str) -> str:
     return stem
 
 
-def open_sources(spec: str, frames: FrameRange | None = None) -> list[ImageSequence | VideoSource]:
-    """One SOURCE argument -> its sources (a video each; the images of one argument together)."""
+def open_sources(spec: str, frames: FrameRange | None = None,
+                 live: LivePolicy | None = None) -> list[ImageSequence | VideoSource]:
+    """One SOURCE argument -> its sources (a video each; the images of one argument together).
+
+    live: stall timeout and reconnects of a camera or stream (default: LivePolicy()).
+    """
     frames = frames or FrameRange()
     spec = str(spec)
     if spec.isdigit():
-        return [VideoSource(int(spec), spec, "camera", frames)]
+        return [VideoSource(int(spec), spec, "camera", frames, live)]
     if spec.lower().startswith(URL_SCHEMES):
         is_file = Path(spec.split("?")[0]).suffix.lower() in VIDEO_SUFFIXES and spec.startswith("http")
-        return [VideoSource(spec, spec, "video" if is_file else "stream", frames)]
+        return [VideoSource(spec, spec, "video" if is_file else "stream", frames, live)]
     path = Path(spec)
     if path.is_dir():
         paths = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))

@@ -27,7 +27,7 @@ class TorchBackend:
 
     def __init__(self, path: Path, *, device: str = "auto", confidence: bool = False,
                  bf16: bool = False, channels_last: bool = False, fp16: bool = False,
-                 cuda_graphs: bool = False) -> None:
+                 cuda_graphs: bool = False, factory: str | None = None) -> None:
         torch = require("torch", "train", "Running a .pt checkpoint")
         from mslseg.checkpoint import load_model
 
@@ -40,7 +40,7 @@ class TorchBackend:
         use_cuda = kind == "cuda" or (kind == "auto" and torch.cuda.is_available())
         self._device = torch.device(f"cuda:{index}" if use_cuda else "cpu")
         self.device = str(self._device)
-        model, meta = load_model(path, device=self._device)
+        model, meta = load_model(path, device=self._device, factory=factory)
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._model = model.to(memory_format=self._memory_format)
         if (fp16 or cuda_graphs) and self._device.type != "cuda":
@@ -118,12 +118,39 @@ class TorchBackend:
         self._model = None
 
 
+def checkpoint_gflops(path: Path, size: Any, *, factory: str | None = None) -> float:
+    """GFLOPs (2 x multiply-adds, 1e9) of one frame of `size` through a checkpoint's network.
+
+    Counted by `torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products, like
+    mslseg.runtime.flops counts an ONNX graph) on the meta device: shapes only, no arithmetic, so
+    ResNet-101 at 1024x512 counts in about a second. A network that cannot run on meta tensors
+    (one that reads values in its forward) is counted by a real forward pass on the CPU.
+    """
+    torch = require("torch", "train", "Counting a .pt checkpoint's FLOPs")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mslseg.checkpoint import load_model
+
+    def count(net: Any, device: str) -> float:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            net(torch.zeros(1, 3, *size.hw, device=device))
+        return counter.get_total_flops() / 1e9
+
+    model, _ = load_model(path, factory=factory)
+    try:
+        return count(model.to("meta"), "meta")
+    except (NotImplementedError, RuntimeError):
+        return count(load_model(path, factory=factory)[0], "cpu")  # the meta move dropped the weights
+
+
 def open_torch(path: Path, *, device: str = "auto", confidence: bool = False, bf16: bool = False,
                channels_last: bool = False, fp16: bool = False, cuda_graphs: bool = False,
-               providers: Any = None, **_: Any) -> TorchBackend:
+               factory: str | None = None, providers: Any = None, **_: Any) -> TorchBackend:
     """`bf16` (autocast) and `channels_last` are the speed-ups a PyTorch user would try first; on a
-    GPU, `fp16` weights and `cuda_graphs` (static shapes captured once, replayed) go further."""
+    GPU, `fp16` weights and `cuda_graphs` (static shapes captured once, replayed) go further.
+    `factory`: the python:MODULE:FUNCTION that built a checkpoint of the user's own network (a
+    checkpoint never gets code imported on its own say-so)."""
     if providers:
         raise InputError("providers apply to .onnx models only; pass device for a .pt")
     return TorchBackend(path, device=device or "auto", confidence=confidence, bf16=bf16,
-                        channels_last=channels_last, fp16=fp16, cuda_graphs=cuda_graphs)
+                        channels_last=channels_last, fp16=fp16, cuda_graphs=cuda_graphs, factory=factory)

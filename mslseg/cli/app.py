@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import signal
 
 # OpenCV's own log lines (e.g. FFmpeg's "can't be used to capture by name") would break the
 # one-line error contract; mslseg reports what failed itself
@@ -20,14 +22,38 @@ from mslseg import __version__
 from mslseg.runtime.errors import MslsegError, require
 
 
+def _os_error_line(exc: OSError) -> str | None:
+    """One line for an OSError that the user must fix (a full disk, a file-size limit, a read-only
+    or forbidden path) that reached the edge without an OutputError; None for any other (a bug)."""
+    from mslseg.runtime.atomic import OUTPUT_ERRNOS, describe_write_failure
+
+    if exc.errno not in OUTPUT_ERRNOS:
+        return None
+    name = exc.filename
+    if exc.errno in (errno.EACCES, errno.EPERM):  # reading can be refused too
+        where = f" on {os.fsdecode(name)}" if name else ""
+        return f"permission denied{where} ({exc.strerror}); check who may read and write it, or choose another path"
+    if name is None:
+        return describe_write_failure(exc, Path("the output folder"), "an output")
+    path = Path(os.fsdecode(name))
+    return describe_write_failure(exc, path.parent, path.name)
+
+
 class _Group(TyperGroup):
-    """Turns MslsegError into one line on stderr and exit code 1; usage errors stay exit 2."""
+    """Turns MslsegError into one line on stderr and exit code 1; usage errors stay exit 2. A full
+    or read-only disk that library code did not name (see runtime/atomic.py) is one line too."""
 
     def invoke(self, ctx):  # ctx: click.Context (typer may vendor click)
         try:
             return super().invoke(ctx)
         except MslsegError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            line = _os_error_line(exc)
+            if line is None:
+                raise
+            typer.echo(f"error: {line}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -112,4 +138,8 @@ _register()
 
 
 def main() -> None:
+    # a write past the file-size limit (ulimit -f) then fails with EFBIG, which the commands report,
+    # instead of killing the process (CPython ignores SIGXFSZ already; embedding code may not)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     app()

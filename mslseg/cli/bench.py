@@ -9,7 +9,10 @@ from typing import Annotated
 
 import typer
 
-_COLUMNS = ("model", "backend", "variant", "device", "batch", "WxH", "ms/batch", "min-max ms", "infer ms", "FPS", "agree")
+from mslseg.architectures import FACTORY_OPTION_HELP
+
+_COLUMNS = ("model", "backend", "variant", "device", "batch", "WxH", "GFLOPs", "ms/batch", "min-max ms", "infer ms",
+            "FPS", "agree")
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -33,8 +36,10 @@ def _table(report, threads):
         table.add_column(col, justify="left" if i < 4 else "right")
     for r in report.rows:
         agree = "" if r.agree is None else f"{100 * r.agree:.1f}%"
+        gflops = "" if r.gflops is None else f"{r.gflops:.1f}"
         table.add_row(escape(r.model), r.backend, r.variant, r.device, str(r.batch), str(r.size),
-                      f"{r.ms:.1f}", f"{r.ms_range[0]:.1f}-{r.ms_range[1]:.1f}", f"{r.infer_ms:.1f}", f"{r.fps:.2f}", agree)
+                      gflops, f"{r.ms:.1f}", f"{r.ms_range[0]:.1f}-{r.ms_range[1]:.1f}", f"{r.infer_ms:.1f}",
+                      f"{r.fps:.2f}", agree)
     return table
 
 
@@ -72,6 +77,8 @@ def bench(
         min=1, help="Runs of the pipeline check; the ratio is reported with its spread over them.")] = 3,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the table as JSON.")]
     = Path("bench.json"),
+    factory: Annotated[str | None, typer.Option(metavar="python:MODULE:FUNCTION",
+                                                help=f"(.pt) {FACTORY_OPTION_HELP}")] = None,
 ) -> None:
     """Time models across backends, batch sizes and input sizes; print a table and write JSON."""
     from rich.console import Console
@@ -90,7 +97,8 @@ def bench(
 
     report = bench_models(models, batch_sizes=batches, sizes=sizes, warmup=warmup, repeats=repeats,
                           device=device, threads=threads, torch_fast=torch_fast,
-                          pipeline_frames=pipeline_frames, pipeline_repeats=pipeline_repeats, on_row=on_row)
+                          pipeline_frames=pipeline_frames, pipeline_repeats=pipeline_repeats, on_row=on_row,
+                          factory=factory)
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # a pipe or a file gets the whole table, not an 80-column cut

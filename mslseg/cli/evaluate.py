@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mslseg.architectures import FACTORY_OPTION_HELP
+
 
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="mslseg checkpoint (.pt).")],
@@ -23,6 +25,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N images.")] = None,
     label_map: Annotated[Path | None, typer.Option(help="folder layout: label mapping file.")] = None,
+    factory: Annotated[str | None, typer.Option(metavar="python:MODULE:FUNCTION", help=FACTORY_OPTION_HELP)] = None,
 ) -> None:
     """Score a checkpoint: confusion matrix over the whole split, IoU per class, mIoU."""
     from rich.console import Console
@@ -39,7 +42,7 @@ def evaluate(
     cfg = DataConfig(kind=kind, root=str(data), split=split, classes=classes, limit=limit,
                      label_map=str(label_map) if label_map else None, resize_labels=resize_labels)
     scores = evaluate_checkpoint(checkpoint, cfg, out, device=device, flip=flip, save_predictions=save_predictions,
-                                 size=run_size)
+                                 size=run_size, factory=factory)
     table = Table(title=f"{checkpoint} on {data} ({split})")
     table.add_column("class")
     table.add_column("IoU %", justify="right")

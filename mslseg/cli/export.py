@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mslseg.architectures import FACTORY_OPTION_HELP
+
 if TYPE_CHECKING:
     from mslseg.export.trt_profile import EngineOptions
 
@@ -116,6 +118,8 @@ def export(
         help="Engine runs on other GPUs: ampere+ (any Ampere or newer) or same-cc.")] = HardwareLevel.none,
     dla_core: Annotated[int | None, typer.Option(min=0, help="Build for this DLA core (Jetson; fp16/int8 "
                                                  "only).")] = None,
+    factory: Annotated[str | None, typer.Option(metavar="python:MODULE:FUNCTION",
+                                                help=FACTORY_OPTION_HELP)] = None,
 ) -> None:
     """Export a checkpoint to ONNX, check it against PyTorch, optionally build a TensorRT engine.
 
@@ -149,7 +153,7 @@ def export(
             "--calib-frames": calib_frames != 64, "--calib-method": calib_method is not CalibMethod.minmax,
             "--int8-layout": int8_layout is not Int8Layout.auto, "--static": static is not None,
             "--static-batch": static_batch is not None, "--sample": bool(sample), "--gate": gate is not None,
-            "--opset": opset != 17, "--slim/--no-slim": slim is not None})
+            "--opset": opset != 17, "--slim/--no-slim": slim is not None, "--factory": factory is not None})
         _build(src, out, engine, overwrite)
         return
     from mslseg.export.pipeline import export_checkpoint
@@ -160,7 +164,7 @@ def export(
         static=static, batch=static_batch or 1, opset=opset, calib=calib or None,
         calib_frames=calib_frames, calib_method=calib_method.value, int8_layout=int8_layout.value,
         samples=sample or None, gate=None if gate is None else gate / 100.0, slim=slim,
-        engine=engine, overwrite=overwrite,
+        engine=engine, overwrite=overwrite, factory=factory,
     )
     what = precision.value
     if result.int8_layout:

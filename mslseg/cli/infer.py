@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from mslseg.architectures import FACTORY_OPTION_HELP
+
 
 class LabelFormat(str, Enum):
     png = "png"
@@ -40,6 +42,12 @@ def infer(
     start: Annotated[str | None, typer.Option(
         help="First frame: a frame number (120) or a time (2.5s, 1:30).")] = None,
     end: Annotated[str | None, typer.Option(help="Stop before this frame number or time.")] = None,
+    stall_timeout: Annotated[float, typer.Option(
+        min=0.001, metavar="SECONDS", help="A camera or stream that delivers no frame for this long has "
+        "stopped (files never time out).")] = 10.0,
+    reconnect: Annotated[int, typer.Option(
+        min=0, metavar="N", help="Reopen a stopped camera or stream up to N times per outage, after 1, 2, 4, "
+        "8 s; when all fail, the outputs keep the frames so far and the exit code is 3.")] = 0,
     labels: Annotated[LabelFormat, typer.Option(
         help="Label maps: a lossless PNG per frame, one .npz per video, or none.")] = LabelFormat.png,
     areas: Annotated[AreaFormat, typer.Option(
@@ -64,10 +72,13 @@ def infer(
     resume: Annotated[bool, typer.Option(
         help="Continue an interrupted run into the same --out: sources already complete are skipped.")] = False,
     show: Annotated[bool, typer.Option(help="Show a live window (needs a display); q or Esc stops.")] = False,
+    factory: Annotated[str | None, typer.Option(metavar="python:MODULE:FUNCTION",
+                                                help=f"(.pt) {FACTORY_OPTION_HELP}")] = None,
 ) -> None:
     """Segment frames and write an overlay video, label maps, class areas and a summary."""
-    from mslseg.runtime.errors import DataError
+    from mslseg.runtime.errors import DataError, InputError
     from mslseg.runtime.infer_job import InferOptions, check_output_folder, run_infer
+    from mslseg.runtime.live import LivePolicy
     from mslseg.runtime.segmenter import Segmenter
     from mslseg.runtime.sizes import parse_run_size
     from mslseg.runtime.sources import FrameRange, open_sources
@@ -75,28 +86,59 @@ def infer(
     opts = InferOptions(out=out, labels=labels.value, areas=areas.value, overlay=overlay, alpha=alpha, legend=legend,
                         codec=codec.value, overwrite=overwrite, resume=resume, show=show)
     check_output_folder(out, overwrite or resume)
+    if factory and model.suffix.lower() != ".pt":
+        raise InputError(f"--factory names the code of a .pt checkpoint; {model.name} is an exported model, "
+                         "which runs without it: drop --factory")
+    backend_options = {"factory": factory} if factory else {}
     model_size = parse_run_size(size)
     frames = FrameRange(start, end, stride)
+    live = LivePolicy(stall_timeout=stall_timeout, reconnect=reconnect)
     opened = []
     try:
         for spec in sources:
-            opened.extend(open_sources(spec, frames))
-        with Segmenter(model, device=device, batch_size=batch, size=model_size, threads=threads) as segmenter:
-            summary = _run_with_progress(opened, segmenter, opts, run_infer)
+            opened.extend(open_sources(spec, frames, live))
+        with Segmenter(model, device=device, batch_size=batch, size=model_size, threads=threads,
+                       **backend_options) as segmenter:
+            summary, signum = _run_with_progress(opened, segmenter, opts, run_infer)
     finally:
         for source in opened:
             source.close()
     typer.echo(summary.line())
-    if summary.interrupted:
-        typer.echo("interrupted: the outputs hold the frames processed before Ctrl-C", err=True)
-        raise typer.Exit(130)
+    if summary.interrupted:  # a signal, or q / Esc in the window (as Ctrl-C)
+        name = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        if any(source.live for source in opened):  # a camera or stream cannot be continued where it was
+            next_step = f"outputs kept in {out}; a live source starts anew: give a fresh --out to run again"
+        else:
+            next_step = f"continue with: {_resume_command()}"
+        typer.echo(f"{name} {summary.where_stopped(len(opened))}; {next_step}", err=True)
+        raise typer.Exit(128 + signum)  # 130 for Ctrl-C, 143 for SIGTERM: a scheduler sees a preemption
+    lost = [r for r in summary.sources if r.live and r.live["stopped"]]
+    for r in lost:  # outputs closed and complete; 3 tells a supervisor the source, not the input, failed
+        typer.echo(f"{r.live['stopped']}; kept {r.frames} frames in {out}", err=True)
     problems = summary.problems
+    if lost and problems:
+        typer.echo(f"error: {problems[0]} (all problems: {out / 'summary.json'})", err=True)
+    if lost:
+        raise typer.Exit(3)
     if problems:
         more = f" (and {len(problems) - 1} more, in {out / 'summary.json'})" if len(problems) > 1 else ""
         raise DataError(problems[0] + more)
 
 
+def _resume_command() -> str:
+    """This command line with --resume, as the user typed it (in words where it was not typed)."""
+    import shlex
+    import sys
+
+    args = sys.argv[1:]
+    at = args.index("infer") if "infer" in args else -1
+    if at < 0 or not all(a.startswith("-") for a in args[:at]):  # not from a shell: a test, an embedding
+        return "the same command with --resume"
+    return shlex.join(["mslseg", *args, *([] if "--resume" in args else ["--resume"])])
+
+
 def _run_with_progress(sources, segmenter, opts, run_infer):
+    """run_infer under a progress bar; returns (summary, the first stop signal: SIGINT if none)."""
     import threading
 
     from rich.console import Console
@@ -118,19 +160,25 @@ def _run_with_progress(sources, segmenter, opts, run_infer):
     expected = [s.expected for s in sources]
     total = sum(expected) if all(e is not None for e in expected) else None
     stop = threading.Event()
+    received: list[int] = []
 
-    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch and close files; second: abort
+    # the first Ctrl-C or SIGTERM: finish the batch, close the files; a second Ctrl-C aborts (partial
+    # files are removed); a repeated SIGTERM is ignored (schedulers escalate with SIGKILL)
+    def on_signal(signum, frame):
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
         stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                FpsColumn(), TimeRemainingColumn()]
     try:
         with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
             task = progress.add_task(segmenter.path.name, total=total)
-            return run_infer(sources, segmenter, opts, stop=stop, on_frame=lambda r: progress.advance(task))
+            summary = run_infer(sources, segmenter, opts, stop=stop, on_frame=lambda r: progress.advance(task))
+            return summary, received[0] if received else signal.SIGINT
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 
 from mslseg.architectures import models_help
 from mslseg.cli.progress import run_progress
+from mslseg.methods import methods_help
 
 if TYPE_CHECKING:
     from mslseg.training.resume import RunInterrupted
@@ -67,20 +69,22 @@ def _launch(command: str, config: Path | None, overrides: dict[str, Any], sets: 
         cfg = load_config(config, overrides, adapt=command == "adapt")
     main = True
     try:
-        with distributed_context(cfg.train.device) as dist, run_progress(
-            command, enabled=dist.main, log_every=cfg.train.log_every
-        ) as progress:
+        with distributed_context(cfg.train.device) as dist:
             main = dist.main
-            result = run(cfg, resume=resume is not None, dist=dist, on_start=progress.on_start,
-                         on_step=progress.on_step)
-    except RunInterrupted as stop:
-        if main:
-            typer.echo(_interrupted(command, stop), err=True)
-        raise typer.Exit(130) from None
-    except KeyboardInterrupt:
+            try:
+                with run_progress(command, enabled=dist.main, log_every=cfg.train.log_every) as progress:
+                    result = run(cfg, resume=resume is not None, dist=dist, on_start=progress.on_start,
+                                 on_step=progress.on_step)
+            except RunInterrupted as stop:  # said before the ranks part: torchrun stops a rank that lingers
+                if main:
+                    typer.echo(_interrupted(command, stop), err=True)
+                raise typer.Exit(stop.exit_code) from None  # 130 for Ctrl-C, 143 for SIGTERM: schedulers see why
+    except KeyboardInterrupt as stop:  # during setup: StopRequested for a signal, else a plain Ctrl-C
+        signum = getattr(stop, "signum", signal.SIGINT)
         kept = f"; {Path(cfg.out) / 'last.pt'} is unchanged" if resume is not None else ""
-        typer.echo(f"interrupted before the first step: nothing was trained{kept}", err=True)
-        raise typer.Exit(130) from None
+        if main:
+            typer.echo(f"{_stopped(signum)} before the first step: nothing was trained{kept}", err=True)
+        raise typer.Exit(128 + signum) from None
     if not main:
         return
     if result.iterations < cfg.train.iterations:  # train.stop_after
@@ -91,9 +95,14 @@ def _launch(command: str, config: Path | None, overrides: dict[str, Any], sets: 
     typer.echo(f"wrote {result.run_dir}/last.pt and best.pt after {result.iterations} iterations{miou}")
 
 
+def _stopped(signum: int) -> str:
+    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+
+
 def _interrupted(command: str, stop: RunInterrupted) -> str:
-    """Two lines: where the run stopped and what last.pt holds; the command that continues it."""
-    head = f"interrupted at iteration {stop.iteration} of {stop.iterations}"
+    """Two lines: where the run stopped (and on which signal) and what last.pt holds; the command
+    that continues it."""
+    head = f"{_stopped(stop.signum)} at iteration {stop.iteration} of {stop.iterations}"
     if stop.saved is None:
         return f"{head}, before the first checkpoint: nothing to resume\nrun the same command again to start over"
     again = f"mslseg {command} --resume {shlex.quote(str(stop.run_dir))}"
@@ -123,7 +132,7 @@ def adapt(
     target: Annotated[Path | None, typer.Option(help="Unlabelled target data: a dataset root, an image folder, or video file(s)/glob.")] = None,
     target_kind: Annotated[str | None, typer.Option(help="Target layout: cityscapes | folder | video | nthu.")] = None,
     target_val: ValOpt = None, val_kind: ValKindOpt = None,
-    method: Annotated[str | None, typer.Option(help="Target loss: iw-msl | msl | minent | none (BN statistics only). Default: the config's, else iw-msl with multi-level guidance where the model has an aux head.")] = None,
+    method: Annotated[str | None, typer.Option(help=f"Target loss: {methods_help()} (none: BN statistics only). Default: the config's, else iw-msl with multi-level guidance where the model has an aux head.")] = None,
     multi_level: Annotated[bool | None, typer.Option("--multi-level/--single-level", help="Multi-level self-produced guidance on the aux head (default: the config's; with the default method, on where the model has an aux head).")] = None,
     lambda_target: Annotated[float | None, typer.Option(min=0.0, help="Weight of the target loss (default: the config's, else the paper's: 0.1; 0.09 with multi-level).")] = None,
     model: ModelOpt = None, backbone: BackboneOpt = None, iterations: ItOpt = None, batch: BatchOpt = None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,10 @@ import numpy as np
 from mslseg.data.synthetic_render import Camera, render, sample_camera, sample_look
 from mslseg.data.synthetic_styles import STYLES
 from mslseg.data.synthetic_world import SYNTHETIC_LABEL_IDS, sample_world
-from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text
+from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text, writing
 from mslseg.runtime.errors import DataError, InputError
 from mslseg.runtime.sizes import Size
+from mslseg.runtime.video_writer import OpenCVWriter
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,11 @@ def write_target_video(path: str | Path, n_frames: int = 120, size: Size | str =
     speed = float(rng.uniform(6.0, 9.0))  # m/s
     world = sample_world(rng, style, length=90.0 + speed * n_frames / fps)
     cam0, look = sample_camera(rng, style, size), sample_look(rng, style, size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # OpenCV picks the container by suffix
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise DataError(f"could not open {path} to write mp4v video; check the folder and the suffix (.mp4)")
-    done = False
+    with writing(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    # the runtime's writer: a hidden .partial name renamed when complete, and a full disk or a
+    # read-only folder raises OutputError (OpenCV itself only returns False)
+    writer = OpenCVWriter(path, fps, (size[1], size[0]))
     try:
         for k in range(n_frames):
             t = k / fps
@@ -121,14 +120,10 @@ def write_target_video(path: str | Path, n_frames: int = 120, size: Size | str =
                          z=speed * t)
             image, _ = render(world, style, cam, look, rng)
             writer.write(image)
-        done = True
-    finally:
-        writer.release()
-        if done:
-            os.replace(tmp, path)
-        else:
-            tmp.unlink(missing_ok=True)
-    return path
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 @dataclass(frozen=True)

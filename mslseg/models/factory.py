@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mslseg.models.base import SegModel, split_output, to_input_size
 from mslseg.architectures import PREFIX, is_factory
+from mslseg.models.base import SegModel, split_output, to_input_size
 from mslseg.runtime.errors import ModelFormatError
 
 __all__ = ["FactoryModel", "check_factory_allowed", "is_factory", "resolve_factory"]
@@ -122,8 +122,9 @@ def check_factory_allowed(arch: str, factory: str | None, source: str) -> None:
     """A checkpoint built by a Python factory loads only when the caller names the same factory."""
     if factory == arch:
         return
-    given = f"; --factory {factory} names another" if factory else ""
+    given = f" (you named {factory}, another)" if factory else ""
     raise ModelFormatError(
         f"{source} was built by {arch}, and mslseg does not import code a checkpoint names on its own say-so"
-        f"{given}; pass --factory {arch} (Python: factory='{arch}') if you trust that code"
+        f"{given}; if you trust that code, pass --factory {arch} (train/adapt: --model {arch}; Python: "
+        f"factory='{arch}')"
     )

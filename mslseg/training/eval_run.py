@@ -13,8 +13,8 @@ import torch
 from mslseg.checkpoint import load_model
 from mslseg.data import build_dataset
 from mslseg.data.config import DataConfig
-from mslseg.runtime.atomic import atomic_path, atomic_write_text
-from mslseg.runtime.errors import ConfigError
+from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text, writing
+from mslseg.runtime.errors import ConfigError, DataError
 from mslseg.runtime.metadata import ModelMeta
 from mslseg.runtime.sizes import NATIVE, Size
 from mslseg.training.evaluate import evaluate
@@ -24,14 +24,15 @@ from mslseg.training.runtime_env import resolve_device
 
 def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, *, device: str = "auto",
                         flip: bool = False, save_predictions: bool = False,
-                        size: Size | str | None = None) -> Scores:
+                        size: Size | str | None = None, factory: str | None = None) -> Scores:
     """Score `checkpoint` on `data`; write scores.json, confusion.npy/.png (and predictions).
 
     Where `data` has no `size`, the model runs at `size`: None (default) the model's training size,
     resized as in training (what `mslseg infer` does), "native" each image's own size.
+    `factory`: the python:MODULE:FUNCTION that built a checkpoint of the user's own network.
     """
     dev = resolve_device(device)
-    model, meta = load_model(checkpoint, device=dev)
+    model, meta = load_model(checkpoint, device=dev, factory=factory)
     data = run_data(data, meta, size)
     dataset = build_dataset(data, meta.normalization, train=False)
     if tuple(dataset.class_names) != tuple(meta.class_names):
@@ -40,16 +41,20 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Pat
             f"but the data has {len(dataset.class_names)}; choose the matching class set (classes)"
         )
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     palette = np.asarray(meta.palette, np.uint8)[:, ::-1]  # BGR for OpenCV
 
     def save(batch: dict, pred: torch.Tensor) -> None:
         for name, p in zip(batch["name"], pred.numpy(), strict=True):
             target = out / "predictions" / f"{Path(name).stem}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as tmp:
-                cv2.imwrite(str(tmp.with_suffix(".png")), palette[p])
-                tmp.with_suffix(".png").replace(tmp)
+            with writing(target.parent):
+                target.parent.mkdir(parents=True, exist_ok=True)
+            # encoded here, not by cv2.imwrite, which reports a full disk as False, not why
+            ok, png = cv2.imencode(".png", palette[p])
+            if not ok:
+                raise DataError(f"cannot encode the prediction for {name} as PNG")
+            atomic_write_bytes(target, png.tobytes(), sync=False)
 
     scores, conf = evaluate(model, dataset, device=dev, num_classes=meta.num_classes,
                             class_names=tuple(meta.class_names), flip=flip,

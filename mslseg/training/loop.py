@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,12 +15,12 @@ import torch
 import yaml
 
 from mslseg import __version__
+from mslseg.architectures import architecture, is_factory
 from mslseg.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mslseg.classes import palette_for
 from mslseg.data import build_dataset
 from mslseg.data.video_frames import VideoFrames
 from mslseg.foreign import import_foreign
-from mslseg.architectures import architecture, is_factory
 from mslseg.models.base import SegModel
 from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import ConfigError, TrainingError
@@ -26,7 +28,16 @@ from mslseg.runtime.metadata import ModelMeta, Normalization
 from mslseg.runtime.sizes import Size
 from mslseg.training.config import ModelConfig, OptimConfig, RunConfig, to_dict
 from mslseg.training.evaluate import evaluate
-from mslseg.training.resume import Position, RunInterrupted, rebatch_for_world, restore_training, sigint_held
+from mslseg.training.resume import (
+    Position,
+    RunInterrupted,
+    StopRequested,
+    StopSignals,
+    rebatch_for_world,
+    restore_training,
+    stop_signals,
+    wait_for_peers,
+)
 from mslseg.training.run_log import RunStart, append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
 from mslseg.training.runtime_env import amp_dtype, capture_rng, rank_device, resolve_device
 from mslseg.training.sampling import stream_loader
@@ -142,9 +153,14 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
 
     With `resume`, continues from `cfg.out/last.pt` (model, optimiser, RNG, sample position).
     `on_start` gets a `RunStart` once the model and data are ready, `on_step` the `StepStats` of
-    every step, on every rank. Ctrl-C (KeyboardInterrupt) writes the last whole step to last.pt
-    (in a single process, a Ctrl-C during a step lets that step finish first; a second one does
-    not wait) and raises `RunInterrupted`, which says what last.pt holds.
+    every step, on every rank.
+
+    Ctrl-C (SIGINT) and SIGTERM (a scheduler's preemption) stop the run at a whole step: the step
+    under way finishes, last.pt is written at it, and `RunInterrupted` says what last.pt holds and
+    which signal stopped the run. In a single process an evaluation is cut short at once; under
+    DDP every rank stops after the same step (`resume.agreed_stop`) and only rank 0 writes. A
+    second Ctrl-C does not wait (the last whole checkpoint stays); a repeated SIGTERM is ignored.
+    Signal handlers are installed only in the main thread, over Python's defaults.
     """
     dist = dist or Dist()
     out = Path(cfg.out)
@@ -153,37 +169,43 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         raise ConfigError(f"cannot resume: {last} does not exist; start a new run instead")
     if not resume and last.exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    saved = load_checkpoint(last) if resume else None
-    s = _setup(cfg, dist, saved)
-    cfg = s.cfg
-    net = prepare_net(s.model, cfg, s.device, dist)
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".*.tmp"):  # temporaries of a write that a kill interrupted
-            stale.unlink(missing_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        truncate_metrics(out / "metrics.jsonl", s.start)
-    if on_start is not None:
-        on_start(_run_start(s, dist))
-    pos = Position(s.start, s.start if resume else None)
-    board = tensorboard_writer(out) if dist.main else None
-    try:
-        result = _train(s, net, dist, board, pos, on_step)
-        if result.iterations == cfg.train.iterations and dist.main:
-            if s.target_val is None:
-                save_checkpoint(out / "best.pt", s.model, s.meta)
-            plot_run(out)
-    except KeyboardInterrupt:
-        raise _interrupted(s, dist, pos) from None
-    finally:
-        if board is not None:
-            board.close()
+    with stop_signals() as stops:
+        saved = load_checkpoint(last) if resume else None
+        s = _setup(cfg, dist, saved)
+        cfg = s.cfg
+        net = prepare_net(s.model, cfg, s.device, dist)
+        if dist.main:
+            out.mkdir(parents=True, exist_ok=True)
+            for stale in out.glob(".*.tmp"):  # temporaries of a write that a kill interrupted
+                stale.unlink(missing_ok=True)
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            truncate_metrics(out / "metrics.jsonl", s.start)
+        if on_start is not None:
+            on_start(_run_start(s, dist))
+        pos = Position(s.start, s.start if resume else None)
+        board = tensorboard_writer(out) if dist.main else None
+        try:
+            result = _train(s, net, dist, board, pos, on_step, stops)
+            if result.iterations == cfg.train.iterations and dist.main:
+                if s.target_val is None:
+                    save_checkpoint(out / "best.pt", s.model, s.meta)
+                plot_run(out)
+        except KeyboardInterrupt as stop:  # the agreed signal, else this process's first (a second Ctrl-C)
+            signum = getattr(stop, "signum", None) or stops.signum or signal.SIGINT
+            raise _interrupted(s, dist, pos, signum, agreed=getattr(stop, "agreed", False)) from None
+        finally:
+            if board is not None:
+                board.close()
     return result
 
 
 def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Position,
-           on_step: Callable[[StepStats], None] | None) -> RunResult:
-    """The steps of this invocation, with their logging, evaluations and checkpoints."""
+           on_step: Callable[[StepStats], None] | None, stops: StopSignals) -> RunResult:
+    """The steps of this invocation, with their logging, evaluations and checkpoints.
+
+    A stop signal is held to the end of the step that it arrives in (its logging and checkpoint
+    included) and acted on there; a single process lets it cut an evaluation short.
+    """
     cfg, out = s.cfg, Path(s.cfg.out)
     last = out / "last.pt"
     src_iter = _loader(s, s.source, cfg.train.batch_source, cfg.train.seed, dist)
@@ -193,15 +215,15 @@ def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Positio
     images_per_step = _images_per_step(s, dist)
     net.train()
     t0, seen = time.perf_counter(), 0
+    stops.holding = True
     for it in range(s.start, end):
         lr = set_poly_lr(s.optimizer, cfg.optim, it, total)
         source, target = next(src_iter), next(tgt_iter) if tgt_iter else None
-        with sigint_held(dist.world == 1) as held:
-            pos.in_step = True
-            stats = adapt_step(net, s.optimizer, source, target, cfg.method, iteration=it + 1, lr=lr,
-                               device=s.device, amp_dtype=s.amp_dtype, scaler=s.scaler,
-                               channels_last=s.channels_last)
-            pos.in_step, pos.done = False, it + 1
+        pos.in_step = True
+        stats = adapt_step(net, s.optimizer, source, target, cfg.method, iteration=it + 1, lr=lr,
+                           device=s.device, amp_dtype=s.amp_dtype, scaler=s.scaler,
+                           channels_last=s.channels_last)
+        pos.in_step, pos.done = False, it + 1
         if not stats.finite:
             raise TrainingError(f"the loss became non-finite at iteration {it + 1} ({stats.to_dict()}); "
                                 f"{_last_good(last)}")
@@ -213,31 +235,37 @@ def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Positio
             record = stats.to_dict() | {"images_per_s": seen * images_per_step / max(time.perf_counter() - t0, 1e-9)}
             log_record(out, board, record, result)
             t0, seen = time.perf_counter(), 0
-        if held:
-            raise KeyboardInterrupt
-        if not dist.main:
-            continue
-        if s.target_val is not None and ((cfg.train.eval_every and done % cfg.train.eval_every == 0)
-                                         or done == total):
-            _evaluate(s, out, board, done, result)
-            net.train()
-        if done % cfg.train.checkpoint_every == 0 or done in (total, end):
-            _save_last(s, last, done, dist)
-            pos.saved = done
+        if dist.main:
+            if s.target_val is not None and ((cfg.train.eval_every and done % cfg.train.eval_every == 0)
+                                             or done == total):
+                with stops.released() if dist.world == 1 else contextlib.nullcontext():
+                    _evaluate(s, out, board, done, result)
+                net.train()
+            if done % cfg.train.checkpoint_every == 0 or done in (total, end):
+                _save_last(s, last, done, dist)
+                pos.saved = done
+        # every rank, every step: the agreement is a collective (the run's end needs no stop)
+        if done < end and (signum := stops.pending(dist.world > 1, s.device)):
+            raise StopRequested(signum, agreed=dist.world > 1)
     result.iterations = end
     return result
 
 
-def _interrupted(s: _Setup, dist: Dist, pos: Position) -> RunInterrupted:
-    """Writes last.pt at the last whole step if it is newer than the one on disk; says what it holds."""
+def _interrupted(s: _Setup, dist: Dist, pos: Position, signum: int, *, agreed: bool) -> RunInterrupted:
+    """Writes last.pt at the last whole step if it is newer than the one on disk; says what it holds.
+
+    `agreed`: all ranks stopped after the same step; they wait for rank 0's write, then leave together.
+    """
     out = Path(s.cfg.out)
     if dist.main and not pos.in_step and pos.done > 0 and pos.done != pos.saved:
         try:
             _save_last(s, out / "last.pt", pos.done, dist)
             pos.saved = pos.done
-        except KeyboardInterrupt:  # another Ctrl-C while saving: the write is atomic, the old last.pt stays
+        except KeyboardInterrupt:  # a second Ctrl-C while saving: the write is atomic, the old last.pt stays
             pass
-    return RunInterrupted(out, pos.done, pos.saved, s.cfg.train.iterations)
+    if agreed:
+        wait_for_peers()
+    return RunInterrupted(out, pos.done, pos.saved, s.cfg.train.iterations, signum)
 
 
 def _run_start(s: _Setup, dist: Dist) -> RunStart:
@@ -285,7 +313,7 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
     if not model.has_aux and cfg.method.multi_level:
         raise ConfigError(f"multi-level adaptation needs a model with an auxiliary head and "
                           f"{cfg.model.init or model_name(model)} has none; adapt without it "
-                          "(--single-level, or method.multi_level=false)")
+                          "(adapt --single-level, train --no-multi-level, or method.multi_level=false)")
     # the normalisation is the initial model's: datasets are built with it
     norm = meta.normalization
     source = probe if norm == _normalization(cfg) else build_dataset(cfg.source, norm, train=True, seed=cfg.train.seed)

@@ -1,4 +1,4 @@
-"""Stopping and resuming a run: Ctrl-C at a whole step, and picking up from last.pt."""
+"""Stopping and resuming a run: Ctrl-C or SIGTERM at a whole step, and picking up from last.pt."""
 
 from __future__ import annotations
 
@@ -20,12 +20,34 @@ from mslseg.training.runtime_env import restore_rng
 log = logging.getLogger(__name__)
 
 
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C ended a run after `iteration` whole steps; `saved`: the iteration last.pt holds (None: none)."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; what Slurm, Kubernetes and `docker stop` send
 
-    def __init__(self, run_dir: Path, iteration: int, saved: int | None, iterations: int):
+
+class RunInterrupted(KeyboardInterrupt):
+    """A stop signal ended a run after `iteration` whole steps; `saved`: the iteration last.pt holds
+    (None: none); `signum`: the first signal received (SIGINT for Ctrl-C, SIGTERM)."""
+
+    def __init__(self, run_dir: Path, iteration: int, saved: int | None, iterations: int,
+                 signum: int = signal.SIGINT):
         super().__init__(f"interrupted at iteration {iteration} of {iterations}")
         self.run_dir, self.iteration, self.saved, self.iterations = run_dir, iteration, saved, iterations
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """What a shell reports for a process the signal ended: 130 for Ctrl-C, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+class StopRequested(KeyboardInterrupt):
+    """A stop signal, raised where the run can stop: between steps, or at once where nothing is held.
+
+    `agreed`: every rank of a distributed run raised it after the same step (see `agreed_stop`).
+    """
+
+    def __init__(self, signum: int, *, agreed: bool = False):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.agreed = signum, agreed
 
 
 @dataclass
@@ -37,30 +59,91 @@ class Position:
     in_step: bool = False
 
 
-@contextlib.contextmanager
-def sigint_held(hold: bool) -> Iterator[list[int]]:
-    """Holds a Ctrl-C that arrives in the block until the block ends (a second one is not held),
-    so that an interrupted run saves whole steps. The caller checks the list and stops.
+class StopSignals:
+    """SIGINT and SIGTERM as requests to stop at a whole step (installed by `stop_signals`).
 
-    Only where Python's own handler is in place, in the main thread; not under DDP (`hold` False),
-    where a rank finishing its step could wait forever on a peer that stopped.
+    The first signal is recorded in `signum`. While `holding`, nothing else happens: the loop asks
+    `pending()` at the end of each step and stops there. Otherwise it raises `StopRequested` at once.
+    A second Ctrl-C always raises KeyboardInterrupt at once (the user does not want to wait; writes
+    are atomic, so last.pt stays whole). A repeated SIGTERM is ignored: schedulers escalate with
+    SIGKILL after their grace period, and a signal can arrive twice (Slurm signals every process,
+    torchrun forwards it to its workers as well).
     """
-    held: list[int] = []
-    if not (hold and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-        yield held
-        return
 
-    def handler(signum: int, frame: Any) -> None:
-        if held:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.holding = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            if not self.holding:
+                raise StopRequested(signum)
+        elif signum == signal.SIGINT:
             raise KeyboardInterrupt
-        held.append(signum)
+        else:
+            log.warning("%s again: the run is already stopping at a whole step", signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, handler)
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """A block a signal may cut short (an evaluation): a held or new signal stops the run at once."""
+        if self.signum is not None:
+            raise StopRequested(self.signum)
+        was, self.holding = self.holding, False
+        try:
+            yield
+        finally:
+            self.holding = was
+
+    def pending(self, distributed: bool, device: torch.device) -> int:
+        """The signal to stop on now (0: none). Distributed: `agreed_stop`, a collective every rank calls."""
+        if distributed:
+            return agreed_stop(self.signum or 0, device)
+        return self.signum or 0
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[StopSignals]:
+    """Handles SIGINT and SIGTERM as `StopSignals` says for the block, then restores the handlers.
+
+    Only in the main thread, and only for a signal whose handler is Python's default (an embedding
+    application's own handler is left alone); otherwise that signal behaves as it did.
+    """
+    stops = StopSignals()
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    mine: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is defaults[signum]:
+                mine[signum] = signal.signal(signum, stops.handle)
     try:
-        yield held
+        yield stops
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum, previous in mine.items():
+            signal.signal(signum, previous)
+
+
+def agreed_stop(signum: int, device: torch.device) -> int:
+    """The largest signal number any rank holds (0: none), the same on every rank.
+
+    Every rank calls it once per step, so all of them see a signal in the same call and stop after
+    the same step, wherever it arrived (ranks get a forwarded signal at different steps). One int
+    all_reduce: cheap on gloo and NCCL (the step already syncs with the GPU for its losses).
+    """
+    import torch.distributed as tdist
+
+    flag = torch.tensor([signum], dtype=torch.int32, device=device)
+    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+    return int(flag.item())
+
+
+def wait_for_peers() -> None:
+    """After an agreed stop: every rank waits until rank 0 has written last.pt, then all exit together
+    (a rank leaving early would make torchrun stop the others, rank 0 mid-save)."""
+    import torch.distributed as tdist
+
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: leave now
+        tdist.barrier()
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> RunConfig:

@@ -26,6 +26,9 @@ def test_bench_torch_and_onnx(tmp_path):
     ort = [("onnxruntime", 1), ("onnxruntime", 2)]
     assert [(r["backend"], r["batch"]) for r in rows] == [("torch", 1), ("torch", 2), *ort, *ort]
     assert all(r["fps"] > 0 and r["agree"] > 0.99 for r in rows)
+    # GFLOPs per frame: PyTorch's count of the .pt and the graph count of its exports agree
+    assert rows[0]["gflops"] > 0 and all(r["gflops"] == pytest.approx(rows[0]["gflops"], rel=0.02) for r in rows)
+    assert "GFLOPs" in result.output
     assert len(report["pipeline"]) == 2 and report["pipeline"][0]["frames"] == 6
     assert "pipeline float_logits.onnx" in result.output and "wrote" in result.output
 

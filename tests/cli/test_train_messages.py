@@ -45,7 +45,7 @@ def test_train_start_line_says_source_only(synth_data, tmp_path):
                             "--iterations", "1", "--set", "target_val=null", *TINY])
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[0] == (
-        f"train: source only, deeplabv2-resnet18 (main+aux heads), cpu, 1 iterations, 12 source images -> {out}")
+        f"train: source only, deeplabv2-resnet18 (main+aux heads), sgd lr 0.0025 = 0.00025 x 10 (heads x10), cpu, 1 iterations, 12 source images -> {out}")
     assert "train 1/1  src " in r.output and "tgt" not in r.output
 
 
