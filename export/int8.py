@@ -19,7 +19,7 @@ frames, ONNX Runtime CPU time per 1024x512 frame at one thread (docs/export.md):
   decides the argmax margins); float they lift SegFormer's agreement from 98.2 to 98.6%.
 - MatMuls with no constant operand, attention's Q.K^T and attn.V: both sides are activations,
   so int8 would quantise the (tokens x reduced tokens) score and probability tensors every frame;
-  quantised they cost 35% more time (1.39 vs 1.03 s) for no gain in agreement.
+  quantised they cost 30% more time (1.34 vs 1.03 s) for no gain in agreement.
 - depthwise convs (SegFormer's Mix-FFN 3x3): a sliver of the FLOPs, and ONNX Runtime's int8
   depthwise kernel with its Q/DQ is slower than the float one (0.96 vs 1.03 s, agreement equal).
 
@@ -137,14 +137,11 @@ def quantize_int8(src: str | Path, dst: str | Path, frames: Sequence[np.ndarray]
 def int8_ops(arch: str) -> tuple[str, ...]:
     """The op types int8 export quantises for a model whose metadata names it `arch`.
 
-    The architecture registry says (`Architecture.int8_ops`); metadata names a model more finely
-    than the registry does (deeplabv2-resnet18 is the entry deeplabv2). ModelFormatError for an
-    architecture the registry does not know."""
-    from mslseg.architectures import MODELS, architecture, is_factory
+    The architecture registry says (`Architecture.int8_ops`, `architecture_of_meta`).
+    ModelFormatError for an architecture the registry does not know."""
+    from mslseg.architectures import architecture_of_meta
 
-    if is_factory(arch) or arch in MODELS:
-        return architecture(arch).int8_ops
-    return architecture(arch.split("-", 1)[0]).int8_ops
+    return architecture_of_meta(arch).int8_ops
 
 
 def float_nodes(path: str | Path, ops: Sequence[str]) -> list[str]:

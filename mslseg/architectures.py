@@ -123,6 +123,14 @@ def architecture(name: str) -> Architecture:
     return MODELS[name]
 
 
+def architecture_of_meta(arch: str) -> Architecture:
+    """The entry of a model whose metadata names it `arch`: metadata names a model more finely than
+    the registry (deeplabv2-resnet18 is the entry deeplabv2; segformer-b0 and python:... are entries)."""
+    if is_factory(arch) or arch in MODELS:
+        return architecture(arch)
+    return architecture(arch.split("-", 1)[0])
+
+
 def _factory(name: str) -> Callable[..., SegModel]:
     def build(**kw: Any) -> SegModel:
         from mslseg.models.factory import FactoryModel

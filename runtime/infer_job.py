@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,65 @@ def unique_stems(stems: list[str]) -> list[str]:
     return out
 
 
+def marker_path(out: Path, stem: str) -> Path:
+    return out / DONE_FOLDER / f"{stem}.json"
+
+
+def write_marker(marker: Path, report: SourceReport) -> None:
+    """Mark a source complete (after its outputs and its area rows are under their final names)."""
+    marker.parent.mkdir(exist_ok=True)
+    report.complete = True
+    atomic_write_text(marker, json.dumps(asdict(report) | {"resumed": False}))
+
+
+def load_marker(marker: Path) -> SourceReport:
+    """The report a done marker holds, as a resumed source (keys this version does not know are ignored)."""
+    known = {f.name for f in fields(SourceReport)}
+    saved = {k: v for k, v in json.loads(marker.read_text()).items() if k in known}
+    return SourceReport(**(saved | {"resumed": True, "complete": True}))
+
+
+def segment_source(source: Any, stem: str, segmenter: Segmenter, opts: InferOptions, report: SourceReport,
+                   totals: dict[str, float], *, lut: np.ndarray, areas: Any, stop: threading.Event,
+                   on_frame: Callable[[SourceReport], None] | None = None, window: Any = None) -> None:
+    """Segment one source into its files under `opts.out` (published when it ends, removed on failure).
+
+    Adds its frames and problems to `report` and its per-stage milliseconds to `totals`; `areas`
+    (anything with AreaTable's `write`, or None) gets a row per frame. The caller closes `source`
+    and writes the done marker. Shared by `run_infer` and the workers of a cluster run.
+    """
+    outputs = _SourceOutputs(source, stem, opts, segmenter, lut)
+    if source.live:
+        source.stop = stop  # a stalled stream's waits (timeout, reconnect backoff) end on Ctrl-C
+    try:
+        for item in segment_stream(source, segmenter, stop=stop, queue_size=opts.queue_size,
+                                   drop_late=source.live):
+            t0 = time.perf_counter()
+            picture = outputs.write(item, areas)
+            if window is not None and not window.show(picture):
+                stop.set()
+            t = item.result.timings
+            for key, value in (("decode", item.decode_ms), ("pre", t.pre_ms), ("infer", t.infer_ms),
+                               ("post", t.post_ms), ("encode", (time.perf_counter() - t0) * 1e3)):
+                totals[key] += value
+            report.frames += 1
+            if on_frame is not None:
+                on_frame(report)
+    except BaseException:
+        outputs.abort()
+        raise
+    if report.frames:
+        try:
+            report.outputs = outputs.close()
+        except BaseException:  # a full disk at close: no partial output under any name
+            outputs.abort()
+            raise
+    else:  # nothing decoded: no empty video, label folder or overlay folder
+        outputs.abort()
+    report.problems.extend(source.problems)
+    report.live = source.live_report() if source.live else None
+
+
 def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
               on_frame: Callable[[SourceReport], None] | None = None,
               stop: threading.Event | None = None) -> InferSummary:
@@ -225,7 +284,7 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
     stems_of = unique_stems([src.stem for src in sources])
 
     def done_marker(stem: str) -> Path:
-        return opts.out / DONE_FOLDER / f"{stem}.json"
+        return marker_path(opts.out, stem)
 
     areas = None
     if opts.areas != "none":
@@ -242,48 +301,18 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
                 break
             marker = done_marker(stem)
             if opts.resume and marker.is_file():
-                reports.append(SourceReport(**(json.loads(marker.read_text()) | {"resumed": True, "complete": True})))
+                reports.append(load_marker(marker))
                 source.close()
                 continue
             report = SourceReport(source.name, source.kind, expected=source.expected)
             reports.append(report)
-            outputs = _SourceOutputs(source, stem, opts, segmenter, lut)
-            if source.live:
-                source.stop = stop  # a stalled stream's waits (timeout, reconnect backoff) end on Ctrl-C
-            try:
-                for item in segment_stream(source, segmenter, stop=stop, queue_size=opts.queue_size,
-                                           drop_late=source.live):
-                    t0 = time.perf_counter()
-                    picture = outputs.write(item, areas)
-                    if window is not None and not window.show(picture):
-                        stop.set()
-                    t = item.result.timings
-                    for key, value in (("decode", item.decode_ms), ("pre", t.pre_ms), ("infer", t.infer_ms),
-                                       ("post", t.post_ms), ("encode", (time.perf_counter() - t0) * 1e3)):
-                        totals[key] += value
-                    report.frames += 1
-                    if on_frame is not None:
-                        on_frame(report)
-            except BaseException:
-                outputs.abort()
-                raise
-            if report.frames:
-                try:
-                    report.outputs = outputs.close()
-                except BaseException:  # a full disk at close: no partial output under any name
-                    outputs.abort()
-                    raise
-            else:  # nothing decoded: no empty video, label folder or overlay folder
-                outputs.abort()
-            report.problems.extend(source.problems)
-            report.live = source.live_report() if source.live else None
+            segment_source(source, stem, segmenter, opts, report, totals, lut=lut, areas=areas, stop=stop,
+                           on_frame=on_frame, window=window)
             source.close()
             if not stop.is_set() and report.frames:  # complete: a --resume run skips it
                 if areas is not None:
                     areas.snapshot()  # its rows reach the final table before its marker exists
-                marker.parent.mkdir(exist_ok=True)
-                report.complete = True
-                atomic_write_text(marker, json.dumps(asdict(report) | {"resumed": False}))
+                write_marker(marker, report)
         if areas is not None:
             areas.close()
             areas = None

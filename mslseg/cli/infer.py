@@ -74,6 +74,16 @@ def infer(
     show: Annotated[bool, typer.Option(help="Show a live window (needs a display); q or Esc stops.")] = False,
     factory: Annotated[str | None, typer.Option(metavar="python:MODULE:FUNCTION",
                                                 help=f"(.pt) {FACTORY_OPTION_HELP}")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        metavar="auto|ray://HOST:PORT", help="Split the sources across Ray workers (needs mslseg[cluster]): auto "
+        "(RAY_ADDRESS if set, else a local Ray), ray://HOST:PORT (Ray Client) or a cluster address. The model "
+        "and --out must be on storage every node sees. See docs/cluster.md.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="(--cluster) Workers to start (default: as many as the cluster's resources fit).")] = None,
+    cpus_per_worker: Annotated[float, typer.Option(
+        min=0.0, help="(--cluster) CPUs each worker takes (also its ONNX Runtime threads unless --threads).")] = 1.0,
+    gpus_per_worker: Annotated[float, typer.Option(
+        min=0.0, help="(--cluster) GPUs each worker takes (1: a GPU each; 0.5: two workers share one).")] = 0.0,
 ) -> None:
     """Segment frames and write an overlay video, label maps, class areas and a summary."""
     from mslseg.runtime.errors import DataError, InputError
@@ -94,15 +104,26 @@ def infer(
     frames = FrameRange(start, end, stride)
     live = LivePolicy(stall_timeout=stall_timeout, reconnect=reconnect)
     opened = []
-    try:
-        for spec in sources:
-            opened.extend(open_sources(spec, frames, live))
-        with Segmenter(model, device=device, batch_size=batch, size=model_size, threads=threads,
-                       **backend_options) as segmenter:
-            summary, signum = _run_with_progress(opened, segmenter, opts, run_infer)
-    finally:
-        for source in opened:
-            source.close()
+    if cluster is not None:  # the sources on Ray workers; what follows the run is the same
+        from mslseg.cli.infer_cluster import run_on_cluster
+        from mslseg.runtime.cluster import ClusterOptions
+
+        summary, signum, n_sources = run_on_cluster(
+            sources, model, opts, ClusterOptions(address=cluster, workers=workers, cpus_per_worker=cpus_per_worker,
+                                                 gpus_per_worker=gpus_per_worker),
+            segmenter_options={"device": device, "batch_size": batch, "size": model_size,
+                               **({"threads": threads} if threads else {}), **backend_options}, frames=frames)
+    else:
+        try:
+            for spec in sources:
+                opened.extend(open_sources(spec, frames, live))
+            with Segmenter(model, device=device, batch_size=batch, size=model_size, threads=threads,
+                           **backend_options) as segmenter:
+                summary, signum = _run_with_progress(opened, segmenter, opts, run_infer)
+        finally:
+            for source in opened:
+                source.close()
+        n_sources = len(opened)
     typer.echo(summary.line())
     if summary.interrupted:  # a signal, or q / Esc in the window (as Ctrl-C)
         name = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
@@ -110,7 +131,7 @@ def infer(
             next_step = f"outputs kept in {out}; a live source starts anew: give a fresh --out to run again"
         else:
             next_step = f"continue with: {_resume_command()}"
-        typer.echo(f"{name} {summary.where_stopped(len(opened))}; {next_step}", err=True)
+        typer.echo(f"{name} {summary.where_stopped(n_sources)}; {next_step}", err=True)
         raise typer.Exit(128 + signum)  # 130 for Ctrl-C, 143 for SIGTERM: a scheduler sees a preemption
     lost = [r for r in summary.sources if r.live and r.live["stopped"]]
     for r in lost:  # outputs closed and complete; 3 tells a supervisor the source, not the input, failed

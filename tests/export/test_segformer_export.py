@@ -44,11 +44,20 @@ def frames():
     return synthetic_frames(2, SIZE, seed=1) + synthetic_frames(1, "96x160", seed=2)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_parity_gates_pass(segformer, frames, tmp_path, precision):
+@pytest.fixture(scope="module")
+def fp32_labels(segformer, tmp_path_factory):
+    """fp32, uint8 RGB frames in, uint8 labels and confidence out, dynamic batch and size."""
     model, meta = segformer
-    path = export_onnx(model, meta, tmp_path / f"{precision}.onnx", input_kind="uint8", output_kind="labels",
-                       confidence=True, precision=precision)
+    return export_onnx(model, meta, tmp_path_factory.mktemp("segformer") / "fp32.onnx", input_kind="uint8",
+                       input_order="rgb", output_kind="labels", confidence=True)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_parity_gates_pass(segformer, fp32_labels, frames, tmp_path, precision):
+    model, meta = segformer
+    path = fp32_labels if precision == "fp32" else export_onnx(
+        model, meta, tmp_path / "fp16.onnx", input_kind="uint8", output_kind="labels", confidence=True,
+        precision="fp16")
     report = check_parity(path, model, frames, write=False, threads=1)
     assert report.passed, report.summary()
     assert report.nonfinite == 0
@@ -56,22 +65,20 @@ def test_parity_gates_pass(segformer, frames, tmp_path, precision):
     assert trt_op_problems(path) == []
 
 
-def test_uint8_in_labels_out_at_any_batch_and_size(segformer, tmp_path):
+def test_uint8_in_labels_out_at_any_batch_and_size(segformer, fp32_labels):
     import onnxruntime as ort
 
     model, meta = segformer
-    path = export_onnx(model, meta, tmp_path / "labels.onnx", input_kind="uint8", input_order="rgb",
-                       output_kind="labels")
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(fp32_labels))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(fp32_labels), so, providers=["CPUExecutionProvider"])
     for n, size in ((2, SIZE), (3, Size(96, 160))):
         rgb = np.stack(synthetic_frames(n, size, seed=n))  # (N, H, W, 3)
-        labels = session.run(None, {"input": rgb})[0]
-        assert labels.shape == (n, *size.hw) and labels.dtype == np.uint8
+        labels, confidence = session.run(None, {"input": rgb})
+        assert labels.shape == confidence.shape == (n, *size.hw) and labels.dtype == np.uint8
         with torch.no_grad():
             x = torch.from_numpy(meta.normalization.apply(rgb, "rgb"))
             ref = model(x).argmax(1).numpy()
@@ -86,10 +93,9 @@ def test_int8_ops_come_from_the_registry():
     assert int8_ops("python:my.nets:build") == ("Conv",)
 
 
-def test_float_nodes_of_segformer(segformer, tmp_path):
-    model, meta = segformer
-    path = export_onnx(model, meta, tmp_path / "fp32.onnx", input_kind="uint8", output_kind="labels")
-    kept = float_nodes(path, int8_ops(meta.arch))
+def test_float_nodes_of_segformer(segformer, fp32_labels):
+    path = fp32_labels
+    kept = float_nodes(path, int8_ops(segformer[1].arch))
     assert any("stages.0/patch_embeddings" in n for n in kept)  # the stem
     assert any("decode_head/classifier" in n for n in kept)
     scores = [n.name for n in onnx.load(str(path)).graph.node

@@ -1,0 +1,142 @@
+"""The units of a cluster run, without Ray: which sources, how a worker opens one, its area rows.
+
+A unit is one source as a local run would see it: a video file, or the images of one SOURCE
+argument together. `plan_units` lists them as `open_sources` does, but without opening any file,
+so one unreadable video becomes a problem of its own unit instead of stopping the archive.
+Cameras and streams cannot be split across workers: they are refused.
+
+A worker does not write the shared areas table: it keeps its source's rows (`AreaRows`) and
+saves them as a part (`.parts/<stem>.npz`, exact values, atomically); the driver appends the
+parts to areas.csv / areas.jsonl in source order, so the table is the one a local run writes.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mslseg.runtime.atomic import atomic_write_bytes
+from mslseg.runtime.errors import DataError, InputError
+from mslseg.runtime.sources import (
+    IMAGE_SUFFIXES,
+    URL_SCHEMES,
+    VIDEO_SUFFIXES,
+    FrameRange,
+    ImageSequence,
+    VideoSource,
+    safe_stem,
+)
+
+PARTS_FOLDER = ".parts"  # per-source area rows of a cluster run, until the driver appends them
+
+
+@dataclass(frozen=True)
+class SourceUnit:
+    """One source of a cluster run, as plain data (a worker opens it itself)."""
+
+    name: str  # as a local run names it (the path as given, or the SOURCE argument for images)
+    kind: str  # "video" | "images"
+    paths: tuple[str, ...]  # the video (one), or the images in order
+
+    @property
+    def stem(self) -> str:
+        return safe_stem(self.name)
+
+
+def plan_units(specs: list[str]) -> list[SourceUnit]:
+    """The sources of SOURCE arguments in a local run's order, no file opened (see the module doc)."""
+    units: list[SourceUnit] = []
+    for spec in map(str, specs):
+        if spec.isdigit() or (spec.lower().startswith(URL_SCHEMES) and not _is_video_url(spec)):
+            raise InputError(f"{spec} is a camera or a live stream, which a cluster run cannot split across "
+                             "workers; run it without --cluster")
+        if spec.lower().startswith(URL_SCHEMES):
+            units.append(SourceUnit(spec, "video", (spec,)))
+            continue
+        path = Path(spec)
+        if path.is_dir():
+            paths = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            paths = [path]
+        elif glob.has_magic(spec):
+            paths = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+            if not paths:
+                raise DataError(f"no files match {spec}; check the pattern (quote it so the shell leaves it alone)")
+        else:
+            raise DataError(f"{spec} does not exist; give a video, an image, a folder or a glob")
+        images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
+        videos = [p for p in paths if p not in images and (p.suffix.lower() in VIDEO_SUFFIXES or p == path)]
+        if not images and not videos:
+            raise DataError(f"{spec} holds no images or videos (video suffixes: {', '.join(VIDEO_SUFFIXES)})")
+        # names as a local run gives them; paths absolute, for workers whose folder is not the driver's
+        units.extend(SourceUnit(str(p), "video", (os.path.abspath(p),)) for p in videos)
+        if images:
+            units.append(SourceUnit(spec, "images", tuple(os.path.abspath(p) for p in images)))
+    return units
+
+
+def _is_video_url(spec: str) -> bool:
+    return spec.startswith("http") and Path(spec.split("?")[0]).suffix.lower() in VIDEO_SUFFIXES
+
+
+def open_unit(unit: SourceUnit, frames: FrameRange) -> ImageSequence | VideoSource:
+    """The source of `unit`, as `open_sources` opens it (DataError / InputError if it cannot be)."""
+    if unit.kind == "images":
+        return ImageSequence([Path(p) for p in unit.paths], unit.name, frames)
+    return VideoSource(unit.paths[0], unit.name, "video", frames)
+
+
+class AreaRows:
+    """Collects a source's area rows (AreaTable's `write`) and saves them as a part file."""
+
+    def __init__(self) -> None:
+        self.index: list[int] = []
+        self.time_s: list[float] = []
+        self.image: list[str] = []
+        self.fractions: list[np.ndarray] = []
+
+    def write(self, source: str, index: int, time_s: float | None, image: str, fractions: np.ndarray) -> None:
+        self.index.append(index)
+        self.time_s.append(np.nan if time_s is None else time_s)
+        self.image.append(image)
+        self.fractions.append(np.asarray(fractions, np.float64))
+
+    def save(self, path: Path) -> Path:
+        buffer = io.BytesIO()
+        fractions = np.stack(self.fractions) if self.fractions else np.zeros((0, 0))
+        np.savez(buffer, index=np.asarray(self.index, np.int64), time_s=np.asarray(self.time_s, np.float64),
+                 image=np.asarray(self.image, dtype=str), fractions=fractions)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_bytes(path, buffer.getvalue(), sync=False)
+
+
+def append_part(table, source: str, part: Path) -> int:  # table: AreaTable
+    """Write the rows of a part file into `table` with the values the worker computed; returns the count."""
+    with np.load(part, allow_pickle=False) as data:
+        index, times, images, fractions = data["index"], data["time_s"], data["image"], data["fractions"]
+    for i in range(len(index)):
+        t = None if np.isnan(times[i]) else float(times[i])
+        table.write(source, int(index[i]), t, str(images[i]), fractions[i])
+    return len(index)
+
+
+def part_path(out: Path, stem: str) -> Path:
+    return out / PARTS_FOLDER / f"{stem}.npz"
+
+
+def discard_partials(out: Path, stem: str) -> None:
+    """Remove what a killed worker left of a source under temporary names (never a final name).
+    An image overlay is written atomically per file: at most one hidden .tmp of it can be left."""
+    candidates = [out / f".{stem}_overlay.partial.mp4", out / "labels" / f".{stem}.partial",
+                  out / "labels" / f".{stem}.npz.partial", part_path(out, stem)]
+    for path in candidates:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink(missing_ok=True)
