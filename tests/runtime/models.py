@@ -87,6 +87,21 @@ def _export(variant: str, path: Path) -> Path:
                        static=Size.from_hw(static[1:]) if static else None, batch=static[0] if static else 1)
 
 
+def segformer_onnx() -> Path:
+    """A SegFormer-B0 (random weights, 4 classes) exported uint8 in, labels out: the runtime runs it as any other."""
+    if "segformer" not in _CACHE:
+        import torch
+
+        from mslseg.export.onnx_export import export_onnx
+        from mslseg.models.segformer import build_segformer
+
+        torch.manual_seed(0)
+        net = build_segformer("b0", num_classes=NUM_CLASSES).eval()
+        _CACHE["segformer"] = export_onnx(net, meta().with_(arch="segformer-b0"), _root() / "segformer.onnx",
+                                          input_kind="uint8", output_kind="labels")
+    return _CACHE["segformer"]
+
+
 def frames(n: int = 3, size: tuple[int, int] = (48, 64), seed: int = 0) -> list[np.ndarray]:
     """Smooth random HxWx3 uint8 frames (structure, so labels vary across a frame)."""
     import cv2
