@@ -12,7 +12,6 @@ parts to areas.csv / areas.jsonl in source order, so the table is the one a loca
 
 from __future__ import annotations
 
-import glob
 import io
 import os
 import shutil
@@ -22,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from mslseg.runtime.atomic import atomic_write_bytes
-from mslseg.runtime.errors import DataError, InputError
+from mslseg.runtime.errors import InputError
 from mslseg.runtime.sources import (
-    IMAGE_SUFFIXES,
     URL_SCHEMES,
     VIDEO_SUFFIXES,
     FrameRange,
     ImageSequence,
     VideoSource,
+    local_files,
     safe_stem,
 )
 
@@ -59,21 +58,7 @@ def plan_units(specs: list[str]) -> list[SourceUnit]:
         if spec.lower().startswith(URL_SCHEMES):
             units.append(SourceUnit(spec, "video", (spec,)))
             continue
-        path = Path(spec)
-        if path.is_dir():
-            paths = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        elif path.is_file():
-            paths = [path]
-        elif glob.has_magic(spec):
-            paths = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
-            if not paths:
-                raise DataError(f"no files match {spec}; check the pattern (quote it so the shell leaves it alone)")
-        else:
-            raise DataError(f"{spec} does not exist; give a video, an image, a folder or a glob")
-        images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
-        videos = [p for p in paths if p not in images and (p.suffix.lower() in VIDEO_SUFFIXES or p == path)]
-        if not images and not videos:
-            raise DataError(f"{spec} holds no images or videos (video suffixes: {', '.join(VIDEO_SUFFIXES)})")
+        videos, images = local_files(spec)
         # names as a local run gives them; paths absolute, for workers whose folder is not the driver's
         units.extend(SourceUnit(str(p), "video", (os.path.abspath(p),)) for p in videos)
         if images:

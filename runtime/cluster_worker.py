@@ -48,14 +48,14 @@ class SegmentWorker:
                 "run_size": seg.describe_size(), "meta": seg.meta}
 
     def run(self, number: int, unit: SourceUnit, stem: str) -> dict[str, Any]:
-        """Segment `unit` into the output folder; returns its report, stage totals (ms) and seconds.
+        """Segment `unit` into the output folder; returns its report, stage totals (ms), seconds, CPU seconds.
 
         A source that cannot be opened is a report with that problem, not an error. Stopped early
         (`stop`), its files are published as a prefix and the report says `complete: False`.
         """
         report = SourceReport(unit.name, unit.kind)
         totals = dict.fromkeys(STAGES, 0.0)
-        start = time.perf_counter()
+        start = (time.perf_counter(), time.process_time())
         with self._lock:
             self._current = (number, 0)
         try:
@@ -86,9 +86,11 @@ class SegmentWorker:
             if self._current is not None:
                 self._current = (self._current[0], report.frames)
 
-    def _result(self, number: int, report: SourceReport, totals: dict[str, float], start: float) -> dict[str, Any]:
-        return {"number": number, "report": asdict(report), "totals": totals,
-                "seconds": time.perf_counter() - start, "worker": self.name, "pid": os.getpid()}
+    def _result(self, number: int, report: SourceReport, totals: dict[str, float],
+                start: tuple[float, float]) -> dict[str, Any]:
+        return {"number": number, "report": asdict(report), "totals": totals, "worker": self.name, "pid": os.getpid(),
+                "seconds": time.perf_counter() - start[0],
+                "cpu_s": time.process_time() - start[1]}  # this process's CPU time: all its threads
 
     def progress(self) -> tuple[int, int] | None:
         """(unit number, frames written so far) of the unit under way, or None when idle."""

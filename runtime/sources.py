@@ -260,26 +260,16 @@ def safe_stem(name: str) -> str:
     return stem
 
 
-def open_sources(spec: str, frames: FrameRange | None = None,
-                 live: LivePolicy | None = None) -> list[ImageSequence | VideoSource]:
-    """One SOURCE argument -> its sources (a video each; the images of one argument together).
-
-    live: stall timeout and reconnects of a camera or stream (default: LivePolicy()).
-    """
-    frames = frames or FrameRange()
-    spec = str(spec)
-    if spec.isdigit():
-        return [VideoSource(int(spec), spec, "camera", frames, live)]
-    if spec.lower().startswith(URL_SCHEMES):
-        is_file = Path(spec.split("?")[0]).suffix.lower() in VIDEO_SUFFIXES and spec.startswith("http")
-        return [VideoSource(spec, spec, "video" if is_file else "stream", frames, live)]
+def local_files(spec: str) -> tuple[list[Path], list[Path]]:
+    """(videos, images) of a file, folder or glob argument, sorted: what `open_sources` opens, and what a
+    cluster run splits (runtime.cluster_plan). A glob's `**` matches folders at any depth."""
     path = Path(spec)
     if path.is_dir():
         paths = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     elif path.is_file():
         paths = [path]
     elif glob.has_magic(spec):
-        paths = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+        paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
         if not paths:
             raise DataError(f"no files match {spec}; check the pattern "
                             "(quote it so the shell leaves it alone)")
@@ -294,6 +284,23 @@ def open_sources(spec: str, frames: FrameRange | None = None,
         hint = (f"; its subfolders do: quote a glob, e.g. \"{path}/*/*.png\"" if nested
                 else f" (image suffixes: {', '.join(IMAGE_SUFFIXES)})")
         raise DataError(f"{spec} holds no images or videos{hint}")
+    return videos, images
+
+
+def open_sources(spec: str, frames: FrameRange | None = None,
+                 live: LivePolicy | None = None) -> list[ImageSequence | VideoSource]:
+    """One SOURCE argument -> its sources (a video each; the images of one argument together).
+
+    live: stall timeout and reconnects of a camera or stream (default: LivePolicy()).
+    """
+    frames = frames or FrameRange()
+    spec = str(spec)
+    if spec.isdigit():
+        return [VideoSource(int(spec), spec, "camera", frames, live)]
+    if spec.lower().startswith(URL_SCHEMES):
+        is_file = Path(spec.split("?")[0]).suffix.lower() in VIDEO_SUFFIXES and spec.startswith("http")
+        return [VideoSource(spec, spec, "video" if is_file else "stream", frames, live)]
+    videos, images = local_files(spec)
     sources: list[ImageSequence | VideoSource] = [VideoSource(p, str(p), "video", frames) for p in videos]
     if images:
         sources.append(ImageSequence(images, spec, frames))

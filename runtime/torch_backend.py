@@ -16,6 +16,7 @@ import numpy as np
 
 from mslseg.runtime.backend import check_graph_input, parse_device
 from mslseg.runtime.errors import InputError, MissingDependencyError, require
+from mslseg.runtime.sizes import Size
 
 
 class TorchBackend:
@@ -118,7 +119,7 @@ class TorchBackend:
         self._model = None
 
 
-def checkpoint_gflops(path: Path, size: Any, *, factory: str | None = None) -> float:
+def checkpoint_gflops(path: Path, size: Size, *, factory: str | None = None) -> float:
     """GFLOPs (2 x multiply-adds, 1e9) of one frame of `size` through a checkpoint's network.
 
     Counted by `torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products, like

@@ -72,3 +72,14 @@ def test_worker_count_follows_the_resources():
     assert plan_workers(resources, ClusterOptions(), 3)[0] == 3
     with pytest.raises(InputError, match="--gpus-per-worker"):
         plan_workers({"CPU": 8.0}, ClusterOptions(gpus_per_worker=1), 10)
+
+
+def test_only_the_cluster_driver_imports_ray():
+    """DESIGN.md: [cluster] brings Ray for archive-scale inference; nothing else imports it."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    uses = sorted(str(p.relative_to(root)) for folder in ("mslseg", "runtime", "export") for p in (root / folder).rglob("*.py")
+                  if re.search(r"^\s*(import ray\b|from ray\b)|require\(\"ray\"", p.read_text(encoding="utf-8"), re.M))
+    assert uses == ["mslseg/cli/infer_cluster.py", "runtime/cluster.py"]

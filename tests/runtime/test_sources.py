@@ -109,3 +109,12 @@ def test_a_folder_of_folders_says_which_glob_to_quote(tmp_path):
     with pytest.raises(DataError, match=r'its subfolders do: quote a glob, e\.g\. ".*val/\*/\*\.png"'):
         open_sources(str(tmp_path / "val"))
     assert len(open_sources(str(tmp_path / "val" / "*" / "*.png"))) == 1
+
+
+def test_a_double_star_glob_reaches_every_depth(tmp_path):
+    """`archive/**/*.mp4`: footage archives nest by robot and day; ** finds the videos at any depth."""
+    for sub in ("a", "a/2026-11-30", "b/x/y"):
+        (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+        models.write_video(tmp_path / sub / "clip.mp4", n=2)
+    names = [s.name for s in open_sources(str(tmp_path / "**" / "*.mp4"))]
+    assert names == [str(tmp_path / p / "clip.mp4") for p in ("a/2026-11-30", "a", "b/x/y")]  # sorted paths
