@@ -90,7 +90,7 @@ def measure(names: list[str], facts: dict, sizes: list, args: argparse.Namespace
         def on_row(r, name=name) -> None:
             print(f"  {name} {r.variant} {r.size}: {r.ms:.1f} ms", file=sys.stderr, flush=True)
 
-        report = bench_models(files, batch_sizes=[1], sizes=sizes, warmup=1, repeats=args.repeats, device="cpu",
+        report = bench_models(files, batch_sizes=[1], sizes=sizes, warmup=args.warmup, repeats=args.repeats, device="cpu",
                               threads=args.threads, torch_fast=False, pipeline_frames=0, on_row=on_row)
         machine = report.machine
         for kind, path in zip(kinds, files, strict=True):
@@ -128,7 +128,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of: {', '.join(MODELS)}")
     ap.add_argument("--sizes", default="512x256,1024x512", help="comma-separated WIDTHxHEIGHT")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per row (the median is reported)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed runs per row (the median is reported)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed runs per row before timing")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
     ap.add_argument("--torch", action="store_true", help="also time the PyTorch checkpoints (eager fp32)")
     ap.add_argument("--calib-frames", type=int, default=8, help="synthetic int8 calibration frames")
