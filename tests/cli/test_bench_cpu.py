@@ -68,6 +68,7 @@ def test_bench_prints_the_cpu_and_skips_bf16_without_it(tmp_path, monkeypatch):
     assert len(p["pipeline_fps"]) == 2 and isinstance(p["within_noise"], bool)
 
 
+@pytest.mark.slow
 def test_bench_size_is_width_by_height(tmp_path):
     out = tmp_path / "bench.json"
     result = runner.invoke(app, ["bench", str(models.onnx_model("uint8_labels")), "--size", "40x24",

@@ -42,6 +42,7 @@ def test_infer_onto_a_full_disk_keeps_the_earlier_outputs(tmp_path, model, video
         assert snapshot(out) == earlier and not leftovers(out)
 
 
+@pytest.mark.slow
 def test_infer_into_a_read_only_folder(tmp_path, model, video):
     with tmpfs(tmp_path / "disk") as disk:
         out = disk / "run"
@@ -56,6 +57,7 @@ def test_infer_into_a_read_only_folder(tmp_path, model, video):
                               "while writing new")
 
 
+@pytest.mark.slow
 def test_infer_video_past_a_file_size_limit(tmp_path, model, video):
     out = tmp_path / "run"
     done = _infer(video, model, out, "--labels", "none", "--areas", "none", preexec_fn=limited(16 * 1024))
@@ -64,6 +66,7 @@ def test_infer_video_past_a_file_size_limit(tmp_path, model, video):
     assert not list(out.glob("*.mp4")) and not leftovers(out)
 
 
+@pytest.mark.slow
 def test_infer_failing_at_close_drops_every_partial_output(tmp_path, model, video):
     out = tmp_path / "run"
     done = _infer(video, model, out, preexec_fn=limited(16 * 1024))
@@ -80,6 +83,7 @@ def test_synth_onto_a_full_disk(tmp_path):
         assert not leftovers(disk)
 
 
+@pytest.mark.slow
 def test_synth_video_past_a_file_size_limit(tmp_path):
     done = mslseg("synth", tmp_path / "data", "--source", "1", "--target-train", "1", "--target-val", "0",
                   "--size", "64x32", "--video-frames", "400", preexec_fn=limited(32 * 1024))
@@ -87,6 +91,7 @@ def test_synth_video_past_a_file_size_limit(tmp_path):
     assert not (tmp_path / "data" / "target.mp4").exists() and not leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_export_onto_a_full_then_read_only_disk(tmp_path):
     ckpt = models.checkpoint()
     with tmpfs(tmp_path / "disk", "4m") as disk:  # the model is ~45 MB

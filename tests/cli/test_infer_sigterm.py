@@ -63,6 +63,7 @@ def _same_outputs(ref, out):
             assert (ref / rel).read_bytes() == (out / rel).read_bytes(), rel
 
 
+@pytest.mark.slow
 def test_sigterm_at_a_random_frame_closes_the_files_and_resume_finishes_the_same(inputs, tmp_path, monkeypatch):
     """In-process: a real SIGTERM to this process from the frame callback."""
     model, a, b = inputs

@@ -64,6 +64,7 @@ def test_a_stream_that_stalls_for_good_ends_after_the_timeout(tmp_path, model):
     assert source["frames"] == len(kept) and source["live"]["stopped"] in lines[-1]
 
 
+@pytest.mark.slow
 def test_a_stream_back_within_the_reconnect_window_keeps_going(tmp_path, model):
     """Gone after 12 frames, back 1.5 s later: frames of both sessions end up in the outputs."""
     out = tmp_path / "out"

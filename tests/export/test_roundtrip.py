@@ -27,7 +27,9 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("precision,output_kind,input_kind,confidence,order,slim", VARIANTS,
+@pytest.mark.parametrize("precision,output_kind,input_kind,confidence,order,slim", [
+    # one int8 variant in the default tier; the other two (seconds each: calibration) in the full one
+    pytest.param(*v, marks=pytest.mark.slow) if v[0] == "int8" and v[1] != "labels" else v for v in VARIANTS],
                          ids=["-".join(map(str, v[:4])) + ("-slim" if v[5] else "") for v in VARIANTS])
 def test_variant_matches_pytorch(model_meta, frames, calib_frames, tmp_path, precision, output_kind,
                                  input_kind, confidence, order, slim):

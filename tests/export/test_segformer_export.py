@@ -52,7 +52,7 @@ def fp32_labels(segformer, tmp_path_factory):
                        input_order="rgb", output_kind="labels", confidence=True)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("fp16", marks=pytest.mark.slow)])
 def test_parity_gates_pass(segformer, fp32_labels, frames, tmp_path, precision):
     model, meta = segformer
     path = fp32_labels if precision == "fp32" else export_onnx(

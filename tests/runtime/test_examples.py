@@ -25,7 +25,7 @@ def test_examples_import_only_public_names(name):
         assert name_ in mslseg.runtime.__all__ and getattr(mslseg.runtime, name_) is not None
 
 
-@pytest.mark.parametrize("model", ["deeplabv2", "segformer-b0"])
+@pytest.mark.parametrize("model", ["deeplabv2", pytest.param("segformer-b0", marks=pytest.mark.slow)])
 def test_plain_loop_example_runs(tmp_path, model):
     """The example runs any exported architecture unchanged: it sees only the runtime API."""
     video = models.write_video(tmp_path / "clip.mp4", n=6)

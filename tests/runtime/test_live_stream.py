@@ -47,6 +47,7 @@ def test_a_stalled_stream_ends_after_the_timeout():
                                     "stopped": source.stopped}
 
 
+@pytest.mark.slow
 def test_a_restarted_stream_continues_where_it_stopped(caplog):
     """The server goes away after 10 frames and is back 1 s later: frames continue, numbered on."""
     with MjpegServer() as server:
