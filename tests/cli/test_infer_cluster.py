@@ -29,10 +29,17 @@ def ray_session():
     ray = pytest.importorskip("ray")
     import logging
 
+    # ray.init installs its own SIGTERM handler, which would outlive this module and change what later tests
+    # of SIGTERM see: the CLI restores the handlers around its run, and so does this fixture
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False, logging_level=logging.ERROR)
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
     yield ray
     ray.shutdown()
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
 
 
 @pytest.fixture(scope="module")

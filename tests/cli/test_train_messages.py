@@ -30,8 +30,8 @@ def test_adapt_defaults_to_the_full_method_and_says_so_with_plain_progress_lines
                                   "--iterations", "2", "--set", "train.log_every=1"))
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert lines[0] == (f"adapt: iw-msl + multi-level, lambda_T 0.09, deeplabv2-resnet18 (main+aux heads), cpu, "
-                        f"2 iterations, 12 source / 8 target / 4 val images -> {out}")
+    assert lines[0] == (f"adapt: iw-msl + multi-level, lambda_T 0.09, deeplabv2-resnet18 (main+aux heads), "
+                        f"sgd lr 0.0025 = 0.00025 x 10 (heads x10), cpu, 2 iterations, 12 source / 8 target / 4 val images -> {out}")
     # CliRunner's stderr is no terminal: a plain line per log_every iterations, no progress bar
     progress = [line for line in lines if line.startswith("adapt ")]
     assert [line.split()[1] for line in progress] == ["1/2", "2/2"]
