@@ -33,3 +33,21 @@ def synth_data(tmp_path_factory):
     write_gta5_layout(root / "gta5", 12, "64x32", seed=0)
     write_cityscapes_layout(root / "cityscapes", 8, 4, "64x32", seed=1)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored(request):
+    """Each test starts with the handlers the one before it found: a command run in-process (CliRunner)
+    or a library (ray.init) that leaves its own SIGINT/SIGTERM handler would change what later tests of
+    Ctrl-C and SIGTERM see. A leak is written to MSLSEG_SIGNAL_LEAKS when that is set, to find its test."""
+    import os
+    import signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in before.items():
+        if signal.getsignal(s) is not handler:
+            if os.environ.get("MSLSEG_SIGNAL_LEAKS"):
+                with open(os.environ["MSLSEG_SIGNAL_LEAKS"], "a") as f:
+                    f.write(f"{request.node.nodeid} {signal.Signals(s).name} {signal.getsignal(s)}\n")
+            signal.signal(s, handler)
