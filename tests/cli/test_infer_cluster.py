@@ -12,7 +12,6 @@ import sys
 import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -59,17 +58,6 @@ def _args(model, sources, out, *extra):
             "--threads", "1", "--batch", "2", *extra]
 
 
-def _decoded(path):
-    cap, frames = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
-
-
 def _same_outputs(ref, out):
     """Every file of `ref` in `out` and nothing else: decoded frames, PNG bytes, area rows, markers."""
     def files(root):
@@ -78,7 +66,7 @@ def _same_outputs(ref, out):
     assert files(ref) == files(out)
     for rel in files(ref):
         if rel.suffix == ".mp4":
-            a, b = _decoded(ref / rel), _decoded(out / rel)
+            a, b = models.decoded_frames(ref / rel), models.decoded_frames(out / rel)
             assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), rel
         elif rel.parts[0] == ".done":
             mine, theirs = json.loads((ref / rel).read_text()), json.loads((out / rel).read_text())

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -39,23 +38,12 @@ def _args(model, a, b, out):
             "--threads", "1", "--batch", "2"]
 
 
-def _decoded(path):
-    cap, frames = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
-
-
 def _same_outputs(ref, out):
     files = sorted(p.relative_to(ref) for p in ref.rglob("*") if p.is_file() and p.name != "summary.json")
     assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "summary.json")
     for rel in files:
         if rel.suffix == ".mp4":
-            a, b = _decoded(ref / rel), _decoded(out / rel)
+            a, b = models.decoded_frames(ref / rel), models.decoded_frames(out / rel)
             assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), rel
         elif rel.parts[0] == ".done":
             assert json.loads((ref / rel).read_text())["frames"] == json.loads((out / rel).read_text())["frames"]
@@ -91,7 +79,7 @@ def test_sigterm_at_a_random_frame_closes_the_files_and_resume_finishes_the_same
                                          "source(s) complete; continue with: the same command with --resume")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert (out / ".done" / "a.json").is_file() and not (out / ".done" / "b.json").exists()
-    assert len(_decoded(out / "b_overlay.mp4")) == done  # closed: a playable prefix, redone by --resume
+    assert len(models.decoded_frames(out / "b_overlay.mp4")) == done  # closed: a playable prefix, redone by --resume
     monkeypatch.undo()
     r = runner.invoke(app, [*_args(model, a, b, out), "--resume"])
     assert r.exit_code == 0, r.output
@@ -128,7 +116,7 @@ def test_sigterm_to_a_real_process_mid_video_then_resume_gives_the_uninterrupted
     assert shlex.split(again) == ["mslseg", *_args(model, a, b, out), "--resume"]
     # a is complete (marker); b stopped: its files closed as a playable prefix, no marker
     assert (out / ".done" / "a.json").is_file() and not (out / ".done" / "b.json").exists()
-    assert len(_decoded(out / "b_overlay.mp4")) == done
+    assert len(models.decoded_frames(out / "b_overlay.mp4")) == done
     assert len(list((out / "labels" / "b").glob("*.png"))) == done
     assert len((out / "areas.csv").read_text().splitlines()) == 1 + 6 + done
     assert not [p for p in out.rglob("*") if ".partial" in p.name or p.suffix == ".tmp"]

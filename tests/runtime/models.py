@@ -124,3 +124,17 @@ def write_video(path, n=20, size=(64, 96), fps=10, fourcc="mp4v"):
         writer.write(f)
     writer.release()
     return path
+
+
+def decoded_frames(path) -> list[np.ndarray]:
+    """Every frame of a video file as OpenCV decodes it (to compare two runs' overlay videos)."""
+    import cv2
+
+    cap, out = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        out.append(frame)
+    cap.release()
+    return out
