@@ -1,10 +1,12 @@
 """build_engine: an mslseg .onnx -> a serialized TensorRT engine plus its sidecar model.json.
 
 Written against the documented Python API of TensorRT 10 and 11. Precision comes from the ONNX
-file (fp16 weights and casts, int8 Q/DQ nodes): TensorRT 11 networks are always strongly typed
-(its precision flags are gone), so the file's types are what gets built; on TensorRT 10 the
-builder flag matching the file's precision is set (FP16 for fp16, INT8 for Q/DQ explicit
-quantisation), or, with `strongly_typed=True`, the network is created STRONGLY_TYPED as on 11.
+file (fp16 weights and casts, int8 Q/DQ nodes, and the fp32 islands the export keeps on purpose:
+normalisation, softmax, argmax), so the network is built strongly typed: the file's types are
+what runs. TensorRT 11 networks are always strongly typed; on TensorRT 10 the network is created
+with NetworkDefinitionCreationFlag.STRONGLY_TYPED. Weak typing (the FP16/INT8 builder flags, under
+which TensorRT may run fp32 layers in fp16; deprecated by NVIDIA in 10.12) is used only when asked
+for (`strongly_typed=False`, TensorRT 10), or, with a warning, by a TensorRT without the flag.
 Explicit batch needs no flag in either (10 ignores EXPLICIT_BATCH, 11 removed it).
 """
 
@@ -124,7 +126,8 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
     and batches, defaults as `resolve_profile` says. `timing_cache` True keeps it beside the
     engine, named for the TensorRT major (model.trt10.timing.cache), a path puts it there, False
     uses none; a cache TensorRT rejects (another version or GPU) is replaced by an empty one.
-    `strongly_typed` None: TensorRT 11 strongly typed, TensorRT 10 precision flags.
+    `strongly_typed` None or True: strongly typed; False (TensorRT 10 only): the deprecated weak
+    typing with FP16/INT8 builder flags, for comparison.
     `overwrite=False` refuses an existing engine or sidecar. Everything is checked before
     TensorRT is imported, and what the installed TensorRT cannot honour before it builds.
     """
@@ -147,7 +150,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
     del proto  # TensorRT reads the file itself
     trt = import_tensorrt()
     check_tensorrt_features(trt, options)
-    strongly = int(trt.__version__.split(".")[0]) >= 11 if strongly_typed is None else strongly_typed
+    strongly = _strongly_typed(trt, strongly_typed)
     # the parser owns the weights the network points at: keep it alive until the build is done
     builder, network, _parser = _network(trt, onnx_path, strongly)
     config = builder.create_builder_config()
@@ -192,8 +195,21 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *,
     return out
 
 
+def _strongly_typed(trt: Any, requested: bool | None) -> bool:
+    """Whether to build strongly typed; what this TensorRT cannot honour was refused before."""
+    if int(trt.__version__.split(".")[0]) >= 11 or requested is not None:
+        return True if requested is None else requested
+    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        return True
+    log.warning("TensorRT %s cannot build strongly typed networks (no NetworkDefinitionCreationFlag."
+                "STRONGLY_TYPED); building with its FP16/INT8 precision flags, under which it may run the "
+                "model's fp32 layers in lower precision: upgrade TensorRT to build what the file says",
+                trt.__version__)
+    return False
+
+
 def _set_precision_flags(trt: Any, config: Any, precision: str) -> None:
-    # TensorRT 10 weak typing: fp32 layers stay fp32 unless a flag allows lower precision
+    # weak typing: a flag lets TensorRT pick that precision for any layer, fp32 islands included
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "int8":

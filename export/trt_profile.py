@@ -71,7 +71,9 @@ class EngineOptions:
 
     Sizes are WIDTHxHEIGHT (`Size` or '1024x512'), batches ints; None takes the default of
     `resolve_profile`. `timing_cache` True keeps it beside the engine, a path puts it there, False
-    uses none. `strongly_typed` None: TensorRT 11 strongly typed, TensorRT 10 precision flags.
+    uses none. `strongly_typed` None or True: a strongly typed network (the ONNX file's types are
+    what runs); False (TensorRT 10 only): weak typing with the FP16/INT8 builder flags, deprecated
+    by NVIDIA in 10.12, under which TensorRT may run the file's fp32 layers in lower precision.
     """
 
     min_size: Size | str | None = None
@@ -122,7 +124,8 @@ def check_tensorrt_features(trt: Any, options: EngineOptions) -> None:
     """An error naming the version when the installed TensorRT cannot honour `options`, before any build.
 
     --hardware-compat same-cc needs 10.9 (HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY);
-    TensorRT 11 builds strongly typed only (its FP16/INT8 builder flags are gone); DLA is absent
+    TensorRT 11 builds strongly typed only (its FP16/INT8 builder flags are gone); strongly_typed=True
+    needs NetworkDefinitionCreationFlag.STRONGLY_TYPED on a TensorRT before 11; DLA is absent
     from TensorRT 11.0 to 11.4.0 (11.4.1 brings it back on Jetson AGX Orin with JetPack 7.2.2).
     """
     version = str(trt.__version__)
@@ -138,6 +141,12 @@ def check_tensorrt_features(trt: Any, options: EngineOptions) -> None:
             f"TensorRT {version} builds strongly typed networks only (TensorRT 11 removed the FP16 and INT8 "
             "builder flags), so strongly_typed=False cannot apply; drop it (the file's types set the "
             "precision), or build with TensorRT 10")
+    if (options.strongly_typed and v[0] < 11
+            and not hasattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED")):
+        raise MissingDependencyError(
+            f"TensorRT {version} cannot build strongly typed networks (it has no "
+            "NetworkDefinitionCreationFlag.STRONGLY_TYPED); upgrade it (pip install -U 'tensorrt>=10'), "
+            "or drop strongly_typed=True to build with its precision flags")
     if options.dla_core is not None and v[0] == 11 and v[:3] < (11, 4, 1):
         raise InputError(
             f"TensorRT {version} cannot build for DLA (TensorRT 11.0 to 11.4.0 have no DLA; 11.4.1 has it on "

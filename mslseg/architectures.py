@@ -140,21 +140,23 @@ def _factory(name: str) -> Callable[..., SegModel]:
 
 
 def _factory_spec(spec: dict[str, Any]) -> SegModel:
-    from mslseg.models.factory import FactoryModel
-
-    return FactoryModel(spec["factory"], int(spec["num_classes"]))
+    # importing the code a checkpoint names, on its say-so alone, is what mslseg never does
+    raise ModelFormatError(f"a checkpoint of {spec.get('factory')} is rebuilt with the factory its caller names: "
+                           "build_model_from_spec(..., factory=...)")
 
 
 def build_model_from_spec(arch: str, spec: dict[str, Any], *, factory: str | None = None,
                           source: str = "checkpoint") -> SegModel:
-    """Rebuild a checkpoint's module (random weights). A python: factory needs the caller to name it."""
+    """Rebuild a checkpoint's module (random weights). A python: factory needs the caller to name the
+    same code (models.factory.check_factory_allowed), and only the caller's `factory` is imported."""
     if is_factory(arch):
-        from mslseg.models.factory import check_factory_allowed
+        from mslseg.models.factory import FactoryModel, check_factory_allowed
 
-        check_factory_allowed(arch, factory, source)
+        check_factory_allowed(arch, factory, source, spec.get("code"))
         if spec.get("factory") != arch:
             raise ModelFormatError(f"{source}: its spec names {spec.get('factory')} but its arch {arch}; "
                                    "the checkpoint is damaged")
+        return FactoryModel(factory, int(spec["num_classes"]))
     return architecture(arch).rebuild(spec)
 
 

@@ -112,7 +112,8 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
     """Load an mslseg checkpoint: the model in eval mode on `device`, and its metadata.
 
     `factory`: the `python:MODULE:FUNCTION` that built the checkpoint's model, for a model of your
-    own (the checkpoint names it, but is not trusted to)."""
+    own (the checkpoint names it, but is not trusted to): the same code, named from any folder
+    (`mslseg.models.factory.check_factory_allowed`)."""
     model, meta = model_from_checkpoint(load_checkpoint(path), str(path), factory=factory)
     return model.to(device).eval(), meta
 

@@ -71,10 +71,9 @@ def curves_picture(source_metrics: Path, adapted_metrics: Path, before: Scores, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
     from mslseg.runtime.atomic import atomic_path
-    from mslseg.training.plots import draw_series, finish_panel
+    from mslseg.training.plots import draw_series, finish_panel, loss_scale
 
     src, ada = _steps(source_metrics), _steps(adapted_metrics)
     start = src[-1]["iteration"] if src else 0
@@ -85,10 +84,7 @@ def curves_picture(source_metrics: Path, adapted_metrics: Path, before: Scores, 
                          label="during adaptation")
     if drawn:
         a.axvline(start, color="grey", lw=0.8, ls="--")
-        a.set_yscale("log")
-        a.yaxis.set_major_locator(FixedLocator([0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10]))
-        a.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        a.yaxis.set_minor_formatter(NullFormatter())
+        loss_scale(a, [r["loss_source"] for r in (*src, *ada)])
     a.set(xlabel="iteration", title="source cross-entropy (labelled source)")
     finish_panel(a, drawn)
     drawn = False

@@ -12,6 +12,11 @@ for an engine, or where the `onnx` package is missing). The pipeline check runs 
 times and divides its frame rates by the model-only ones; a ratio whose spread includes 1.0 is
 reported as within noise.
 
+A row whose runtime is missing here (ONNX Runtime without the GPU provider that --device asks for,
+torch without CUDA, no TensorRT) is skipped, not fatal: its reason goes into `skipped` and the notes
+as "SKIPPED <row>: <reason>", and the other rows still run, so one check can list a GPU machine's
+.pt and .onnx files whatever it has installed. Whether no row at all ran is the caller's to judge.
+
 PyTorch's bf16 autocast is timed on a CPU only where the CPU has native bf16 (x86 avx512_bf16 or
 amx_bf16, Arm bf16): elsewhere it is emulated and several times slower than fp32, which measures
 nothing a user would choose. The CPU's model and SIMD flags go into the report.
@@ -19,9 +24,6 @@ nothing a user would choose. The CPU's model and SIMD flags go into the report.
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -32,7 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from mslseg.runtime.errors import InputError
+from mslseg.runtime.bench_machine import (
+    cpu_flags,
+    describe_cpu,  # noqa: F401 (re-exported: mslseg bench, benchmarks/)
+    machine_info,
+    native_bf16,
+)
+from mslseg.runtime.errors import InputError, MissingDependencyError
 from mslseg.runtime.flops import frame_gflops
 from mslseg.runtime.segmenter import Segmenter
 from mslseg.runtime.sizes import NATIVE, Size
@@ -40,10 +48,6 @@ from mslseg.runtime.sizes import NATIVE, Size
 TORCH_VARIANTS = {"eager": {}, "bf16+cl": {"bf16": True, "channels_last": True}}
 # on a GPU, the fastest torch path a user could reach without exporting
 TORCH_GPU_VARIANTS = {"fp16+cl+graphs": {"fp16": True, "channels_last": True, "cuda_graphs": True}}
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (/proc/cpuinfo flags), Arm (Features)
-# the CPU flags that decide which kernels ONNX Runtime and PyTorch can use
-SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
-              "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", *BF16_FLAGS)
 NO_BF16 = "bf16 skipped: this CPU has no native bf16 (avx512_bf16/amx_bf16)"
 
 
@@ -116,61 +120,19 @@ class BenchReport:
     pipeline: list[PipelineRow] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what was skipped, and why
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (row, reason): its runtime is missing here
 
     def to_dict(self) -> dict[str, Any]:
         return {"machine": self.machine, "notes": self.notes, "rows": [r.to_dict() for r in self.rows],
-                "pipeline": [p.to_dict() for p in self.pipeline]}
+                "pipeline": [p.to_dict() for p in self.pipeline],
+                "skipped": [{"row": row, "reason": why} for row, why in self.skipped]}
 
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
-    """The first CPU's flags (x86 `flags`, Arm `Features`) from /proc/cpuinfo; None where unreadable."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return None
-
-
-def native_bf16(flags: set[str] | None) -> bool:
-    return bool(flags and flags.intersection(BF16_FLAGS))
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.split(":")[0].strip() in ("model name", "Hardware", "Model"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(threads: int | None) -> dict[str, Any]:
-    versions = {}
-    for dist in ("onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "opencv-python-headless", "av"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    flags = cpu_flags()
-    return {"cpu": _cpu_model(), "arch": platform.machine(), "cores": os.cpu_count(), "threads": threads,
-            "cpu_flags": None if flags is None else [f for f in SIMD_FLAGS if f in flags],
-            "native_bf16": native_bf16(flags), "python": platform.python_version(), "versions": versions}
-
-
-def describe_cpu(machine: dict[str, Any]) -> str:
-    """One line: model, SIMD flags, native bf16, PyTorch's CPU capability where measured."""
-    flags = machine.get("cpu_flags")
-    line = (f"CPU: {machine.get('cpu')} ({machine.get('arch')}, {machine.get('cores')} cores); flags: "
-            f"{' '.join(flags) if flags else 'unknown'}; native bf16: {'yes' if machine.get('native_bf16') else 'no'}")
-    if machine.get("torch_cpu_capability"):
-        line += f"; PyTorch CPU capability: {machine['torch_cpu_capability']}"
-    return line
+    def skip(self, row: str, reason: str) -> str:
+        """Record that `row` could not run here; returns its SKIPPED line."""
+        self.skipped.append((row, reason))
+        line = f"SKIPPED {row}: {reason}"
+        self.notes.append(line)
+        return line
 
 
 def bench_frames(n: int, size: Size, seed: int = 0) -> list[np.ndarray]:
@@ -278,39 +240,73 @@ def _flops_counter(path: Path, factory: str | None, notes: list[str]) -> Callabl
 def bench_models(models: list[Path], *, batch_sizes: list[int], sizes: list[Size], warmup: int = 2,
                  repeats: int = 5, device: str = "auto", threads: int | None = None, torch_fast: bool = True,
                  pipeline_frames: int = 0, pipeline_repeats: int = 3,
-                 on_row: Callable[[BenchRow], None] | None = None, factory: str | None = None) -> BenchReport:
+                 on_row: Callable[[BenchRow], None] | None = None, factory: str | None = None,
+                 on_skip: Callable[[str], None] | None = None) -> BenchReport:
     """Benchmark every model (and torch variant) at every batch size and input size (see module doc).
 
-    `factory`: the python:MODULE:FUNCTION that built the .pt models of a user's own network."""
+    `factory`: the python:MODULE:FUNCTION that built the .pt models of a user's own network.
+    `on_skip`: called with the SKIPPED line of each row whose runtime is missing here."""
     if not models or not batch_sizes or not sizes or repeats < 1 or warmup < 0 or pipeline_repeats < 1:
         raise InputError("bench needs at least one model, batch size and size, repeats >= 1, "
                          "pipeline repeats >= 1 and warmup >= 0")
     sizes = [Size.of(s, "--size") for s in sizes]
-    report = BenchReport(machine=machine_info(threads))
+    report = BenchReport(machine=machine_info(threads, cpu_flags()))
     if any(Path(p).suffix.lower() == ".pt" for p in models):
-        import torch  # only where a .pt is timed: the runtime never needs torch
-
-        report.machine["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    reference: dict = {}
+        try:
+            import torch  # only where a .pt is timed: the runtime never needs torch
+        except ImportError:
+            pass  # each .pt row says SKIPPED below (the torch backend's own message)
+        else:
+            report.machine["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    timing = _Timing(batch_sizes, sizes, warmup, repeats, pipeline_frames, pipeline_repeats, on_row)
     for path in models:
         gflops = _flops_counter(Path(path), factory, report.notes)
-        for variant, options in variants_of(Path(path), torch_fast, device, report.notes):
+        try:
+            variants = variants_of(Path(path), torch_fast, device, report.notes)
+        except ImportError:  # a .pt without torch: its eager row says why below
+            variants = [("eager", {})]
+        for variant, options in variants:
             if factory and Path(path).suffix.lower() == ".pt":
                 options = {**options, "factory": factory}
             label = Path(path).name + (f" ({variant})" if variant else "")
-            # "native": each frame runs at its own size, the --size it was generated at
-            with Segmenter(path, device=device, batch_size=max(batch_sizes), threads=threads, size=NATIVE,
-                           warmup=False, **options) as seg:
-                runnable = [s for s in sizes if seg.run_size in (None, s)]
-                for s in sizes:
-                    if s not in runnable:
-                        report.notes.append(f"{label} skipped at {s}: its input size is fixed at {seg.run_size}")
-                rows = _time_rows(seg, label, variant, batch_sizes, runnable, warmup, repeats, reference, gflops,
-                                  on_row)
-                report.rows.extend(rows)
-                if pipeline_frames and runnable and seg.backend_name != "torch":
-                    seg.batch_size = batch_sizes[0]
-                    first = next(r for r in rows if r.batch == batch_sizes[0] and r.size == runnable[0])
-                    report.pipeline.append(bench_pipeline(seg, label, runnable[0], pipeline_frames, first,
-                                                          pipeline_repeats))
+            try:
+                # "native": each frame runs at its own size, the --size it was generated at
+                seg = Segmenter(path, device=device, batch_size=max(batch_sizes), threads=threads, size=NATIVE,
+                                warmup=False, **options)
+            except MissingDependencyError as exc:  # ProviderLoadError too: a GPU provider that did not load
+                line = report.skip(label, str(exc))
+                if on_skip:
+                    on_skip(line)
+                continue
+            with seg:
+                _bench_variant(seg, label, variant, timing, report, gflops)
     return report
+
+
+@dataclass
+class _Timing:
+    """What every row of one bench_models call shares."""
+    batch_sizes: list[int]
+    sizes: list[Size]
+    warmup: int
+    repeats: int
+    pipeline_frames: int
+    pipeline_repeats: int
+    on_row: Callable[[BenchRow], None] | None
+    reference: dict = field(default_factory=dict)  # (size, batch) -> the first model's labels
+
+
+def _bench_variant(seg: Segmenter, label: str, variant: str, t: _Timing, report: BenchReport,
+                   gflops: Callable[[Size], float | None]) -> None:
+    runnable = [s for s in t.sizes if seg.run_size in (None, s)]
+    for s in t.sizes:
+        if s not in runnable:
+            report.notes.append(f"{label} skipped at {s}: its input size is fixed at {seg.run_size}")
+    rows = _time_rows(seg, label, variant, t.batch_sizes, runnable, t.warmup, t.repeats, t.reference, gflops,
+                      t.on_row)
+    report.rows.extend(rows)
+    if t.pipeline_frames and runnable and seg.backend_name != "torch":
+        seg.batch_size = t.batch_sizes[0]
+        first = next(r for r in rows if r.batch == t.batch_sizes[0] and r.size == runnable[0])
+        report.pipeline.append(bench_pipeline(seg, label, runnable[0], t.pipeline_frames, first,
+                                              t.pipeline_repeats))

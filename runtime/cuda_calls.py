@@ -62,14 +62,22 @@ class CudaGraph:
         return self._exec is not None
 
     def capture(self, record: Callable[[], None]) -> None:
+        """Capture what `record` enqueues on the stream; call with the caller's lock held.
+
+        Thread-local capture mode: only this thread's unsafe calls (a cudaMalloc, a synchronisation)
+        invalidate the capture, so other threads of the process (another backend, a decoder) may
+        keep using the GPU meanwhile; this backend's own threads wait on its lock.
+        """
         cuda, rt = self._cuda, self._cuda.rt
         try:
             cuda("cudaStreamBeginCapture", self._stream,
                  rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
             try:
                 record()
-            finally:
-                graph = cuda("cudaStreamEndCapture", self._stream)
+            except BaseException:
+                self._abandon()
+                raise
+            graph = cuda("cudaStreamEndCapture", self._stream)
             try:
                 self._exec = cuda("cudaGraphInstantiate", graph, 0)
             finally:
@@ -77,6 +85,13 @@ class CudaGraph:
         except BackendError as exc:
             self.failed = True
             log.info("CUDA graph capture failed (%s); replaying the enqueue instead", exc)
+
+    def _abandon(self) -> None:
+        """End a capture that `record` broke off, and drop what it holds; the error to report is record's."""
+        ret = self._cuda.rt.cudaStreamEndCapture(self._stream)
+        err, graph = (ret[0], ret[1]) if isinstance(ret, tuple) and len(ret) > 1 else (ret, None)
+        if int(err) == 0 and graph is not None:
+            self._cuda.rt.cudaGraphDestroy(graph)
 
     def launch(self) -> None:
         self._cuda("cudaGraphLaunch", self._exec, self._stream)

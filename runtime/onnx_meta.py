@@ -29,6 +29,24 @@ _ATTR_GRAPHS = (6, 11)  # .g, .graphs
 _ATTR_SPARSE = (22, 23)  # .sparse_tensor, .sparse_tensors
 _SPARSE_TENSORS = (1, 2)  # SparseTensorProto.values, .indices
 _EXTERNAL_DATA = 13  # TensorProto.external_data: StringStringEntryProto (key 1, value 2)
+# torch.save writes a zip archive (and before PyTorch 1.6 a bare pickle, protocol 2: 0x80 0x02); a
+# ModelProto starts with a field tag, never these bytes (0x50 would be field 10, which ModelProto lacks)
+_TORCH_HEADERS = (b"PK\x03\x04", b"\x80")
+
+
+def check_not_torch(path: Path) -> None:
+    """Refuse a PyTorch checkpoint named .onnx before parsing it: its bytes may even read as fields."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_TORCH_HEADERS):
+        raise ModelFormatError(f"{path} is not an ONNX file (it looks like a PyTorch checkpoint: rename it to "
+                               ".pt, or export it with `mslseg export`)")
+
+
+def not_onnx(path: Path, exc: Exception) -> ModelFormatError:
+    """The error for a file that does not parse as an ONNX ModelProto."""
+    return ModelFormatError(f"{path} is not an ONNX model file (its bytes do not parse as ONNX's protobuf "
+                            f"format: {exc}); check the path, or export a checkpoint with `mslseg export`")
 
 
 def _varint(buf: mmap.mmap | bytes, pos: int) -> tuple[int, int]:
@@ -147,10 +165,11 @@ def external_data_locations(path: Path) -> list[str]:
 def check_external_data(path: str | Path) -> None:
     """Refuse a model whose external tensors point outside its own folder (absolute paths, '..')."""
     path = Path(path)
+    check_not_torch(path)
     try:
         locations = external_data_locations(path)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{path} is not an ONNX model ({exc}); check the path") from None
+        raise not_onnx(path, exc) from None
     except RecursionError:
         raise ModelFormatError(f"{path} nests subgraphs too deeply to be a real model; check the file") from None
     folder = path.resolve().parent
@@ -175,7 +194,7 @@ def read_onnx_meta(path: str | Path) -> ModelMeta:
     try:
         props = read_metadata_props(path)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{path} is not an ONNX model ({exc}); check the path") from None
+        raise not_onnx(path, exc) from None
     if ONNX_METADATA_KEY not in props:
         raise ModelFormatError(
             f"{path} has no mslseg metadata (metadata_props key '{ONNX_METADATA_KEY}'), so its classes, "

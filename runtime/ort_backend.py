@@ -11,17 +11,21 @@ or too new for the driver) makes ONNX Runtime log a warning and run on the CPU; 
 `session.get_providers()` instead and raises for a requested device, warns for `device="auto"`.
 The TensorRT EP gets no `trt_fp16_enable`/`trt_int8_enable`: those flags let TensorRT pick fp16/int8
 for any layer, including the parts an export keeps in fp32 on purpose (normalisation, softmax,
-argmax); the file's own types (fp16 casts, Q/DQ nodes) are its precision.
+argmax); the file's own types (fp16 casts, Q/DQ nodes) are its precision. Its optimisation profile
+follows the Segmenter's batch size and run size (`ort_profile.profile_shapes`). ONNX Runtime's own
+C++ log is quiet unless this module logs at DEBUG (`ort_log_severity`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib.metadata
+import io
 import logging
-import mmap
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,14 +35,15 @@ import numpy as np
 from mslseg.runtime.backend import check_graph_input, parse_device
 from mslseg.runtime.errors import InputError, MissingDependencyError, ModelFormatError, ProviderLoadError, require
 from mslseg.runtime.metadata import ModelMeta
-from mslseg.runtime.onnx_meta import _fields, _varint, read_onnx_meta
+from mslseg.runtime.onnx_meta import read_onnx_meta
+from mslseg.runtime.ort_profile import check_profile_options, input_dims, profile_shapes
+from mslseg.runtime.sizes import Size
 
 log = logging.getLogger(__name__)
 
 TRT_EP, CUDA_EP, CPU_EP = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 _WHEELS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
-_PROFILE_MAX_BATCH = 8  # the TensorRT EP profile's largest batch (profile_shapes)
 
 
 def onnxruntime_conflict() -> str | None:
@@ -58,45 +63,6 @@ def onnxruntime_conflict() -> str | None:
     )
 
 
-def input_dims(path: Path, name: str = "input") -> list[int | None] | None:
-    """The shape of graph input `name` (None where dynamic), read from the protobuf before any
-    session exists (the TensorRT EP's profile must be known when the session is created); None
-    when the file does not say."""
-    # ModelProto.graph 7 > GraphProto.input 11 > ValueInfoProto(name 1, type 2) > TypeProto.tensor_type 1
-    # > shape 2 > TensorShapeProto.dim 1 > Dimension(dim_value 1 varint | dim_param 2)
-    def sub(buf, span, number):
-        return [s for n, s in _fields(buf, *span) if n == number and s]
-
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            for graph in sub(buf, (0, len(buf)), 7):
-                for value in sub(buf, graph, 11):
-                    names = sub(buf, value, 1)
-                    if not names or bytes(buf[names[0][0]:names[0][1]]).decode("utf-8") != name:
-                        continue
-                    shapes = [s for t in sub(buf, value, 2) for tt in sub(buf, t, 1) for s in sub(buf, tt, 2)]
-                    if not shapes:
-                        return None
-                    return [_dim_value(buf, d) for d in sub(buf, shapes[0], 1)]
-    except (ValueError, OSError):
-        return None
-    return None
-
-
-def _dim_value(buf: mmap.mmap, span: tuple[int, int]) -> int | None:
-    pos, end = span
-    while pos < end:
-        tag, pos = _varint(buf, pos)
-        if tag == (1 << 3):  # dim_value, varint
-            value, _ = _varint(buf, pos)
-            return value if value > 0 else None
-        if tag & 7 != 2:
-            return None
-        length, pos = _varint(buf, pos)
-        pos += length  # dim_param (a name: dynamic) or denotation
-    return None
-
-
 def default_cache_dir(model: Path) -> Path:
     """Where the TensorRT EP keeps engines and timing caches: one folder per model file."""
     root = Path(os.environ.get("MSLSEG_CACHE_DIR") or Path.home() / ".cache" / "mslseg")
@@ -104,38 +70,13 @@ def default_cache_dir(model: Path) -> Path:
     return root / "trt" / f"{model.stem}-{digest}"
 
 
-def profile_shapes(meta: ModelMeta, dims: list[int | None]) -> dict[str, str] | None:
-    """The TensorRT EP's explicit optimisation profile for input `dims` (None where dynamic), or None.
-
-    Without one the EP builds an engine for the first shape it sees (the 64x64 warm-up, say) and
-    rebuilds on the first real frame. opt is one frame at the training size, where TensorRT tunes
-    its kernels; the range reaches down to 32x32 and up to twice the training size, batch 8.
-    """
-    if None not in dims:
-        return None  # static shapes: one engine, nothing to choose
-    if meta.train_size is None:
-        return None  # no size to tune for: leave the EP to its shape-driven build
-    h, w = meta.train_size.hw
-    hw_at = (2, 3) if meta.input_kind == "float" else (1, 2)
-
-    def shape(batch: int, height: int, width: int) -> str:
-        out = list(dims)
-        for i, value in zip((0, *hw_at), (batch, height, width), strict=True):
-            out[i] = out[i] or value
-        return "input:" + "x".join(str(d) for d in out)
-
-    return {
-        "trt_profile_min_shapes": shape(1, min(32, h), min(32, w)),
-        "trt_profile_opt_shapes": shape(1, h, w),
-        "trt_profile_max_shapes": shape(_PROFILE_MAX_BATCH, 2 * h, 2 * w),
-    }
-
-
 def choose_providers(device: str, available: list[str], meta: ModelMeta, cache_dir: Path,
-                     given: list[Any] | None = None, dims: list[int | None] | None = None) -> list[Any]:
+                     given: list[Any] | None = None, dims: list[int | None] | None = None, *,
+                     max_batch: int | None = None, max_size: Size | str | None = None) -> list[Any]:
     """The provider list for `device` ('auto' picks the best available), or `given`, checked.
 
-    `dims`: the graph input's shape (None where dynamic), for the TensorRT EP's profile.
+    `dims`: the graph input's shape (None where dynamic); `max_batch`, `max_size`: how the frames
+    will run; all three for the TensorRT EP's profile (`profile_shapes`).
     """
     if given:
         names = provider_names(given)
@@ -151,7 +92,7 @@ def choose_providers(device: str, available: list[str], meta: ModelMeta, cache_d
         "trt_timing_cache_enable": True,
         "trt_timing_cache_path": str(cache_dir),
         # no trt_fp16_enable / trt_int8_enable: the file's types are its precision (module docstring)
-        **((profile_shapes(meta, dims) if dims else None) or {}),
+        **((profile_shapes(meta, dims, max_batch=max_batch, max_size=max_size) if dims else None) or {}),
     })
     cuda = (CUDA_EP, {"device_id": index})
     if kind == "tensorrt" and meta.extra.get("int8_layout") == "cpu":
@@ -226,26 +167,54 @@ def load_error(ort: Any, name: str) -> str:
     return ""
 
 
+def ort_log_severity(ort: Any) -> int:
+    """Quiets ONNX Runtime's own C++ log, which writes to stderr past Python's logging: fatal only,
+    unless this module logs at DEBUG (`mslseg infer --verbose`), then its warnings and errors.
+
+    A provider that fails to load logs an error line and a warning line on the process-wide default
+    logger before the session exists; `check_active` says the same in one line, so by default only
+    that line shows. Returns the severity for the session's own logger too.
+    """
+    severity = 2 if log.isEnabledFor(logging.DEBUG) else 4  # 0 verbose .. 2 warning, 3 error, 4 fatal
+    ort.set_default_logger_severity(severity)
+    return severity
+
+
 def _preload(ort: Any, providers: list[Any]) -> None:
-    """Load the CUDA/cuDNN (and TensorRT) libraries from their pip wheels before the session needs them."""
+    """Load the CUDA/cuDNN (and TensorRT) libraries from their pip wheels before the session needs them.
+
+    What the loaders print (a library not found, on a machine without CUDA) goes to the log at
+    DEBUG: the provider check reports what is missing in one line.
+    """
     names = provider_names(providers)
-    if TRT_EP in names:
-        try:  # the tensorrt wheel loads libnvinfer from tensorrt_libs when imported; the EP then finds it
-            importlib.import_module("tensorrt")
-        except ImportError:
-            pass  # check_active reports the EP that did not load
-    if (CUDA_EP in names or TRT_EP in names) and hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21
-        try:
-            ort.preload_dlls()
-        except Exception as exc:  # a partial CUDA install: the provider check says what is missing
-            log.debug("onnxruntime.preload_dlls failed: %s", exc)
+    if not (CUDA_EP in names or TRT_EP in names):
+        return
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if TRT_EP in names:
+            try:  # the tensorrt wheel loads libnvinfer from tensorrt_libs when imported; the EP then finds it
+                importlib.import_module("tensorrt")
+            except ImportError as exc:
+                log.debug("import tensorrt failed: %s", exc)  # check_active reports the EP that did not load
+        if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21
+            try:
+                ort.preload_dlls()
+            except Exception as exc:  # a partial CUDA install: the provider check says what is missing
+                log.debug("onnxruntime.preload_dlls failed: %s", exc)
+    for line in [*printed.getvalue().splitlines(), *(str(w.message) for w in caught)]:
+        if line.strip():
+            log.debug("preload: %s", line.strip())
 
 
 class OrtBackend:
     name = "onnxruntime"
 
     def __init__(self, path: Path, *, device: str = "auto", providers: list[Any] | None = None,
-                 threads: int | None = None, cache_dir: str | Path | None = None, spin: bool = True) -> None:
+                 threads: int | None = None, cache_dir: str | Path | None = None, spin: bool = True,
+                 trt_max_batch: int | None = None, trt_max_size: Size | str | None = None) -> None:
+        max_batch, max_size = check_profile_options(trt_max_batch, trt_max_size)
         ort = require("onnxruntime", "cpu", "Running an .onnx model")
         conflict = onnxruntime_conflict()
         if conflict:
@@ -256,10 +225,11 @@ class OrtBackend:
             so.intra_op_num_threads = int(threads)
         if not spin:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.log_severity_level = 3
+        so.log_severity_level = ort_log_severity(ort)  # before the preload and the session: both may log
         dims = input_dims(path)
         chosen = choose_providers(device, ort.get_available_providers(), self.meta,
-                                  Path(cache_dir) if cache_dir else default_cache_dir(path), providers, dims)
+                                  Path(cache_dir) if cache_dir else default_cache_dir(path), providers, dims,
+                                  max_batch=max_batch, max_size=max_size)
         _preload(ort, chosen)
         try:
             self.session = ort.InferenceSession(str(path), so, providers=chosen)
@@ -274,6 +244,8 @@ class OrtBackend:
             raise
         self._bind(path)
         self.opt_size = self._opt_size(chosen)
+        if active[0] == TRT_EP and self.fixed_batch is None and self._profile(chosen):
+            self.max_batch = max_batch or 1  # the profile's largest batch: more would fail in TensorRT
         index = parse_device(device)[1] if device != "auto" else 0
         self.device = {TRT_EP: f"tensorrt:{index}", CUDA_EP: f"cuda:{index}"}.get(active[0], "cpu")
         self.providers = tuple(active)
@@ -300,14 +272,22 @@ class OrtBackend:
         self.fixed_size = (hw[0], hw[1]) if None not in hw else None
         self.max_batch = self.fixed_batch
 
-    def _opt_size(self, chosen: list[Any]) -> tuple[int, int] | None:
-        """(h, w) the TensorRT EP's profile is tuned for, which the Segmenter warms up at; else None."""
+    @staticmethod
+    def _profile(chosen: list[Any]) -> dict[str, Any]:
+        """The TensorRT EP's options in `chosen` when they carry a profile, else {}."""
         for p in chosen:
             if isinstance(p, (tuple, list)) and p[0] == TRT_EP and "trt_profile_opt_shapes" in p[1]:
-                dims = [int(d) for d in p[1]["trt_profile_opt_shapes"].split(":", 1)[1].split("x")]
-                h, w = dims[2:4] if self.meta.input_kind == "float" else dims[1:3]
-                return h, w
-        return self.fixed_size
+                return p[1]
+        return {}
+
+    def _opt_size(self, chosen: list[Any]) -> tuple[int, int] | None:
+        """(h, w) the TensorRT EP's profile is tuned for, which the Segmenter warms up at; else None."""
+        profile = self._profile(chosen)
+        if not profile:
+            return self.fixed_size
+        dims = [int(d) for d in profile["trt_profile_opt_shapes"].split(":", 1)[1].split("x")]
+        h, w = dims[2:4] if self.meta.input_kind == "float" else dims[1:3]
+        return h, w
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         check_graph_input(self, x)
@@ -320,8 +300,11 @@ class OrtBackend:
 
 def open_ort(path: Path, *, device: str = "auto", providers: list[Any] | None = None,
              threads: int | None = None, cache_dir: str | Path | None = None, spin: bool = True,
+             trt_max_batch: int | None = None, trt_max_size: Size | str | None = None,
              **_: Any) -> OrtBackend:
+    """`trt_max_batch`, `trt_max_size`: the TensorRT EP profile's largest batch and frame size
+    (`profile_shapes`); the Segmenter passes its batch size and run size unless they are given."""
     if providers and device not in ("auto", None):
         raise InputError("pass either device or providers, not both")
     return OrtBackend(path, device=device or "auto", providers=providers, threads=threads,
-                      cache_dir=cache_dir, spin=spin)
+                      cache_dir=cache_dir, spin=spin, trt_max_batch=trt_max_batch, trt_max_size=trt_max_size)

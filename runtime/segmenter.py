@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from mslseg.runtime.backend import Backend, check_backend_options, open_backend
+from mslseg.runtime.backend import backend_options as options_of
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError
 from mslseg.runtime.host_ops import as_frames, to_graph_input, to_labels
 from mslseg.runtime.metadata import ModelMeta
@@ -78,8 +79,11 @@ class Segmenter:
         64x64; a Size or "WIDTHxHEIGHT" warms up at that size (first runs at a new size are slow on
         some EPs).
     cache_dir: engine and timing caches of ONNX Runtime's TensorRT EP.
-    backend_options: what only one backend takes (.onnx: spin; .pt: bf16, channels_last, fp16,
-        cuda_graphs, factory); anything else is an error naming the valid ones.
+    backend_options: what only one backend takes (.onnx: spin, trt_max_batch, trt_max_size; .pt:
+        bf16, channels_last, fp16, cuda_graphs, factory); anything else is an error naming the valid
+        ones. trt_max_batch / trt_max_size bound the TensorRT EP's profile (what TensorRT reserves
+        memory for); by default they are batch_size and the run size (twice the training size for
+        size="native"), see docs/runtime.md.
     """
 
     def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 1,
@@ -93,6 +97,9 @@ class Segmenter:
         warm_size = warmup if isinstance(warmup, bool) else Size.of(warmup, "warmup")
         self.path = Path(path)
         check_backend_options(self.path, backend_options)
+        if "trt_max_batch" in options_of(self.path):  # the TensorRT EP's profile: as large as the runs, no larger
+            backend_options.setdefault("trt_max_batch", int(batch_size))
+            backend_options.setdefault("trt_max_size", requested)
         self._state = threading.Condition()
         self._in_flight = 0
         self._backend: Backend | None = open_backend(

@@ -3,12 +3,15 @@
 The only runtime module that touches torch or mslseg outside the runtime, and only inside its
 functions, so `import mslseg.runtime` stays torch-free. The argmax (and the softmax for a
 confidence map) run in torch, on the model's device, like the baked-in argmax of an export.
-Eval-mode forward passes share no mutable state, so several threads may call `infer` at once.
+Eval-mode forward passes share no mutable state, so several threads may call `infer` at once;
+with CUDA graphs (one set of static buffers per shape) the calls run one after another.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,20 @@ import numpy as np
 from mslseg.runtime.backend import check_graph_input, parse_device
 from mslseg.runtime.errors import InputError, MissingDependencyError, require
 from mslseg.runtime.sizes import Size
+
+# torch documents one capture at a time per process (its allocator and torch.cuda.graph's set-up
+# assume it): backends in several threads capture one after another
+_CAPTURE_LOCK = threading.Lock()
+
+
+def capture_options(graph_api: Callable[..., Any], stream: Any) -> dict[str, Any]:
+    """Keywords for `torch.cuda.graph`: the backend's own side `stream`, and thread-local capture
+    errors where this torch takes them ("global", the default, lets another thread's cudaMalloc or
+    synchronisation during the capture break it; "thread_local" only this thread's)."""
+    options = {"stream": stream}
+    if "capture_error_mode" in inspect.signature(graph_api).parameters:
+        options["capture_error_mode"] = "thread_local"
+    return options
 
 
 class TorchBackend:
@@ -52,6 +69,9 @@ class TorchBackend:
         self._fp16 = fp16
         self._graphs: dict[tuple[int, ...], Any] | None = {} if cuda_graphs else None
         self._graph_lock = threading.Lock()
+        # this backend's own capture stream, on its GPU: torch.cuda.graph's default one is shared
+        # by the process and lives on whichever GPU was current at the first capture
+        self._side = torch.cuda.Stream(self._device) if cuda_graphs else None
         self._torch = torch
         self._label_dtype = torch.uint8 if meta.num_classes <= 256 else torch.int32
         self.meta = meta.with_(input_kind="float", output_kind="labels", confidence=confidence,
@@ -62,12 +82,12 @@ class TorchBackend:
         check_graph_input(self, x)
         torch = self._torch
         with torch.inference_mode():
-            t = torch.from_numpy(x).to(self._device, non_blocking=True)
             if self._graphs is not None:
-                with self._graph_lock:  # one set of static buffers per shape
-                    labels, conf = self._replay(t)
-                    labels, conf = labels.cpu().numpy(), (conf.cpu().numpy() if conf is not None else None)
-                return labels, conf
+                # the whole call under the lock: the static input, the replay and the static outputs
+                # are shared, and no other call of this backend may use the GPU during a capture
+                with self._graph_lock, torch.cuda.device(self._device):
+                    return self._replay(x)
+            t = torch.from_numpy(x).to(self._device, non_blocking=True)
             labels, conf = self._forward(t)
             return labels.cpu().numpy(), (conf.cpu().numpy() if conf is not None else None)
 
@@ -82,36 +102,34 @@ class TorchBackend:
             conf, labels = None, logits.argmax(dim=1)
         return labels.to(self._label_dtype), conf
 
-    def _replay(self, t: Any) -> tuple[Any, Any]:
+    def _replay(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """CUDA-graph capture on the first call of each input shape, replay afterwards.
 
-        Everything a graph touches happens with the model's GPU as the current device: the side
-        stream, the static buffers, the capture and the replay. `torch.cuda.stream`/`graph` use
-        the current device's streams, so on `cuda:N` with another GPU current a capture outside
-        `torch.cuda.device(N)` records nothing and every replay returns the first call's labels.
+        Call with the lock held and the model's GPU current (`torch.cuda.device`): the static
+        buffers, the capture and the replay all belong to it; on `cuda:N` with another GPU current,
+        a capture records nothing and every replay returns the first call's labels.
         """
         torch = self._torch
-        with torch.cuda.device(self._device):
-            entry = self._graphs.get(tuple(t.shape))
-            if entry is None:
-                entry = self._graphs[tuple(t.shape)] = self._capture(t)
-            graph, static_in, (labels, conf) = entry
-            static_in.copy_(t)
-            graph.replay()
-            return labels.clone(), (conf.clone() if conf is not None else None)
+        entry = self._graphs.get(x.shape)
+        if entry is None:
+            entry = self._graphs[x.shape] = self._capture(x.shape)
+        graph, static_in, (labels, conf) = entry
+        static_in.copy_(torch.from_numpy(x))  # host to device, straight into the graph's input
+        graph.replay()
+        return labels.cpu().numpy(), (conf.cpu().numpy() if conf is not None else None)
 
-    def _capture(self, t: Any) -> tuple[Any, Any, tuple[Any, Any]]:
-        """(graph, static input, static outputs) for inputs shaped like `t`; call under torch.cuda.device."""
+    def _capture(self, shape: tuple[int, ...]) -> tuple[Any, Any, tuple[Any, Any]]:
+        """(graph, static input, static outputs) for inputs of `shape`; call as `_replay` says."""
         torch = self._torch
-        static_in = t.clone()
-        side = torch.cuda.Stream(self._device)
-        side.wait_stream(torch.cuda.current_stream(self._device))
+        static_in = torch.zeros(shape, device=self._device)
+        side, main = self._side, torch.cuda.current_stream(self._device)
+        side.wait_stream(main)
         with torch.cuda.stream(side):
             for _ in range(3):  # warm-up outside the graph (cudnn autotuning, allocator)
                 self._forward(static_in)
-        torch.cuda.current_stream(self._device).wait_stream(side)
+        main.wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with _CAPTURE_LOCK, torch.cuda.graph(graph, **capture_options(torch.cuda.graph, side)):
             static_out = self._forward(static_in)
         return graph, static_in, static_out
 

@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,30 @@ def engine_mismatch(info: dict[str, Any], *, trt_version: str, gpu: str, compute
     return None
 
 
+def create_context(engine: Any, info: dict[str, Any], path: str | Path,
+                   free_bytes: Callable[[], int] | None = None) -> Any:
+    """`engine.create_execution_context()`, or one BackendError when TensorRT returns None (it does
+    when the GPU lacks the memory the profile's largest shape needs), naming that need and the
+    profile from the sidecar (`info`, as read_engine_meta returns it)."""
+    context = engine.create_execution_context()
+    if context is not None:
+        return context
+    # device_memory_size_v2 from 10.1 on; device_memory_size is deprecated there and gone in 11
+    need = next((getattr(engine, a) for a in ("device_memory_size_v2", "device_memory_size")
+                 if isinstance(getattr(engine, a, None), int)), None)
+    sizes, batches = info.get("profile_sizes") or {}, info.get("profile_batches") or {}
+    points = [f"{p} {sizes[p]} at batch {batches.get(p, '?')}" for p in ("min", "opt", "max") if p in sizes]
+    profile = f"its profile ({', '.join(points)})" if points else "its optimisation profile"
+    try:
+        free = f", {free_bytes() / 2**20:.0f} MiB free" if free_bytes else ""
+    except (BackendError, RuntimeError):  # the memory query is for the message only
+        free = ""
+    need_text = f"{need / 2**20:.0f} MiB of GPU memory" if need is not None else "more GPU memory than is free"
+    raise BackendError(f"TensorRT could not create an execution context for {path}: it needs {need_text}{free} "
+                       f"for {profile}; free GPU memory (nvidia-smi shows who holds it), or rebuild the engine "
+                       "with a smaller --max size or --max-batch")
+
+
 class TrtBackend:
     name = "tensorrt"
 
@@ -153,7 +178,8 @@ class TrtBackend:
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise ModelFormatError(self._mismatch(path, trt.__version__))
-        self.context = self.engine.create_execution_context()
+        self.context = create_context(self.engine, self.build_info, path,
+                                      lambda: int(cuda("cudaMemGetInfo")[0]))
         self._lock = threading.Lock()
         self._bind(trt, path)
         frees = contextlib.ExitStack()

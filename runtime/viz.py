@@ -107,27 +107,38 @@ def _metrics(width: int) -> tuple[float, int]:
     return scale, int(round(27 * scale)) + 3
 
 
-def _layout(names: Sequence[str], classes: Sequence[int], width: int) -> list[tuple[int, int, int]]:
-    """(class, x, row) of each entry, left to right, wrapped at `width`."""
+def _columns(names: Sequence[str], width: int) -> int:
+    """How many equal columns `width` holds, each wide enough for the widest entry (at least 1)."""
     import cv2
 
     scale, row_h = _metrics(width)
     swatch, pad = row_h - 4, max(3, row_h // 3)
-    x, row, out = pad, 0, []
-    for c in classes:
-        size = swatch + pad // 2 + cv2.getTextSize(names[c], _FONT, scale, 1)[0][0]
-        if x + size > width - pad // 2 and x > pad:
-            x, row = pad, row + 1
-        out.append((c, x, row))
-        x += size + pad
-    return out
+    texts = [*names, f"+{len(names)} more"]
+    widest = max(cv2.getTextSize(t, _FONT, scale, 1)[0][0] for t in texts)
+    return max(1, (width - pad) // (swatch + pad // 2 + widest + pad))
+
+
+def _layout(names: Sequence[str], classes: Sequence[int], width: int) -> list[tuple[int, int, int]]:
+    """(class, x, row) of each entry, row by row in a grid spread over the whole `width`.
+
+    As many equal columns as there are entries, up to as many as fit; then as few as the rows
+    this takes need, so the last row is as full as it can be (19 classes in 4 rows: 5, 5, 5, 4,
+    not 6, 6, 6, 1).
+    """
+    n = len(classes)
+    if not n:
+        return []
+    rows = -(-n // min(n, _columns(names, width)))
+    cols = -(-n // rows)
+    pad = max(3, _metrics(width)[1] // 3)
+    step = (width - pad) / cols
+    return [(c, pad + int(i % cols * step), i // cols) for i, c in enumerate(classes)]
 
 
 @functools.lru_cache(maxsize=32)  # once per video, not once per frame
 def _legend_rows(names: tuple[str, ...], width: int, frame_height: int) -> int:
     """Rows for every class of the model; at most the frame's height (but 3 rows where that is less)."""
-    layout = _layout(names, range(len(names)), width)
-    needed = layout[-1][2] + 1 if layout else 1
+    needed = -(-len(names) // _columns(names, width)) if names else 1
     return min(needed, max(3, frame_height // _metrics(width)[1]))
 
 
@@ -135,9 +146,10 @@ def legend_strip(classes: Iterable[int], names: Sequence[str], lut: np.ndarray, 
                  rows: int | None = None) -> np.ndarray:
     """A (rows x row height, width, 3) uint8 strip: a colour swatch and the name of each class.
 
-    `classes` in priority order; they are drawn in class order. With `rows`, the strip has exactly
-    that many rows; classes that do not fit are dropped from the end of `classes` and counted in
-    a final "+N more". Colours come from `lut`, so the strip is in the lut's colour order.
+    `classes` in priority order; they are drawn in class order, in a grid that spreads them over
+    the whole width. With `rows`, the strip has exactly that many rows; classes that do not fit
+    are dropped from the end of `classes` and counted in a final "+N more". Colours come from
+    `lut`, so the strip is in the lut's colour order.
     """
     import cv2
 
@@ -145,12 +157,10 @@ def legend_strip(classes: Iterable[int], names: Sequence[str], lut: np.ndarray, 
         raise InputError(f"a legend needs rows >= 1, got {rows}")
     classes = [int(c) for c in classes if 0 <= int(c) < len(names)]
     scale, row_h = _metrics(width)
-    kept = sorted(classes)
-    layout = _layout(names, kept, width)
-    while rows is not None and layout and layout[-1][2] >= rows:
-        kept.remove(classes[len(kept) - 1])  # the lowest priority still shown
-        more = [*names, f"+{len(classes) - len(kept)} more"]
-        layout = _layout(more, [*kept, len(names)], width)
+    capacity = len(classes) if rows is None else rows * _columns(names, width)
+    kept = sorted(classes if len(classes) <= capacity else classes[:capacity - 1])  # the highest priority
+    entries = kept if len(kept) == len(classes) else [*kept, len(names)]  # len(names): "+N more"
+    layout = _layout(names, entries, width)
     n_rows = rows if rows is not None else (layout[-1][2] + 1 if layout else 1)
     strip = np.full((n_rows * row_h, width, 3), _STRIP_BG, np.uint8)
     swatch = row_h - 4

@@ -11,21 +11,29 @@
 # temporary folder, and python runs with PYTHONSAFEPATH=1 from OUT_DIR, so the repository's own
 # mslseg/ (which lacks export/ and runtime/) never shadows it.
 #
-# Stages (a failing stage is reported and the next one runs; one global deadline, default 465 s:
+# Stages (a failing stage is reported and the next one runs; one global deadline, default 440 s:
 # each stage gets min(its own limit, the time left), and a stage that cannot start any more says
-# SKIPPED (deadline)):
+# SKIPPED (deadline)). The script exits 1 unless every stage is ok (FAILED, TIMED OUT or SKIPPED
+# all fail it), so a wrapper can trust its exit code:
 #   probe         GPU, driver, CUDA, torch, ONNX Runtime providers, TensorRT, cuda-python, CuPy
 #   adapt-resume  `mslseg adapt` (IW-MSL + multi-level, ResNet-18, 512x256, AMP) stopped after 1 of
 #                 2 iterations, then resumed to 2
-#   speed         images/s of the adaptation step, fp32 vs AMP, ResNet-101 at 1024x512 (goal: >= 2x)
-#   step-matrix   amp off / bf16 / fp16 + GradScaler x torch.compile off/on: finite losses, weights move
+#   speed         images/s of the adaptation step, ResNet-101 at 1024x512: fp32 with TF32 off, fp32
+#                 with TF32 (torch's cuDNN default), AMP auto (goal: AMP >= 2x true fp32)
 #   torch-runtime the .pt backend with fp16 weights + CUDA graphs on several frames and two shapes,
 #                 labels vs eager fp32 (gate 99.5% of pixels)
 #   trt-standin   TrtBackend's real cudaMalloc / cudaMemcpyAsync / stream / CUDA-graph code against a
 #                 stand-in engine (torch kernels on the raw device pointers) when TensorRT is absent
 #   export        ONNX fp32/fp16/int8 parity on ORT CPU, ORT CUDA and TensorRT engines where installed
-#   bench         `mslseg bench` on the export stage's .pt and its ONNX files
-# Every row is printed as it is measured. Paste the output into benchmarks/RESULTS.md.
+#   bench         `mslseg bench --device cuda` on the export stage's .pt and ONNX files: rows whose
+#                 runtime is missing (a CPU-only ONNX Runtime) say SKIPPED, the .pt rows run
+#   step-matrix   amp off / bf16 / fp16 + GradScaler, then bf16 + inductor and fp16 + aot_eager
+#                 compiled: finite losses, weights move; last, as its cold compile is the least
+#                 predictable (it gets what is left, up to 180 s, and skips a compile it cannot finish)
+# The dry run takes the GPU run's path wherever a CPU can: the same commands and flags at tiny sizes;
+# the bench stage runs the GPU run's `--device cuda` command (every row must say SKIPPED) and then
+# the same files on the CPU. Every row is printed as it is measured. Paste the output into
+# benchmarks/RESULTS.md.
 set -uo pipefail
 START=$SECONDS
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,13 +42,13 @@ OUT=""
 for arg in "$@"; do
   case $arg in
     --cpu-dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) OUT=$arg ;;
   esac
 done
 OUT=${OUT:-$(mktemp -d -t mslseg-gpu-check.XXXXXX)}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
-BUDGET=${GPU_CHECK_BUDGET_S:-465}
+BUDGET=${GPU_CHECK_BUDGET_S:-440}
 DEADLINE=$((START + BUDGET))
 if [ -f "$REPO/.venv/bin/activate" ]; then . "$REPO/.venv/bin/activate"; fi
 PY=${PYTHON:-python3}
@@ -49,6 +57,7 @@ PY=${PYTHON:-python3}
 # package out from this checkout (always: the check is of this tree, not of whatever is installed;
 # PYTHONPATH comes before site-packages and editable-install finders).
 SHIM=$(mktemp -d -t mslseg-shim.XXXXXX)
+trap 'rm -rf "$SHIM"' EXIT  # on every exit, so the exit code stays the verdict's
 mkdir -p "$SHIM/mslseg"
 for f in "$REPO"/mslseg/*; do ln -s "$f" "$SHIM/mslseg/$(basename "$f")"; done
 ln -sfn "$REPO/export" "$SHIM/mslseg/export"
@@ -58,15 +67,15 @@ ln -sfn "$REPO/runtime" "$SHIM/mslseg/runtime"
 export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}" PYTHONSAFEPATH=1 PYTHONUNBUFFERED=1
 export OUT REPO GPU_CHECK_CPU_DRY_RUN=$DRY
 cd "$OUT" || exit 1
+# the same flags in both runs; only the device and the sizes differ
+SPEED_ARGS=(--amp strict-fp32 off auto --json "$OUT/train_speed.json")
 if [ "$DRY" = 1 ]; then
   export CUDA_VISIBLE_DEVICES="" GPU_CHECK_SIZE=${GPU_CHECK_SIZE:-64x32}
-  DEV=cpu; ADAPT_SIZE=64x32; N_SRC=2; SPEED_ARGS=(--device cpu --backbone resnet18 --source-size 64x32
-    --target-size 64x32 --steps 1 --warmup 0 --amp off --goal 0)
-  BENCH_SIZE=64x32
+  DEV=cpu; ADAPT_SIZE=64x32; N_SRC=2
+  SPEED_ARGS+=(--device cpu --backbone resnet18 --source-size 64x32 --target-size 64x32 --steps 1 --warmup 0)
 else
-  DEV=cuda; ADAPT_SIZE=512x256; N_SRC=8; SPEED_ARGS=(--backbone resnet101 --source-size 1024x512
-    --target-size 1024x512 --steps 6 --warmup 3 --amp off auto)
-  BENCH_SIZE=1024x512
+  DEV=cuda; ADAPT_SIZE=512x256; N_SRC=8
+  SPEED_ARGS+=(--device cuda --backbone resnet101 --source-size 1024x512 --target-size 1024x512 --steps 6 --warmup 3)
 fi
 
 declare -A STATUS
@@ -82,7 +91,8 @@ stage() {  # stage NAME SECONDS CMD...
   [ "$limit" -gt "$left" ] && limit=$left
   echo "(limit ${limit}s, ${left}s left)"
   local t0=$SECONDS
-  timeout -k 5 "$limit" "$@"; local rc=$?
+  # GPU_CHECK_STAGE_END: when the stage will be cut, for a stage that can skip what it cannot finish
+  GPU_CHECK_STAGE_END=$(($(date +%s) + limit)) timeout -k 5 "$limit" "$@"; local rc=$?
   local verdict=ok
   [ $rc -ne 0 ] && verdict=FAILED
   [ $rc -eq 124 ] || [ $rc -eq 137 ] && verdict="TIMED OUT"
@@ -102,8 +112,7 @@ stage adapt-resume 90 bash -c "
   $PY -c \"from mslseg.checkpoint import load_checkpoint; t=load_checkpoint('$OUT/adapt/last.pt')['training']; assert t['iteration']==2, t; print('resumed to iteration', t['iteration'])\"
 "
 
-stage speed 120 "$PY" "$REPO/benchmarks/train_speed.py" "${SPEED_ARGS[@]}" --json "$OUT/train_speed.json"
-stage step-matrix 100 "$PY" "$REPO/scripts/gpu_step_matrix.py"
+stage speed 120 "$PY" "$REPO/benchmarks/train_speed.py" "${SPEED_ARGS[@]}"
 stage torch-runtime 60 "$PY" "$REPO/scripts/gpu_torch_runtime.py"
 stage trt-standin 40 "$PY" "$REPO/scripts/gpu_trt_standin.py"
 stage export 90 "$PY" "$REPO/scripts/gpu_export_check.py"
@@ -111,13 +120,18 @@ stage export 90 "$PY" "$REPO/scripts/gpu_export_check.py"
 bench_files=()
 for f in "$OUT/export_model.pt" "$OUT"/model_fp32.onnx "$OUT"/model_fp16.onnx; do [ -f "$f" ] && bench_files+=("$f"); done
 if [ ${#bench_files[@]} -gt 0 ]; then
-  stage bench 45 "$PY" -m mslseg bench "${bench_files[@]}" --device $DEV --size $BENCH_SIZE --batch 1 \
-    --warmup 2 --repeats 5 --pipeline-frames 0 --out "$OUT/bench.json"
+  stage bench 60 "$PY" "$REPO/scripts/gpu_bench_stage.py" "${bench_files[@]}"
 else
   echo; echo "=== bench ==="; echo "SKIPPED: no .pt or .onnx from the earlier stages"; STAGES+=(bench); STATUS[bench]="SKIPPED (no inputs)"
 fi
+stage step-matrix 180 "$PY" "$REPO/scripts/gpu_step_matrix.py"
 
 echo; echo "=== summary ($((SECONDS - START))s of ${BUDGET}s) ==="
-for s in "${STAGES[@]}"; do echo "$s: ${STATUS[$s]:-not run}"; done
+failed=0
+for s in "${STAGES[@]}"; do
+  echo "$s: ${STATUS[$s]:-not run}"
+  case ${STATUS[$s]:-} in ok*) ;; *) failed=$((failed + 1)) ;; esac
+done
 echo "files in $OUT"
-rm -rf "$SHIM"
+if [ $failed -gt 0 ]; then echo "gpu_check: $failed of ${#STAGES[@]} stages not ok"; exit 1; fi
+echo "gpu_check: all ${#STAGES[@]} stages ok"

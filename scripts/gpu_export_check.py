@@ -19,6 +19,7 @@ from mslseg.export import build_engine, check_parity, export_onnx, synthetic_fra
 from mslseg.models import deeplabv2
 from mslseg.runtime.metadata import ModelMeta, default_palette
 from mslseg.runtime.sizes import Size
+from mslseg.runtime.trt_backend import create_context, read_engine_meta
 
 out = Path(os.environ["OUT"])
 size = Size.parse(os.environ.get("GPU_CHECK_SIZE", "1024x512"), "GPU_CHECK_SIZE")  # WIDTHxHEIGHT
@@ -104,17 +105,20 @@ if trt is not None and cuda:
         torch.cuda.synchronize()
     row("fp32", "pytorch cuda", 1.0, 0.0, 1000 * (time.perf_counter() - t0) / iters, str(size))
     major = int(trt.__version__.split(".")[0])
-    builds = [(p, None) for p in ("fp32", "fp16", "int8")] + ([("int8", True)] if major == 10 else [])
+    # strongly typed by default (the file's types run); on TensorRT 10 one weakly typed int8 build
+    # (the deprecated FP16/INT8 builder flags) beside it, for comparison
+    builds = [(p, None) for p in ("fp32", "fp16", "int8")] + ([("int8", False)] if major == 10 else [])
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     for precision, strong in builds:
         onnx_path = out / f"model_{precision}.onnx"
-        engine_path = out / f"model_{precision}{'_strong' if strong else ''}.engine"
+        engine_path = out / f"model_{precision}{'_weak' if strong is False else ''}.engine"
         t0 = time.perf_counter()
         build_engine(onnx_path, engine_path, min_size=Size(w // 2, h // 2), opt_size=size, max_size=size,
                      max_batch=2, timing_cache=out / "timing.cache", strongly_typed=strong)
         t_build = time.perf_counter() - t0
+        info = read_engine_meta(engine_path)[1]  # the sidecar: profile, strongly_typed
         engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        context = engine.create_execution_context()
+        context = create_context(engine, info, engine_path, lambda: torch.cuda.mem_get_info()[0])
         context.set_input_shape("input", tuple(frames.shape))
         buffers = {"input": frames}
         for i in range(engine.num_io_tensors):
@@ -134,10 +138,10 @@ if trt is not None and cuda:
         torch.cuda.synchronize()
         ms = 1000 * (time.perf_counter() - t0) / iters
         agree = (buffers["output"].long() == ref).float().mean().item()
-        kind = "strongly typed" if strong else ("strongly typed" if major >= 11 else "builder flags")
+        kind = "strongly typed" if info.get("strongly_typed") else "weakly typed (builder flags)"
         row(precision, f"tensorrt {trt.__version__}", agree, None, ms, f"{kind}, build {t_build:.0f}s, {size}")
 elif trt is not None:
     print("SKIPPED tensorrt engines: TensorRT is installed but torch sees no CUDA GPU")
 else:
-    print("SKIPPED tensorrt engines: TensorRT is not installed (pip install 'mslseg[gpu]' on a GPU machine)")
+    print("SKIPPED tensorrt engines: TensorRT is not installed (pip install 'mslseg[tensorrt]' on a GPU machine)")
 print(f"files in {out}")

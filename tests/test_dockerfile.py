@@ -74,7 +74,10 @@ def test_runtime_target_installs_no_torch():
 
 
 # TENSORRT_IMAGE tag -> (its CUDA major, its TensorRT version), from NVIDIA's container release notes
-TENSORRT_IMAGES = {"24.10": (12, "10.5.0")}
+TENSORRT_IMAGES = {"24.10": (12, "10.5.0"), "25.03": (12, "10.9.0.34")}
+# onnxruntime-gpu minor -> the TensorRT minor its TensorRT EP is built against (ONNX Runtime's
+# TensorRT EP requirements table); all CUDA 12 builds (>= 1.27 are CUDA 13)
+ORT_TENSORRT = {"1.20": "10.4", "1.21": "10.8", "1.22": "10.9", "1.24": "10.14"}
 
 
 def test_bases_and_pins_agree_on_one_cuda_major():
@@ -86,7 +89,11 @@ def test_bases_and_pins_agree_on_one_cuda_major():
     cuda, trt_version = TENSORRT_IMAGES[trt_tag]
     assert torch_cuda and int(torch_cuda.group(1)) == cuda == 12
     pins = {name: args[name].strip('"') for name in ("ORT_GPU_PIN", "CUDA_PYTHON_PIN", "TENSORRT_VERSION")}
-    assert pins["ORT_GPU_PIN"].startswith("onnxruntime-gpu[cuda,cudnn]") and "<1.27" in pins["ORT_GPU_PIN"]
+    assert pins["ORT_GPU_PIN"].startswith("onnxruntime-gpu[cuda,cudnn]==")
+    ort_minor = ".".join(pins["ORT_GPU_PIN"].split("==")[1].split(".")[:2])
+    assert ort_minor in ORT_TENSORRT, f"add onnxruntime-gpu {ort_minor}'s TensorRT to ORT_TENSORRT"
+    # the TensorRT EP runs on the TensorRT it was built against
+    assert trt_version.startswith(ORT_TENSORRT[ort_minor] + "."), (ort_minor, trt_version)
     assert "<13" in pins["CUDA_PYTHON_PIN"]
     # an engine built in `train` must load in `runtime`: the same TensorRT on both sides
     assert pins["TENSORRT_VERSION"] == trt_version

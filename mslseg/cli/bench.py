@@ -80,11 +80,16 @@ def bench(
     factory: Annotated[str | None, typer.Option(metavar="python:MODULE:FUNCTION",
                                                 help=f"(.pt) {FACTORY_OPTION_HELP}")] = None,
 ) -> None:
-    """Time models across backends, batch sizes and input sizes; print a table and write JSON."""
+    """Time models across backends, batch sizes and input sizes; print a table and write JSON.
+
+    A row whose runtime is missing here (say .onnx with --device cuda and a CPU-only ONNX Runtime)
+    prints SKIPPED with the reason and the other rows run; when no row can run, the JSON (with the
+    reasons) is still written and the command fails."""
     from rich.console import Console
 
     from mslseg.runtime.atomic import atomic_write_text
-    from mslseg.runtime.benchmark import bench_models, describe_cpu
+    from mslseg.runtime.benchmark import bench_models
+    from mslseg.runtime.errors import MissingDependencyError
     from mslseg.runtime.sizes import Size
 
     sizes = [Size.parse(s) for s in (size or ["512x256"])]
@@ -95,10 +100,28 @@ def bench(
         progress.print(f"  {r.model} b{r.batch} {r.size}: {r.ms:.1f} ms",
                        highlight=False, markup=False)
 
+    def on_skip(line: str) -> None:
+        progress.print(line, highlight=False, markup=False, soft_wrap=True)  # one greppable line
+
     report = bench_models(models, batch_sizes=batches, sizes=sizes, warmup=warmup, repeats=repeats,
                           device=device, threads=threads, torch_fast=torch_fast,
                           pipeline_frames=pipeline_frames, pipeline_repeats=pipeline_repeats, on_row=on_row,
-                          factory=factory)
+                          factory=factory, on_skip=on_skip)
+    if not report.rows:
+        atomic_write_text(out, json.dumps(report.to_dict(), indent=2))
+        raise MissingDependencyError(
+            f"no model could run with --device {device}: all {len(report.skipped)} rows were SKIPPED (the "
+            f"reasons are above and in {out}); install the missing runtime or choose another --device")
+    _print_report(report, threads)
+    atomic_write_text(out, json.dumps(report.to_dict(), indent=2))
+    typer.echo(f"wrote {out}")
+
+
+def _print_report(report, threads: int | None) -> None:
+    from rich.console import Console
+
+    from mslseg.runtime.benchmark import describe_cpu
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # a pipe or a file gets the whole table, not an 80-column cut
@@ -114,5 +137,3 @@ def bench(
                    f"{p.ratio:.2f}x ({lo:.2f}-{hi:.2f}x): {p.verdict()}")
     for line in _speedups(report.rows):
         typer.echo(line)
-    atomic_write_text(out, json.dumps(report.to_dict(), indent=2))
-    typer.echo(f"wrote {out}")

@@ -84,8 +84,15 @@ def infer(
         min=0.0, help="(--cluster) CPUs each worker takes (also its ONNX Runtime threads unless --threads).")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(
         min=0.0, help="(--cluster) GPUs each worker takes (1: a GPU each; 0.5: two workers share one).")] = 0.0,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Log details (DEBUG level), ONNX Runtime's own log and the CUDA library "
+        "preload included; without it a provider that does not load is one line.")] = False,
 ) -> None:
     """Segment frames and write an overlay video, label maps, class areas and a summary."""
+    if verbose:  # mslseg's loggers only: DEBUG everywhere would bring every library's chatter
+        import logging
+
+        logging.getLogger("mslseg").setLevel(logging.DEBUG)
     from mslseg.runtime.errors import DataError, InputError
     from mslseg.runtime.infer_job import InferOptions, check_output_folder, run_infer
     from mslseg.runtime.live import LivePolicy
@@ -173,6 +180,8 @@ def _run_with_progress(sources, segmenter, opts, run_infer):
     )
     from rich.text import Text
 
+    from mslseg.cli.progress import SourceBar
+
     class FpsColumn(ProgressColumn):
         def render(self, task) -> Text:
             return Text(f"{task.speed or 0:5.1f} fps")
@@ -197,8 +206,9 @@ def _run_with_progress(sources, segmenter, opts, run_infer):
                FpsColumn(), TimeRemainingColumn()]
     try:
         with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
-            task = progress.add_task(segmenter.path.name, total=total)
-            summary = run_infer(sources, segmenter, opts, stop=stop, on_frame=lambda r: progress.advance(task))
+            task = progress.add_task("", total=total)
+            on_frame = SourceBar(progress, task, [s.name for s in sources])
+            summary = run_infer(sources, segmenter, opts, stop=stop, on_frame=on_frame)
             return summary, received[0] if received else signal.SIGINT
     finally:
         for s, handler in previous.items():

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:  # torch stays unimported until the command needs it
+    from mslseg.runtime.infer_job import SourceReport
     from mslseg.training.run_log import RunStart
     from mslseg.training.step import StepStats
 
@@ -93,6 +94,29 @@ class RunProgress:
         self._task = self._bar.add_task(self.command, total=info.iterations, completed=info.start,
                                         rate="", loss="")
         self._bar.start()
+
+
+class SourceBar:
+    """`run_infer`'s on_frame: advances a rich progress task by a frame and labels it with the source
+    being processed ("clip.mp4 2/3"), not with the model, which is the same for every frame."""
+
+    def __init__(self, progress: Any, task: Any, names: list[str]):
+        self.progress, self.task, self.names = progress, task, names
+        self._current: str | None = None
+        if names:
+            self._label(names[0])
+
+    def __call__(self, report: SourceReport) -> None:
+        if report.name != self._current:
+            self._label(report.name)
+        self.progress.advance(self.task)
+
+    def _label(self, name: str) -> None:
+        self._current = name
+        # its place in the list, not a count of those seen: sources done before a --resume send no frames
+        at = self.names.index(name) + 1 if name in self.names else None
+        count = f" {at}/{len(self.names)}" if at and len(self.names) > 1 else ""
+        self.progress.update(self.task, description=f"{name}{count}")
 
 
 @contextlib.contextmanager

@@ -35,29 +35,68 @@ InitOpt = Annotated[str | None, typer.Option(help="Weights to start from: an msl
 InitFmtOpt = Annotated[str | None, typer.Option(help="Format of a foreign --init: msl | deeplab-imagenet | torchvision-resnet.")]
 
 
-def _common(overrides: dict[str, Any], *, source, source_kind, target_val, val_kind, model, backbone,
+# The flags that set config keys, and the keys each sets: one table, read to build the overrides and
+# to name, in a message, the flag a user typed instead of the key it set (--size, not source.size).
+FLAG_KEYS: dict[str, tuple[str, ...]] = {
+    "--source": ("source.root",), "--source-kind": ("source.kind",), "--target": ("target.root",),
+    "--target-kind": ("target.kind",), "--target-val": ("target_val.root", "target_val.kind"),
+    "--val-kind": ("target_val.kind",), "--model": ("model.arch",), "--backbone": ("model.backbone",),
+    "--iterations": ("train.iterations",), "--batch": ("train.batch_source", "train.batch_target"),
+    "--size": ("source.size", "target.size", "target_val.size"), "--out": ("out",),
+    "--device": ("train.device",), "--init": ("model.init", "model.init_format"),
+    "--init-format": ("model.init_format",), "--method": ("method.target_loss",),
+    "--multi-level": ("method.multi_level",), "--single-level": ("method.multi_level",),
+    "--no-multi-level": ("method.multi_level",), "--lambda-target": ("method.lambda_target",),
+}
+
+
+class _Typed:
+    """The overrides a command line makes, and the flag that made each (`names`)."""
+
+    def __init__(self, fixed: dict[str, Any] | None = None) -> None:
+        self.overrides: dict[str, Any] = dict(fixed or {})  # what the command itself sets (train: no target)
+        self.names: dict[str, str] = {}
+
+    def flag(self, flag: str, value: Any, keys: tuple[str, ...] | None = None) -> None:
+        if value is None:
+            return
+        for key in keys or FLAG_KEYS[flag]:
+            self.overrides[key] = str(value) if isinstance(value, Path) else value
+            self.names[key] = flag
+
+    def sets(self, sets: list[str] | None) -> None:
+        """--set KEY=VALUE, applied last: an error names its key as the user typed it."""
+        from mslseg.training.config import parse_override
+
+        for key, value in (parse_override(s) for s in sets or []):
+            self.overrides[key] = value
+            self.names[key] = key
+
+
+def _common(typed: _Typed, *, source, source_kind, target_val, val_kind, model, backbone,
             iterations, batch, size, out, device, init, init_format) -> None:
-    pairs = {
-        "source.root": source, "source.kind": source_kind, "model.arch": model, "model.backbone": backbone,
-        "train.iterations": iterations, "train.batch_source": batch, "train.batch_target": batch,
-        "out": out, "train.device": device, "model.init": init, "model.init_format": init_format,
-    }
-    overrides.update({k: str(v) if isinstance(v, Path) else v for k, v in pairs.items() if v is not None})
+    for flag, value in (("--source", source), ("--source-kind", source_kind), ("--model", model),
+                        ("--backbone", backbone), ("--iterations", iterations), ("--batch", batch),
+                        ("--out", out), ("--device", device)):
+        typed.flag(flag, value)
     if init is not None:  # a new --init replaces the config's init and its format
-        overrides["model.init_format"] = init_format
+        typed.flag("--init", init, ("model.init",))
+        typed.overrides["model.init_format"] = init_format
+    typed.flag("--init-format", init_format)
     if size is not None:
         for ds in ("source", "target", "target_val"):
-            if not (ds in overrides and overrides[ds] is None):  # train drops the target
-                overrides[f"{ds}.size"] = size
+            if not (ds in typed.overrides and typed.overrides[ds] is None):  # train drops the target
+                typed.flag("--size", size, (f"{ds}.size",))
     if target_val is not None:
-        overrides["target_val.root"] = str(target_val)
-        overrides["target_val.kind"] = val_kind or "cityscapes"
-        overrides.setdefault("target_val.split", "val")
+        typed.flag("--target-val", target_val, ("target_val.root",))
+        typed.overrides["target_val.kind"] = "cityscapes"
+        typed.flag("--val-kind", val_kind)
+        typed.overrides.setdefault("target_val.split", "val")
 
 
-def _launch(command: str, config: Path | None, overrides: dict[str, Any], sets: list[str] | None,
+def _launch(command: str, config: Path | None, typed: _Typed, sets: list[str] | None,
             resume: Path | None) -> None:
-    from mslseg.training.config import load_config, parse_override
+    from mslseg.training.config import load_config
     from mslseg.training.distributed import distributed_context
     from mslseg.training.loop import run
     from mslseg.training.resume import RunInterrupted, resume_config
@@ -65,16 +104,17 @@ def _launch(command: str, config: Path | None, overrides: dict[str, Any], sets: 
     if resume is not None:
         cfg = resume_config(resume, sets or [])
     else:
-        overrides.update(dict(parse_override(s) for s in sets or []))
-        cfg = load_config(config, overrides, adapt=command == "adapt")
+        typed.sets(sets)
+        cfg = load_config(config, typed.overrides, adapt=command == "adapt", names=typed.names)
     main = True
     try:
         with distributed_context(cfg.train.device) as dist:
             main = dist.main
             try:
                 with run_progress(command, enabled=dist.main, log_every=cfg.train.log_every) as progress:
+                    # what the user typed must be honoured; the rest may follow the network (its aux head)
                     result = run(cfg, resume=resume is not None, dist=dist, on_start=progress.on_start,
-                                 on_step=progress.on_step)
+                                 on_step=progress.on_step, explicit=frozenset(typed.names))
             except RunInterrupted as stop:  # said before the ranks part: torchrun stops a rank that lingers
                 if main:
                     typer.echo(_interrupted(command, stop), err=True)
@@ -115,16 +155,19 @@ def train(
     target_val: ValOpt = None, val_kind: ValKindOpt = None, model: ModelOpt = None, backbone: BackboneOpt = None,
     iterations: ItOpt = None, batch: BatchOpt = None, size: SizeOpt = None, out: OutOpt = None,
     device: DeviceOpt = None, init: InitOpt = None, init_format: InitFmtOpt = None,
-    multi_level: Annotated[bool, typer.Option(help="Also train the aux head (x0.1 CE), as the multi-level recipe starts from.")] = True,
+    multi_level: Annotated[bool | None, typer.Option(help="Also train the aux head (x0.1 CE), as the multi-level recipe starts from. Default: on where the network has an aux head.")] = None,
     resume: ResumeOpt = None, set_: SetOpt = None,
 ) -> None:
     """Train on labelled source data only (the starting point of adaptation)."""
-    # source only: no target images at all, not even for BatchNorm statistics
-    overrides: dict[str, Any] = {"method.target_loss": "none", "method.multi_level": multi_level, "target": None}
-    _common(overrides, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
+    # source only: no target images at all, not even for BatchNorm statistics; the aux head learns
+    # unless --no-multi-level, or the network has none (the run follows it and says so)
+    typed = _Typed({"method.target_loss": "none", "method.multi_level": True, "target": None})
+    if multi_level is not None:
+        typed.flag("--multi-level" if multi_level else "--no-multi-level", multi_level)
+    _common(typed, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
             model=model, backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
             init=init, init_format=init_format)
-    _launch("train", config, overrides, set_, resume)
+    _launch("train", config, typed, set_, resume)
 
 
 def adapt(
@@ -133,25 +176,24 @@ def adapt(
     target_kind: Annotated[str | None, typer.Option(help="Target layout: cityscapes | folder | video | nthu.")] = None,
     target_val: ValOpt = None, val_kind: ValKindOpt = None,
     method: Annotated[str | None, typer.Option(help=f"Target loss: {methods_help()} (none: BN statistics only). Default: the config's, else iw-msl with multi-level guidance where the model has an aux head.")] = None,
-    multi_level: Annotated[bool | None, typer.Option("--multi-level/--single-level", help="Multi-level self-produced guidance on the aux head (default: the config's; with the default method, on where the model has an aux head).")] = None,
+    multi_level: Annotated[bool | None, typer.Option("--multi-level/--single-level", help="Multi-level self-produced guidance on the aux head (default: the config's; with the default method, on where the model has an aux head). A network without an aux head runs single-level; asking for multi-level there is an error.")] = None,
     lambda_target: Annotated[float | None, typer.Option(min=0.0, help="Weight of the target loss (default: the config's, else the paper's: 0.1; 0.09 with multi-level).")] = None,
     model: ModelOpt = None, backbone: BackboneOpt = None, iterations: ItOpt = None, batch: BatchOpt = None,
     size: SizeOpt = None, out: OutOpt = None, device: DeviceOpt = None, init: InitOpt = None, init_format: InitFmtOpt = None,
     resume: ResumeOpt = None, set_: SetOpt = None,
 ) -> None:
     """Adapt a source-trained model to unlabelled target images or videos (default: IW-MSL + multi-level)."""
-    overrides: dict[str, Any] = {}
-    if method is not None:
-        overrides["method.target_loss"] = method
+    typed = _Typed()
+    typed.flag("--method", method)
     if multi_level is not None:
-        overrides["method.multi_level"] = multi_level
-    if lambda_target is not None:
-        overrides["method.lambda_target"] = lambda_target
+        typed.flag("--multi-level" if multi_level else "--single-level", multi_level)
+    typed.flag("--lambda-target", lambda_target)
     if target is not None:
-        overrides["target.root"] = str(target)
-        overrides["target.labelled"] = False
-        overrides["target.kind"] = target_kind or ("video" if target.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov") else "cityscapes")
-    _common(overrides, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
+        typed.flag("--target", target)
+        typed.overrides["target.labelled"] = False
+        typed.overrides["target.kind"] = "video" if target.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov") else "cityscapes"
+        typed.flag("--target-kind", target_kind)
+    _common(typed, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
             model=model, backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
             init=init, init_format=init_format)
-    _launch("adapt", config, overrides, set_, resume)
+    _launch("adapt", config, typed, set_, resume)

@@ -5,17 +5,21 @@ stride, in any of the output shapes `split_output` reads (a tensor, (main, aux),
 dict with 'out'/'aux', an object with .logits). MODULE is an importable module name
 (`mypkg.nets`) or a .py file (`nets.py`, `path/to/nets.py`).
 
-Safety: a checkpoint records the factory's name, and loading that checkpoint never imports it on
-the checkpoint's say-so; the caller names the same factory (`--factory` at the CLI,
-`load_model(..., factory=...)`), or loading stops with one line that says so.
+Safety: a checkpoint records the factory's name and what identifies its code (a .py file's
+absolute path and file name, or a module's name: `FactoryRef.record`), and loading that checkpoint
+never imports it on the checkpoint's say-so; the caller names the same factory (`--factory` at the
+CLI, `load_model(..., factory=...)`), from any folder, and only the code the caller names is
+imported (`check_factory_allowed`), or loading stops with one line that says what differs.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +30,56 @@ from mslseg.architectures import PREFIX, is_factory
 from mslseg.models.base import SegModel, split_output, to_input_size
 from mslseg.runtime.errors import ModelFormatError
 
-__all__ = ["FactoryModel", "check_factory_allowed", "is_factory", "resolve_factory"]
+__all__ = ["FactoryModel", "FactoryRef", "check_factory_allowed", "is_factory", "resolve_factory"]
+log = logging.getLogger(__name__)
 # top-level module names that hold an encoder (learning at the base rate); everything else is a head
 BODY_PREFIXES = ("backbone", "encoder", "segformer", "features", "stem", "body")
 _PROBE = (64, 64)  # (H, W) of the probe forward that learns the output shape
 
 
+@dataclass(frozen=True)
+class FactoryRef:
+    """What `python:MODULE:FUNCTION` names, parsed without importing anything."""
+
+    name: str  # as written
+    module: str  # a module name (mypkg.nets) or a .py path (nets.py, path/to/nets.py)
+    function: str
+
+    @classmethod
+    def parse(cls, name: str) -> FactoryRef:
+        parts = name.removeprefix(PREFIX).rsplit(":", 1)
+        if not name.startswith(PREFIX) or len(parts) != 2 or not all(parts):
+            raise ModelFormatError(f"'{name}' does not name a factory; write python:MODULE:FUNCTION "
+                                   "(python:mypkg.nets:build_net, or python:nets.py:build_net)")
+        return cls(name, parts[0], parts[1])
+
+    @property
+    def is_file(self) -> bool:
+        return self.module.endswith(".py")
+
+    @property
+    def file(self) -> Path:
+        """The .py file, resolved against the working directory (is_file only)."""
+        return Path(self.module).expanduser().resolve()
+
+    def record(self) -> dict[str, str]:
+        """What a checkpoint stores to recognise this code from any folder: the function, and the
+        .py file's absolute path and name, or the module's name."""
+        if self.is_file:
+            return {"function": self.function, "file": str(self.file), "file_name": self.file.name}
+        return {"function": self.function, "module": self.module}
+
+
 def resolve_factory(name: str) -> Callable[..., nn.Module]:
     """The callable `python:MODULE:FACTORY` names, imported; ModelFormatError with what to fix."""
-    parts = name.removeprefix(PREFIX).rsplit(":", 1)
-    if not name.startswith(PREFIX) or len(parts) != 2 or not all(parts):
-        raise ModelFormatError(f"'{name}' does not name a factory; write python:MODULE:FUNCTION "
-                               "(python:mypkg.nets:build_net, or python:nets.py:build_net)")
-    module_name, attr = parts
+    ref = FactoryRef.parse(name)
+    module_name, attr = ref.module, ref.function
     try:
-        if module_name.endswith(".py"):
+        if ref.is_file:
             path = Path(module_name)
             if not path.is_file():
-                raise ModelFormatError(f"{name}: {path} does not exist")
+                raise ModelFormatError(f"{name}: {path} does not exist (looked in {Path.cwd()}); "
+                                       "give the file's path from here, or its absolute path")
             spec = importlib.util.spec_from_file_location(f"mslseg_user_{path.stem}", path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = module
@@ -85,7 +121,8 @@ class FactoryModel(SegModel):
         return self._has_aux
 
     def spec_dict(self) -> dict[str, Any]:
-        return {"factory": self.arch, "num_classes": self._num_classes}
+        # `code` lets a load from another folder recognise the same code (check_factory_allowed)
+        return {"factory": self.arch, "num_classes": self._num_classes, "code": FactoryRef.parse(self.arch).record()}
 
     def is_head(self, name: str) -> bool:
         top = name.removeprefix("net.").split(".")[0]
@@ -118,13 +155,81 @@ class FactoryModel(SegModel):
         return aux is not None
 
 
-def check_factory_allowed(arch: str, factory: str | None, source: str) -> None:
-    """A checkpoint built by a Python factory loads only when the caller names the same factory."""
-    if factory == arch:
-        return
-    given = f" (you named {factory}, another)" if factory else ""
-    raise ModelFormatError(
-        f"{source} was built by {arch}, and mslseg does not import code a checkpoint names on its own say-so"
-        f"{given}; if you trust that code, pass --factory {arch} (train/adapt: --model {arch}; Python: "
-        f"factory='{arch}')"
-    )
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """What a checkpoint says about its factory's code (older checkpoints: only the name as typed)."""
+
+    ref: FactoryRef
+    file: Path | None  # the absolute .py path, where known (None: a module, or an old relative path)
+
+    @classmethod
+    def of(cls, arch: str, code: dict[str, Any] | None) -> _Recorded:
+        ref = FactoryRef.parse(arch)
+        file = (code or {}).get("file") or (ref.module if ref.is_file and Path(ref.module).is_absolute() else None)
+        return cls(ref, Path(file) if file else None)
+
+    def suggestion(self) -> str:
+        """The --factory that names this code from the working directory, where that can be said."""
+        ref = self.ref
+        if not ref.is_file:
+            return ref.name
+        if self.file is not None and self.file.is_file():
+            return f"{PREFIX}{self.file}:{ref.function}"
+        if self.file is None and Path(ref.module).is_file():  # an old relative path that holds from here
+            return ref.name
+        return f"{PREFIX}PATH/TO/{Path(ref.module).name}:{ref.function}"
+
+
+def _compare(rec: _Recorded, given: FactoryRef, source: str) -> tuple[str | None, str | None]:
+    """(what differs, or None; a note to log when the code was recognised by its file name only)."""
+    if rec.ref.function != given.function:
+        return f"recorded function {rec.ref.function}, given {given.function}", None
+    if not rec.ref.is_file:
+        if given.is_file:
+            return f"recorded module {rec.ref.module}, given the file {given.file}", None
+        return (None, None) if given.module == rec.ref.module else (
+            f"recorded module {rec.ref.module}, given module {given.module}", None)
+    if not given.is_file:
+        return f"recorded file {rec.file or rec.ref.module}, given module {given.module}", None
+    here, name = given.file, Path(rec.ref.module).name
+    if rec.file is not None:
+        if here == rec.file.resolve():
+            return None, None
+        if rec.file.exists():
+            return f"recorded file {rec.file}, given {here}", None
+        if here.name != name:
+            return f"recorded file {rec.file} (no longer there), given {here}", None
+        return None, (f"{source}: its code {rec.file} no longer exists; using {here} "
+                      f"(the same file name and function {given.function})")
+    # a checkpoint from before `code` was recorded: a path relative to the folder it was trained in
+    if here == Path(rec.ref.module).resolve():
+        return None, None
+    if here.name != name:
+        return f"recorded file {rec.ref.module} (relative to the folder it was trained in), given {here}", None
+    return None, (f"{source} records {rec.ref.module} relative to the folder it was trained in; using {here} "
+                  f"(the same file name and function {given.function})")
+
+
+def check_factory_allowed(arch: str, factory: str | None, source: str,
+                          code: dict[str, Any] | None = None) -> None:
+    """A checkpoint built by a Python factory loads only when the caller names the same code.
+
+    `code` is what the checkpoint recorded (`FactoryRef.record`). The same code: the same module and
+    function, or a .py file that resolves to the recorded one; where the recorded file is gone (or an
+    older checkpoint recorded a relative path), a file of the same name with the same function, said
+    in a log line. Nothing is imported here: only the caller's `factory` is, afterwards."""
+    rec = _Recorded.of(arch, code)
+    hint = rec.suggestion()
+    advice = (f"if you trust that code, pass --factory {hint} (train/adapt: --model {hint}; "
+              f"Python: factory='{hint}')")
+    if not factory:
+        raise ModelFormatError(f"{source} was built by {arch}, and mslseg does not import code a checkpoint "
+                               f"names on its own say-so; {advice}")
+    differs, note = _compare(rec, FactoryRef.parse(factory), source)
+    if differs:
+        raise ModelFormatError(f"{source} was built by {arch}; you named {factory}, another ({differs}); "
+                               f"mslseg imports only the code you name, and it must be the checkpoint's: {advice}")
+    if note:
+        log.warning("%s", note)

@@ -12,6 +12,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ from mslseg.runtime.errors import ConfigError, ModelFormatError
 from mslseg.runtime.sizes import Size
 
 TARGET_LOSS_NAMES = tuple(METHODS)
+# how a message names a config key: by the CLI flag that set it where a user typed one (--size, not
+# source.size), else by the key itself (YAML, --set); the CLI's flag table builds the mapping
+Names = Mapping[str, str]
+
+
+def named(key: str, names: Names | None) -> str:
+    return (names or {}).get(key, key)
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class MethodConfig:
     # `mslseg adapt` (load_config(adapt=True)) takes the paper's full method: see adapt_method
     target_loss: str = "none"
     lambda_target: float = 0.1  # weight of the target loss (the paper: 0.1; 0.09 with multi-level)
-    iw_ratio: float = 0.2  # iw-msl: the ratio alpha (the paper: 0.2 for GTA5, negative for SYNTHIA)
+    iw_ratio: float = 0.2  # iw-msl: alpha (the paper: 0.2); > 0 lifts rare classes, 0 is plain MSL, < 0 lowers them
     multi_level: bool = False  # aux-head source CE, and with target data the self-produced guidance
     lambda_seg: float = 0.1  # weight of the aux head's losses
     threshold: float = 0.95  # guidance: a pixel counts where either head is this confident
@@ -93,11 +101,15 @@ class RunConfig:
     target_val: DataConfig | None = None  # labelled target split for evaluation (optional)
     out: str = "runs/run"  # run directory
 
-    def validate(self) -> RunConfig:
+    def validate(self, names: Names | None = None) -> RunConfig:
+        """`self`, or ConfigError for the first invalid field, named as `names` says (a CLI flag)."""
+        def n(key: str) -> str:
+            return named(key, names)
+
         checks = [
             (self.method.target_loss in TARGET_LOSS_NAMES,
-             f"method.target_loss '{self.method.target_loss}' is not one of {', '.join(TARGET_LOSS_NAMES)}"),
-            (self.train.iterations >= 1, "train.iterations must be >= 1"),
+             f"{n('method.target_loss')} '{self.method.target_loss}' is not one of {', '.join(TARGET_LOSS_NAMES)}"),
+            (self.train.iterations >= 1, f"{n('train.iterations')} must be >= 1"),
             (self.train.batch_source >= 1 and self.train.batch_target >= 1, "batch sizes must be >= 1"),
             (self.train.workers >= 0, "train.workers must be >= 0 (0: load in the main process)"),
             (self.train.log_every >= 1 and self.train.checkpoint_every >= 1,
@@ -112,7 +124,7 @@ class RunConfig:
             (0 <= self.optim.momentum < 1 and self.optim.weight_decay >= 0,
              "optim.momentum must be in [0, 1) and optim.weight_decay >= 0"),
             (self.method.lambda_target >= 0 and self.method.lambda_seg >= 0,
-             "method.lambda_target and method.lambda_seg must be >= 0"),
+             f"{n('method.lambda_target')} and method.lambda_seg must be >= 0"),
             (math.isfinite(self.method.iw_ratio), "method.iw_ratio must be a finite number"),
             (0 < self.method.threshold < 1, "method.threshold must be in (0, 1)"),
             (self.model.bn in ("train", "frozen"), "model.bn must be train or frozen"),
@@ -123,20 +135,21 @@ class RunConfig:
             (not (self.method.target_loss != "none" and self.target is None),
              f"method {self.method.target_loss} needs target data: set target (--target)"),
             (not (self.method.multi_level and not self.model.multi_level),
-             "method.multi_level needs a model with an auxiliary head (model.multi_level: true)"),
+             f"{n('method.multi_level')} needs a model with an auxiliary head, and {n('model.multi_level')} "
+             "is false; drop one of them"),
         ]
         for ds_name, ds in (("source", self.source), ("target", self.target), ("target_val", self.target_val)):
             if ds is not None:
                 checks.append((ds.kind in DATASET_KINDS,
-                               f"{ds_name}.kind '{ds.kind}' is not one of {', '.join(DATASET_KINDS)}"))
-                checks.append((bool(ds.root), f"{ds_name}.root is not set"))
+                               f"{n(ds_name + '.kind')} '{ds.kind}' is not one of {', '.join(DATASET_KINDS)}"))
+                checks.append((bool(ds.root), f"{n(ds_name + '.root')} is not set"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         try:
             architecture(self.model.arch)
         except ModelFormatError as exc:
-            raise ConfigError(f"model.arch: {exc}") from None
+            raise ConfigError(f"{n('model.arch')}: {exc}") from None
         return self
 
 
@@ -200,8 +213,8 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
 
 
-def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass `cls` from nested dicts, strictly."""
+def from_dict(cls: type, data: dict[str, Any], where: str = "", names: Names | None = None) -> Any:
+    """Build dataclass `cls` from nested dicts, strictly; a bad value is named as `names` says."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
     hints = _field_types(cls)
@@ -212,11 +225,11 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
             raise ConfigError(f"unknown config key '{path}'{_suggest(key, list(hints))}")
         sub = _dataclass_of(hints[key])
         if sub is not None and value is not None:
-            kwargs[key] = from_dict(sub, value, path)
+            kwargs[key] = from_dict(sub, value, path, names)
         elif value is None and hints[key] is sub:  # an empty section that cannot be absent: its defaults
             continue
         else:
-            kwargs[key] = coerce_value(value, hints[key], path)
+            kwargs[key] = coerce_value(value, hints[key], named(path, names))
     return cls(**kwargs)
 
 
@@ -277,14 +290,15 @@ def adapt_method(cfg: RunConfig, given: set[str]) -> RunConfig:
     return dataclasses.replace(cfg, method=method)
 
 
-def apply_recipe(cfg: RunConfig, given_optim: set[str], given_model: set[str]) -> RunConfig:
+def apply_recipe(cfg: RunConfig, given_optim: set[str], given_model: set[str],
+                 names: Names | None = None) -> RunConfig:
     """`cfg` with the optim fields not in `given_optim`, and model.normalization unless given, taken
     from the recipe of `cfg.model.arch` (mslseg.architectures): SGD 2.5e-4 for DeepLab-v2, AdamW 6e-5
     for SegFormer. optim.lr_scale is no recipe field: it scales whichever lr results."""
     try:
         recipe = architecture(cfg.model.arch).recipe
     except ModelFormatError as exc:
-        raise ConfigError(f"model.arch: {exc}") from None
+        raise ConfigError(f"{named('model.arch', names)}: {exc}") from None
     fields = {f.name for f in dataclasses.fields(OptimConfig)} & {f.name for f in dataclasses.fields(recipe)}
     optim = dataclasses.replace(cfg.optim, **{k: getattr(recipe, k) for k in fields - given_optim})
     model = cfg.model if "normalization" in given_model else dataclasses.replace(
@@ -293,12 +307,12 @@ def apply_recipe(cfg: RunConfig, given_optim: set[str], given_model: set[str]) -
 
 
 def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] = (), *,
-                adapt: bool = False) -> RunConfig:
+                adapt: bool = False, names: Names | None = None) -> RunConfig:
     """A RunConfig from a YAML file (a path, or the name of a shipped config) plus overrides.
 
     The optim fields and model.normalization that neither sets take the architecture's recipe
     (`apply_recipe`). With `adapt`, the method fields that neither sets take `mslseg adapt`'s
-    defaults (`adapt_method`).
+    defaults (`adapt_method`). `names`: how errors name an override's key (the CLI flag that set it).
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -311,11 +325,11 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] =
     items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
     for key, value in items:
         set_dotted(data, key, value)
-    cfg = from_dict(RunConfig, data)
-    cfg = apply_recipe(cfg, set(data.get("optim") or ()), set(data.get("model") or ()))
+    cfg = from_dict(RunConfig, data, names=names)
+    cfg = apply_recipe(cfg, set(data.get("optim") or ()), set(data.get("model") or ()), names)
     if adapt:
         cfg = adapt_method(cfg, set(data.get("method") or ()))
-    return cfg.validate()
+    return cfg.validate(names)
 
 
 def shipped_configs() -> dict[str, Path]:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from mslseg.checkpoint import load_model
+from mslseg.checkpoint import load_checkpoint, model_from_checkpoint
 from mslseg.data import build_dataset
 from mslseg.data.config import DataConfig
 from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text, writing
@@ -32,7 +32,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Pat
     `factory`: the python:MODULE:FUNCTION that built a checkpoint of the user's own network.
     """
     dev = resolve_device(device)
-    model, meta = load_model(checkpoint, device=dev, factory=factory)
+    raw = load_checkpoint(checkpoint)  # read once: the model and, for the confusion's title, the iteration
+    model, meta = model_from_checkpoint(raw, str(checkpoint), factory=factory)
+    model = model.to(dev).eval()
+    iteration = (raw.get("training") or {}).get("iteration")
+    del raw
     data = run_data(data, meta, size)
     dataset = build_dataset(data, meta.normalization, train=False)
     if tuple(dataset.class_names) != tuple(meta.class_names):
@@ -66,9 +70,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Pat
                                  "flip": flip, "images": len(dataset), "confusion": conf.tolist()}
     atomic_write_text(out / "scores.json", json.dumps(report, indent=2))
     try:
-        from mslseg.training.plots import plot_confusion
+        from mslseg.training.plots import confusion_title, plot_confusion
 
-        plot_confusion(conf.numpy(), tuple(meta.class_names), out / "confusion.png")
+        split = f"{data.kind} {data.split}" if data.kind in ("cityscapes", "nthu") else f"{data.kind} {Path(data.root).name}"
+        plot_confusion(conf.numpy(), tuple(meta.class_names), out / "confusion.png",
+                       title=confusion_title(split, checkpoint, iteration, scores.miou))
     except ImportError:
         pass
     return scores

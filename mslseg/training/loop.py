@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -26,13 +27,14 @@ from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import ConfigError, TrainingError
 from mslseg.runtime.metadata import ModelMeta, Normalization
 from mslseg.runtime.sizes import Size
-from mslseg.training.config import ModelConfig, OptimConfig, RunConfig, to_dict
+from mslseg.training.config import ModelConfig, OptimConfig, RunConfig, recipe_lambda_target, to_dict
 from mslseg.training.evaluate import evaluate
 from mslseg.training.resume import (
     Position,
     RunInterrupted,
     StopRequested,
     StopSignals,
+    gather_rng,
     rebatch_for_world,
     restore_training,
     stop_signals,
@@ -148,8 +150,12 @@ class _Setup:
 
 def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         on_step: Callable[[StepStats], None] | None = None,
-        on_start: Callable[[RunStart], None] | None = None) -> RunResult:
+        on_start: Callable[[RunStart], None] | None = None, explicit: frozenset[str] = frozenset()) -> RunResult:
     """Train/adapt as `cfg` says, writing the run directory; returns where and how it ended.
+
+    `explicit`: the config keys the caller set on purpose (the CLI's flags and --set). A network
+    without an auxiliary head runs single-level (and the start line says so) unless
+    `method.multi_level` is among them: an explicit multi-level that cannot be honoured is an error.
 
     With `resume`, continues from `cfg.out/last.pt` (model, optimiser, RNG, sample position).
     `on_start` gets a `RunStart` once the model and data are ready, `on_step` the `StepStats` of
@@ -171,7 +177,7 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     with stop_signals() as stops:
         saved = load_checkpoint(last) if resume else None
-        s = _setup(cfg, dist, saved)
+        s = _setup(cfg, dist, saved, explicit)
         cfg = s.cfg
         net = prepare_net(s.model, cfg, s.device, dist)
         if dist.main:
@@ -241,9 +247,9 @@ def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Positio
                 with stops.released() if dist.world == 1 else contextlib.nullcontext():
                     _evaluate(s, out, board, done, result)
                 net.train()
-            if done % cfg.train.checkpoint_every == 0 or done in (total, end):
-                _save_last(s, last, done, dist)
-                pos.saved = done
+        if done % cfg.train.checkpoint_every == 0 or done in (total, end):
+            _save_last(s, last, done, dist)  # every rank: each gives its RNG state, rank 0 writes
+            pos.saved = done
         # every rank, every step: the agreement is a collective (the run's end needs no stop)
         if done < end and (signum := stops.pending(dist.world > 1, s.device)):
             raise StopRequested(signum, agreed=dist.world > 1)
@@ -257,9 +263,10 @@ def _interrupted(s: _Setup, dist: Dist, pos: Position, signum: int, *, agreed: b
     `agreed`: all ranks stopped after the same step; they wait for rank 0's write, then leave together.
     """
     out = Path(s.cfg.out)
-    if dist.main and not pos.in_step and pos.done > 0 and pos.done != pos.saved:
+    # agreed: every rank is here after the same step, so all can give their RNG states
+    if (dist.main or agreed) and not pos.in_step and pos.done > 0 and pos.done != pos.saved:
         try:
-            _save_last(s, out / "last.pt", pos.done, dist)
+            _save_last(s, out / "last.pt", pos.done, dist, gather=agreed or dist.world == 1)
             pos.saved = pos.done
         except KeyboardInterrupt:  # a second Ctrl-C while saving: the write is atomic, the old last.pt stays
             pass
@@ -298,7 +305,8 @@ def _images_per_step(s: _Setup, dist: Dist) -> int:
     return (s.cfg.train.batch_source + (s.cfg.train.batch_target if s.target is not None else 0)) * dist.world
 
 
-def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
+def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None,
+           explicit: frozenset[str] = frozenset()) -> _Setup:
     name, note = rank_device(cfg.train.device, world=dist.world, local_rank=dist.local_rank,
                              cuda_available=torch.cuda.is_available())
     if note and dist.main:
@@ -311,9 +319,8 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
     class_names = tuple(probe.class_names)
     model, meta = build_model(cfg.model, class_names, *run_size(cfg))
     if not model.has_aux and cfg.method.multi_level:
-        raise ConfigError(f"multi-level adaptation needs a model with an auxiliary head and "
-                          f"{cfg.model.init or model_name(model)} has none; adapt without it "
-                          "(adapt --single-level, train --no-multi-level, or method.multi_level=false)")
+        of = f" of {cfg.model.init}" if cfg.model.init else ""
+        cfg = follow_network(cfg, f"the network {model_name(model)}{of}", explicit)
     # the normalisation is the initial model's: datasets are built with it
     norm = meta.normalization
     source = probe if norm == _normalization(cfg) else build_dataset(cfg.source, norm, train=True, seed=cfg.train.seed)
@@ -333,8 +340,24 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None) -> _Setup:
                dtype, torch.amp.GradScaler("cuda") if dtype == torch.float16 else None, channels_last)
     if saved is not None:
         own = device.index if dist.world > 1 and device.type == "cuda" else None
-        s.start, s.best = restore_training(saved, s.model, s.optimizer, s.scaler, own_cuda=own)
+        s.start, s.best = restore_training(saved, s.model, s.optimizer, s.scaler, own_cuda=own,
+                                           rank=dist.rank, world=dist.world)
     return s
+
+
+def follow_network(cfg: RunConfig, what: str, explicit: frozenset[str]) -> RunConfig:
+    """`cfg` single-level for a network without an auxiliary head, unless multi-level was asked for.
+
+    lambda_T follows too where it is the multi-level recipe's and was not set on purpose."""
+    if "method.multi_level" in explicit:
+        raise ConfigError(f"{what} has no auxiliary head, and multi-level guidance (and the aux source loss) "
+                          "needs one: use --single-level (adapt) or --no-multi-level (train), or drop "
+                          "method.multi_level=true")
+    log.info("%s has no auxiliary head: the run is single-level", what)
+    method = dataclasses.replace(cfg.method, multi_level=False)
+    if "method.lambda_target" not in explicit and method.lambda_target == recipe_lambda_target(True):
+        method = dataclasses.replace(method, lambda_target=recipe_lambda_target(False))
+    return dataclasses.replace(cfg, method=method)
 
 
 def _loader(s: _Setup, dataset: Any, batch: int, seed: int, dist: Dist):
@@ -355,12 +378,17 @@ def _evaluate(s: _Setup, out: Path, board: Any, done: int, result: RunResult) ->
         save_checkpoint(out / "best.pt", s.model, s.meta)
 
 
-def _save_last(s: _Setup, last: Path, done: int, dist: Dist) -> None:
+def _save_last(s: _Setup, last: Path, done: int, dist: Dist, *, gather: bool = True) -> None:
+    """Rank 0 writes last.pt with every rank's RNG states (`gather`: a collective, all ranks call it)."""
+    ranks = gather_rng(dist.world) if gather else None
+    if not dist.main:
+        return
     if not all(torch.isfinite(t).all() for t in s.model.state_dict().values() if t.is_floating_point()):
         raise TrainingError(f"the weights became non-finite by iteration {done}; {_last_good(last)}")
     training = {"iteration": done, "optimizer": s.optimizer.state_dict(), "rng": capture_rng(),
                 "scaler": s.scaler.state_dict() if s.scaler else None, "best_miou": s.best,
-                "world": dist.world, "config": to_dict(s.cfg)}
+                "world": dist.world, "config": to_dict(s.cfg),
+                **({"rng_ranks": ranks} if ranks and dist.world > 1 else {})}
     save_checkpoint(last, s.model, s.meta, training=training)
 
 

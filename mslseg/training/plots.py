@@ -38,6 +38,34 @@ def finish_panel(ax, drawn: bool, empty: str = "no data") -> None:
         ax.legend(fontsize=8)
 
 
+def loss_scale(ax, values: list) -> str:
+    """A log y axis where the positive losses span a decade or more, else linear (returned).
+
+    A log axis over less than a decade shows one labelled tick or none (a 10-iteration run's
+    losses span 1.5..2.5), so short runs read better on a linear axis.
+    """
+    positive = [v for v in values if v is not None and np.isfinite(v) and v > 0]
+    if len(positive) < len(values) or not positive or max(positive) < 10 * min(positive):
+        return "linear"
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    decades = np.arange(np.floor(np.log10(min(positive))), np.ceil(np.log10(max(positive))) + 1)
+    ax.yaxis.set_major_locator(FixedLocator([m * 10**d for d in decades for m in (1, 2, 3, 5)]))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    return "log"
+
+
+def confusion_title(split: str, checkpoint: str | Path, iteration: int | None, miou: float) -> str:
+    """`cityscapes val: adapted/last.pt (iteration 600), mIoU 41.2%`: the checkpoint with its folder
+    (every run names its files best.pt and last.pt), the iteration where the checkpoint records one."""
+    path = Path(checkpoint)
+    name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    at = f" (iteration {iteration})" if iteration is not None else ""
+    return f"{split}: {name}{at}, mIoU {100 * miou:.1f}%"
+
+
 def plot_curves(metrics: Path, out: Path) -> Path | None:
     """Losses per iteration and target mIoU per evaluation from metrics.jsonl."""
     if not metrics.exists():
@@ -73,8 +101,9 @@ def plot_curves(metrics: Path, out: Path) -> Path | None:
     return out
 
 
-def plot_confusion(conf: np.ndarray, class_names: tuple[str, ...], out: Path) -> Path:
-    """Row-normalised confusion matrix (rows: ground truth)."""
+def plot_confusion(conf: np.ndarray, class_names: tuple[str, ...], out: Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix (rows: ground truth); `title` says what was scored
+    (`confusion_title`), so a picture away from its scores.json still says which run it is."""
     conf = np.asarray(conf, dtype=np.float64)
     norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
     k = len(class_names)
@@ -84,6 +113,8 @@ def plot_confusion(conf: np.ndarray, class_names: tuple[str, ...], out: Path) ->
     ax.set_yticks(range(k), class_names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
+    if title:
+        ax.set_title(title, fontsize=9, loc="left")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     with atomic_path(out) as tmp:

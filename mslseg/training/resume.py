@@ -15,7 +15,7 @@ import torch
 
 from mslseg.runtime.errors import ConfigError
 from mslseg.training.config import RunConfig, load_config
-from mslseg.training.runtime_env import restore_rng
+from mslseg.training.runtime_env import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +169,44 @@ def rebatch_for_world(cfg: RunConfig, saved: dict[str, Any], world: int) -> RunC
     return replace(cfg, train=replace(train, batch_source=totals[0] // world, batch_target=totals[1] // world))
 
 
+def gather_rng(world: int) -> list[dict[str, Any]] | None:
+    """Every rank's own RNG states (`capture_rng`: CPU, CUDA, Python, NumPy), in rank order, on rank 0;
+    None on the other ranks. A collective under DDP: every rank calls it at the same step.
+
+    Ranks draw their own random numbers (drop-path, dropout on their own GPU), so rank 0's states
+    are not theirs: a resumed rank needs its own to continue bitwise.
+    """
+    state = capture_rng()
+    if world == 1:
+        return [state]
+    import torch.distributed as tdist
+
+    states: list[Any] | None = [None] * world if tdist.get_rank() == 0 else None
+    # pickled through the process group: on NCCL via the rank's own GPU (distributed_context sets it)
+    tdist.gather_object(state, states, dst=0)
+    return states
+
+
+def rank_rng(training: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
+    """The RNG states rank `rank` of `world` resumes with: its own when last.pt was written by as
+    many ranks, else rank 0's (resumed on another number of ranks; a warning under DDP)."""
+    states = training.get("rng_ranks")
+    if states and len(states) == world:
+        return states[rank]
+    if world > 1 and rank == 0:
+        held = f"{len(states)} ranks" if states else "rank 0 only"
+        log.warning("last.pt holds the RNG states of %s and this run has %d ranks: every rank resumes "
+                    "with rank 0's, so random layers (drop-path, dropout) do not repeat bitwise", held, world)
+    return training["rng"]
+
+
 def restore_training(saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler | None, *, own_cuda: int | None = None) -> tuple[int, float | None]:
+                     scaler: torch.amp.GradScaler | None, *, own_cuda: int | None = None,
+                     rank: int = 0, world: int = 1) -> tuple[int, float | None]:
     """Loads last.pt's model, optimiser, scaler and RNG states; returns (iteration, best mIoU).
 
-    `own_cuda`: the GPU index of a distributed rank, which restores that GPU's RNG state only.
+    RNG: rank `rank` of `world` takes its own saved states (`rank_rng`); `own_cuda`, the GPU index
+    of a distributed rank, restores that GPU's state only.
     """
     training = saved.get("training") or {}
     if "optimizer" not in training:
@@ -182,6 +215,6 @@ def restore_training(saved: dict[str, Any], model: torch.nn.Module, optimizer: t
     optimizer.load_state_dict(training["optimizer"])
     if scaler is not None and training.get("scaler"):
         scaler.load_state_dict(training["scaler"])
-    restore_rng(training["rng"], own_cuda=own_cuda)
+    restore_rng(rank_rng(training, rank, world), own_cuda=own_cuda)
     log.info("resumed at iteration %d", training["iteration"])
     return int(training["iteration"]), training.get("best_miou")

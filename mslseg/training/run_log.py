@@ -45,9 +45,13 @@ class RunStart:
         """One line: method, lambda, model, device, iterations, images, run dir."""
         if self.target_images is None:
             method = "source only"
+        elif self.target_loss == "none":  # in words: "none + multi-level" read as BN-only to users
+            method = ("no target loss, multi-level guidance on the aux head (BN statistics only: --single-level)"
+                      if self.multi_level else "BatchNorm statistics only (no target loss)")
         else:
             method = self.target_loss + (" + multi-level" if self.multi_level else "")
-            method = "none (BN statistics only)" if method == "none" else method
+        if not self.aux_head:  # a network without one runs single-level (training.loop.follow_network)
+            method += ", single-level (the network has no auxiliary head)"
         parts = [method]
         if self.has_target_loss:
             parts.append(f"lambda_T {self.lambda_target:g}")

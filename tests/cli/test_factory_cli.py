@@ -100,3 +100,27 @@ def test_train_adapt_evaluate_export_infer_a_factory_network(synth_data, tmp_pat
     r = runner.invoke(app, [*commands["infer"], "--factory", NET])
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "infer").rglob("*.png"))) >= 1
+
+
+@pytest.mark.slow
+def test_a_network_trained_in_one_folder_loads_from_another(synth_data, tmp_path, monkeypatch):
+    """The checkpoint records the code's absolute path: the --factory it suggests works from anywhere."""
+    a, b = tmp_path.resolve() / "a", tmp_path.resolve() / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "mynets.py").write_text(NETS.read_text())
+    monkeypatch.chdir(a)
+    r = runner.invoke(app, ["train", "-c", "synthetic", "--model", "python:mynets.py:build_net", "--size", "64x32",
+                            "--batch", "2", "--iterations", "1", "--source", str(synth_data / "gta5"),
+                            "--set", "target_val=null", "--set", "train.workers=0", "--out", "run"])
+    assert r.exit_code == 0, r.output
+    monkeypatch.chdir(b)
+    evaluate = ["evaluate", "../a/run/best.pt", "--data", str(synth_data / "cityscapes"), "--out", "eval"]
+    suggested = f"python:{a / 'mynets.py'}:build_net"
+    _one_line_error(runner.invoke(app, evaluate), f"pass --factory {suggested}")
+    _one_line_error(runner.invoke(app, [*evaluate, "--factory", "python:mynets.py:build_net"]),
+                    f"(recorded file {a / 'mynets.py'}, given {b / 'mynets.py'})")
+    for factory in (suggested, "python:../a/mynets.py:build_net"):
+        r = runner.invoke(app, [*evaluate, "--factory", factory, "--overwrite"])
+        assert r.exit_code == 0, r.output
+        assert (b / "eval" / "scores.json").is_file()

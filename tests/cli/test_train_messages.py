@@ -133,3 +133,66 @@ def test_plain_lines_every_log_every_or_30_seconds(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert [line.split()[1] for line in lines] == ["230/1000", "260/1000", "300/1000"]
     assert lines[0] == "adapt  230/1000  src 0.500  tgt -0.0100  4.0 img/s  ETA 0:12:50"
+
+
+# a user's network without an auxiliary head (an LR-ASPP, a U-Net)
+PLAIN = f"python:{Path(__file__).resolve().parents[1] / 'mslseg' / 'byo_nets.py'}:build_plain"
+NO_AUX = "single-level (the network has no auxiliary head)"
+
+
+def _one_line_error(r, *needles):
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    for needle in needles:
+        assert needle in r.output, r.output
+
+
+def test_a_network_without_aux_head_trains_and_adapts_single_level_and_says_so(synth_data, tmp_path):
+    src = ["--source", str(synth_data / "gta5"), "--iterations", "1", "--set", "target_val=null", *TINY]
+    r = runner.invoke(app, ["train", "-c", "synthetic", "--model", PLAIN, "--out", str(tmp_path / "s"), *src])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith(f"train: source only, {NO_AUX}, {PLAIN} (main head), ")
+    init = ["--init", str(tmp_path / "s" / "best.pt"), "--model", PLAIN]
+    r = runner.invoke(app, _adapt(synth_data, tmp_path / "a", *init, "--iterations", "1", "--set", "target_val=null"))
+    assert r.exit_code == 0, r.output
+    # the default method follows the network: single-level, and the single-level lambda_T
+    assert r.output.startswith(f"adapt: iw-msl, {NO_AUX}, lambda_T 0.1, {PLAIN} (main head), ")
+    assert "multi_level: false" in (tmp_path / "a" / "config.yaml").read_text().split("method:")[1]
+    # an explicit multi-level cannot be honoured: an error that says what to do
+    r = runner.invoke(app, _adapt(synth_data, tmp_path / "m", *init, "--iterations", "1", "--multi-level"))
+    _one_line_error(r, f"the network {PLAIN} of {tmp_path / 's' / 'best.pt'} has no auxiliary head", "--single-level")
+    r = runner.invoke(app, ["train", "-c", "synthetic", "--model", PLAIN, "--multi-level", "--out",
+                            str(tmp_path / "t"), *src])
+    _one_line_error(r, "has no auxiliary head", "--no-multi-level (train)")
+
+
+def test_errors_name_the_flag_the_user_typed_or_the_key_they_set():
+    cases = [  # (arguments, what the message names, what it must not name)
+        (["train", "-c", "synthetic", "--size", "64"], "--size '64' is not WIDTHxHEIGHT", "source.size"),
+        (["train", "-c", "synthetic", "--set", "source.size=64"], "source.size must be", "--size"),
+        (["adapt", "-c", "synthetic", "--method", "bn-only"], "--method 'bn-only' is not one of", "target_loss"),
+        (["adapt", "-c", "synthetic", "--set", "method.target_loss=bn-only"], "method.target_loss 'bn-only'", "--method"),
+        (["train", "-c", "synthetic", "--source-kind", "gta"], "--source-kind 'gta' is not one of", "source.kind"),
+        (["train", "-c", "synthetic", "--model", "deeplab"], "--model: unknown model 'deeplab'", "model.arch"),
+    ]
+    for args, named, not_named in cases:
+        r = runner.invoke(app, args)
+        _one_line_error(r, named)
+        assert not_named not in r.output, (args, r.output)
+
+
+def test_start_line_says_in_words_what_a_run_without_target_loss_does():
+    assert _info(target_loss="none").describe().startswith(
+        "BatchNorm statistics only (no target loss), deeplabv2-resnet18 (main+aux heads), ")
+    assert _info(target_loss="none", multi_level=True, lambda_target=0.09).describe().startswith(
+        "no target loss, multi-level guidance on the aux head (BN statistics only: --single-level), lambda_T 0.09, ")
+    assert _info(target_images=None, multi_level=False, aux_head=False).describe().startswith(
+        f"source only, {NO_AUX}, deeplabv2-resnet18 (main head), ")
+
+
+@pytest.mark.slow
+def test_bn_only_adapt_says_so(synth_data, tmp_path):
+    r = runner.invoke(app, _adapt(synth_data, tmp_path / "bn", "--method", "none", "--single-level",
+                                  "--iterations", "1", "--set", "target_val=null"))
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("adapt: BatchNorm statistics only (no target loss), deeplabv2-resnet18 (main+aux heads), ")

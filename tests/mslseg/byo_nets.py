@@ -30,3 +30,19 @@ def build_net(num_classes: int) -> nn.Module:
 
 def build_other(num_classes: int) -> nn.Module:
     return DictNet(num_classes)
+
+
+class PlainNet(nn.Module):
+    """A network without an auxiliary head: one tensor of logits at stride 4 (as an LR-ASPP or a U-Net)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(_block(3, 8), _block(8, 16))
+        self.classifier = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.backbone(x))
+
+
+def build_plain(num_classes: int) -> nn.Module:
+    return PlainNet(num_classes)

@@ -1,8 +1,12 @@
 
+import logging
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
-from mslseg.checkpoint import load_checkpoint, load_model, save_checkpoint
+from mslseg.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from mslseg.classes import default_class_names, palette_for
 from mslseg.foreign import import_foreign, map_msl_keys, strip_wrappers
 from mslseg.models import deeplabv2
@@ -143,3 +147,81 @@ def test_shape_mismatch_is_an_error(tmp_path):
     torch.save(state, path)
     with pytest.raises(ModelFormatError, match="shapes do not match"):
         import_foreign(path, "torchvision-resnet")
+
+
+# --- a network of your own, loaded from another folder than the one it was trained in ---------------
+
+# a user's nets.py: marks its own import, so a test sees what was imported
+NETS_PY = ("from pathlib import Path\nPath(__file__).with_suffix('.imported').touch()\n"
+           "from tests.mslseg.byo_nets import build_net  # noqa: E402,F401\n")
+
+
+def _nets(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "nets.py").write_text(NETS_PY)
+    return folder / "nets.py"
+
+
+@pytest.fixture
+def trained_in_a(tmp_path, monkeypatch):
+    """A checkpoint of python:nets.py:build_net saved in folder a; the test then runs in folder b."""
+    from mslseg.models.factory import FactoryModel
+
+    nets = _nets(tmp_path / "a")
+    monkeypatch.chdir(nets.parent)
+    path = save_checkpoint(tmp_path / "byo.pt", FactoryModel("python:nets.py:build_net", 3).eval(), _meta(3))
+    nets.with_suffix(".imported").unlink()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    return path, nets
+
+
+def test_factory_checkpoint_records_its_code_and_loads_from_another_folder(trained_in_a):
+    path, nets = trained_in_a
+    assert load_checkpoint(path)["spec"]["code"] == {"function": "build_net", "file": str(nets),
+                                                     "file_name": "nets.py"}
+    with pytest.raises(ModelFormatError, match=re.escape(f"pass --factory python:{nets}:build_net")):
+        load_model(path)
+    assert not nets.with_suffix(".imported").exists()  # the recorded code is never imported on its own
+    for named in (f"python:{nets}:build_net", "python:../a/nets.py:build_net"):
+        model, _ = load_model(path, factory=named)
+        assert model.arch == named and nets.with_suffix(".imported").exists()
+
+
+def test_factory_checkpoint_says_what_differs(trained_in_a):
+    path, nets = trained_in_a
+    here = _nets(Path.cwd())  # another nets.py while the recorded one is still there
+    cases = [("python:nets.py:build_net", f"(recorded file {nets}, given {here})"),
+             (f"python:{nets}:build_other", "(recorded function build_net, given build_other)"),
+             ("python:tests.mslseg.byo_nets:build_net", f"(recorded file {nets}, given module tests.mslseg.byo_nets)")]
+    for named, differs in cases:
+        with pytest.raises(ModelFormatError, match=re.escape(f"you named {named}, another {differs}")):
+            load_model(path, factory=named)
+    assert not here.with_suffix(".imported").exists() and not nets.with_suffix(".imported").exists()
+
+
+def test_factory_checkpoint_whose_code_moved_loads_by_file_name_and_says_so(trained_in_a, caplog):
+    path, nets = trained_in_a
+    nets.unlink()
+    here = _nets(Path.cwd())
+    with caplog.at_level(logging.WARNING, logger="mslseg.models.factory"):
+        model, _ = load_model(path, factory="python:nets.py:build_net")
+    assert f"its code {nets} no longer exists; using {here}" in caplog.text
+    other = Path.cwd() / "other.py"
+    other.write_text(NETS_PY)
+    with pytest.raises(ModelFormatError, match=re.escape(f"(recorded file {nets} (no longer there), given {other})")):
+        load_model(path, factory="python:other.py:build_net")
+
+
+def test_older_factory_checkpoint_with_a_relative_path_loads_with_the_right_factory(trained_in_a, caplog):
+    path, nets = trained_in_a
+    data = load_checkpoint(path)
+    del data["spec"]["code"]  # as written before checkpoints recorded their code
+    with pytest.raises(ModelFormatError, match=re.escape("pass --factory python:PATH/TO/nets.py:build_net")):
+        model_from_checkpoint(data, "old.pt")
+    with caplog.at_level(logging.WARNING, logger="mslseg.models.factory"):
+        model, _ = model_from_checkpoint(data, "old.pt", factory="python:../a/nets.py:build_net")
+    assert f"old.pt records nets.py relative to the folder it was trained in; using {nets}" in caplog.text
+    with pytest.raises(ModelFormatError, match=re.escape("(recorded file nets.py (relative to the folder it was "
+                                                         f"trained in), given {Path.cwd() / 'other.py'})")):
+        model_from_checkpoint(data, "old.pt", factory="python:other.py:build_net")

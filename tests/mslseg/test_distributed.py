@@ -63,7 +63,10 @@ def test_resume_across_world_sizes(synth_data, source_ckpt, tmp_path):
                          capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert ref.returncode == 0, ref.stderr[-3000:]
     _torchrun(_args(synth_data, source_ckpt, tmp_path / "mixed", 2, 4) + ["--set", "train.stop_after=2"], port=29618)
-    assert load_checkpoint(tmp_path / "mixed" / "last.pt")["training"]["iteration"] == 2
+    stopped = load_checkpoint(tmp_path / "mixed" / "last.pt")["training"]
+    assert stopped["iteration"] == 2
+    # every rank's own RNG states, for a resume on 2 ranks (on 1, as here, rank 0's continue)
+    assert len(stopped["rng_ranks"]) == 2 and torch.equal(stopped["rng_ranks"][0]["torch"], stopped["rng"]["torch"])
     resumed = subprocess.run([sys.executable, "-m", "mslseg", "adapt", "--resume", str(tmp_path / "mixed"),
                               "--set", "train.stop_after=null"],
                              capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"})

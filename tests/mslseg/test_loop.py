@@ -71,12 +71,28 @@ def test_each_method_runs_and_writes_the_run_dir(synth_data, tmp_path, method, m
 
 
 def test_bn_only_changes_running_stats_but_no_weight_from_target(synth_data, tmp_path):
-    """Method none with target data: target images only move BatchNorm statistics."""
-    cfg = _cfg(synth_data, tmp_path / "bn", **{"method.target_loss": "none", "method.multi_level": False,
-                                               "train.iterations": 1, "optim.lr": 1e-12})
-    run(cfg)
-    state = load_checkpoint(tmp_path / "bn" / "last.pt")["state_dict"]
-    assert state["backbone.bn1.num_batches_tracked"].item() == 2  # source pass + target pass
+    """Method none with target data: target images only move BatchNorm statistics. Against the same
+    run without target data, every weight is bitwise the same after two real SGD steps, every BN
+    running statistic differs, and the predictions differ only through those statistics."""
+    common = {"method.target_loss": "none", "method.multi_level": False, "train.iterations": 2,
+              "train.checkpoint_every": 2, "source.flip": False, "target.flip": False, "target_val": None}
+    run(_cfg(synth_data, tmp_path / "bn", **common))
+    run(_cfg(synth_data, tmp_path / "src", **common, target=None))
+    with_target = load_checkpoint(tmp_path / "bn" / "last.pt")
+    source_only = load_checkpoint(tmp_path / "src" / "last.pt")
+    stats = {k for k in with_target["state_dict"] if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert stats and len(stats) < len(with_target["state_dict"])
+    for key, value in with_target["state_dict"].items():
+        same = torch.equal(value, source_only["state_dict"][key])
+        assert same != (key in stats), key  # weights equal, statistics moved by the target images
+    from mslseg.checkpoint import model_from_checkpoint
+
+    x = torch.randn(2, 3, 32, 64)
+    adapted, _ = model_from_checkpoint(with_target)
+    plain, _ = model_from_checkpoint(source_only)
+    assert not torch.allclose(adapted.eval()(x), plain.eval()(x))
+    plain.load_state_dict({k: v for k, v in with_target["state_dict"].items() if k in stats}, strict=False)
+    assert torch.equal(adapted(x), plain.eval()(x))  # the target's statistics alone make the difference
 
 
 def test_existing_run_dir_needs_resume(synth_data, tmp_path):

@@ -82,12 +82,39 @@ def test_iw_loss_single_image_matches_formula():
     assert iw_max_square_loss(logits, 0.2).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_iw_loss_negative_ratio_is_finite_and_weights_rare_classes_up():
+def _iw_scene() -> torch.Tensor:
+    """One 10x10 image: 99 pixels of class 0, one of class 1, none of class 2; each pixel equally
+    confident (logit 5 on its class), so the classes differ only in how many pixels they have."""
     logits = torch.zeros(1, 3, 10, 10)
     logits[0, 0] = 5.0
-    logits[0, 1, :1, :1] = 10.0  # one pixel of class 1
-    loss = iw_max_square_loss(logits, ratio=-0.2)
-    assert torch.isfinite(loss)
+    logits[0, 0, 0, 0] = 0.0
+    logits[0, 1, 0, 0] = 5.0
+    return logits
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.0, -0.2])
+def test_iw_loss_ratio_sets_the_rare_class_weight_and_an_absent_class_is_harmless(ratio):
+    """w_k = 1 / (N_k^ratio * N^(1 - ratio)): a rare class's pixels weigh (N_0 / N_1)^ratio times a
+    frequent class's. Positive ratio (the paper's 0.2) weighs them up, 0 is plain max-squares (w = 1/N,
+    twice `max_square_loss`, which halves), a negative ratio weighs them down. Class 2 has N_2 = 0: with
+    a negative ratio 0^ratio is infinite, its weight 0, and nothing turns NaN."""
+    logits = _iw_scene().requires_grad_(True)
+    loss = iw_max_square_loss(logits, ratio=ratio)
+    p2 = (logits.detach().softmax(1) ** 2).sum(1)[0]  # sum_c p^2 per pixel, the same at every pixel
+    n, n0, n1 = 100, 99, 1
+    w0, w1 = 1 / (n0**ratio * n ** (1 - ratio)), 1 / max(n1**ratio * n ** (1 - ratio), 1)
+    expected = -(w0 * n0 + w1 * n1) * p2[5, 5].item() / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    rare, frequent = logits.grad[0, :, 0, 0].abs().sum(), logits.grad[0, :, 5, 5].abs().sum()
+    assert (rare / frequent).item() == pytest.approx((n0 / n1) ** ratio, rel=1e-4)
+    if ratio > 0:
+        assert rare > 2 * frequent
+    elif ratio < 0:
+        assert rare < frequent / 2
+    else:
+        assert loss.item() == pytest.approx(2 * max_square_loss(logits.detach()).item(), rel=1e-6)
 
 
 def test_entropy_loss_normalised_by_log_c():

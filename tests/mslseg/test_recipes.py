@@ -47,11 +47,6 @@ def test_an_unknown_architecture_names_the_valid_ones():
     assert all(name in str(err.value) for name in CHOOSABLE) and "python:MODULE:FUNCTION" in str(err.value)
 
 
-def test_cli_help_lists_the_registry():
-    out = CliRunner().invoke(app, ["adapt", "--help"], terminal_width=400).output
-    assert all(name in out for name in CHOOSABLE)
-
-
 def test_segformer_optimizer_groups_follow_the_recipe(synth_data, tmp_path):
     from mslseg.training.loop import build_model
 

@@ -96,3 +96,21 @@ def test_rng_round_trip():
     restore_rng(state)
     b = (torch.rand(3), np.random.rand(), random.random())
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_the_confusion_picture_is_titled_with_what_was_scored(tmp_path):
+    import cv2
+
+    from mslseg.training.plots import confusion_title, plot_confusion
+
+    title = confusion_title("cityscapes val", tmp_path / "runs" / "x" / "last.pt", 600, 0.41234)
+    assert title == "cityscapes val: x/last.pt (iteration 600), mIoU 41.2%"
+    assert confusion_title("folder frames", "best.pt", None, 0.5) == "folder frames: best.pt, mIoU 50.0%"
+    conf = np.diag([40, 30, 20]) + 2
+    plain = cv2.imread(str(plot_confusion(conf, ("a", "b", "c"), tmp_path / "plain.png")))
+    titled = cv2.imread(str(plot_confusion(conf, ("a", "b", "c"), tmp_path / "titled.png", title=title)))
+    assert titled.shape == plain.shape
+    ink = (titled < 128).all(-1)  # dark pixels: text, axes
+    rows = np.flatnonzero(ink.any(1))
+    first_axes_row = np.flatnonzero((plain < 128).all(-1).any(1))[0]
+    assert rows[0] < first_axes_row  # something is written above the matrix in the titled picture only

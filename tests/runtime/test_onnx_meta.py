@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+import re
+import zipfile
+
 import onnx
 import pytest
 
@@ -29,3 +33,28 @@ def test_bad_files(tmp_path, content, match):
     path.write_bytes(content)
     with pytest.raises(ModelFormatError, match=match):
         read_onnx_meta(path)
+
+
+def _torch_zip(path):
+    """What torch.save writes (PyTorch >= 1.6): a zip archive holding data.pkl."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"state_dict": {}}, protocol=2))
+
+
+@pytest.mark.parametrize("write", [_torch_zip, lambda p: p.write_bytes(pickle.dumps({"w": [1.0]}, protocol=2))],
+                         ids=["zip", "legacy-pickle"])
+def test_a_pytorch_checkpoint_named_onnx_says_so(tmp_path, write):
+    path = tmp_path / "model.onnx"
+    write(path)
+    with pytest.raises(ModelFormatError) as exc:
+        read_onnx_meta(path)
+    assert str(exc.value) == (f"{path} is not an ONNX file (it looks like a PyTorch checkpoint: rename it to .pt, "
+                              "or export it with `mslseg export`)")
+
+
+def test_other_bytes_are_not_an_onnx_model_file(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\x0b\x0f garbage")  # field 1 of wire type 3: the protobuf reader's own words stay inside
+    with pytest.raises(ModelFormatError, match=re.escape(f"{path} is not an ONNX model file (")) as exc:
+        read_onnx_meta(path)
+    assert "PyTorch" not in str(exc.value) and "mslseg export" in str(exc.value)

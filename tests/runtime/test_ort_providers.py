@@ -55,22 +55,105 @@ def _labels_model(path: Path, shape: list) -> Path:
 def test_tensorrt_ep_gets_no_precision_flags_and_a_profile_at_the_training_size(tmp_path):
     for precision in ("fp32", "fp16", "int8"):
         chosen = choose_providers("tensorrt", GPU_EPS, _meta(precision=precision), tmp_path,
-                                  dims=[None, None, None, 3])
+                                  dims=[None, None, None, 3], max_batch=4)
         assert [p if isinstance(p, str) else p[0] for p in chosen] == GPU_EPS
         options = chosen[0][1]
         # fp16/int8 flags would let TensorRT lower the deliberately fp32 parts: the file's types rule
         assert not {"trt_fp16_enable", "trt_int8_enable", "trt_bf16_enable"} & set(options)
-        assert options["trt_profile_opt_shapes"] == "input:1x32x64x3"  # NHWC, train size 64x32 (WxH)
+        assert options["trt_profile_opt_shapes"] == "input:4x32x64x3"  # NHWC, train size 64x32 (WxH)
         assert options["trt_profile_min_shapes"] == "input:1x32x32x3"
-        assert options["trt_profile_max_shapes"] == "input:8x64x128x3"
+        assert options["trt_profile_max_shapes"] == "input:4x32x64x3"  # the runs' batch and size, no larger
+
+
+def _shapes(meta, dims, **kw) -> tuple[str, str, str]:
+    p = profile_shapes(meta, dims, **kw)
+    return p["trt_profile_min_shapes"], p["trt_profile_opt_shapes"], p["trt_profile_max_shapes"]
+
+
+def test_profile_is_derived_from_the_batch_and_the_run_size():
+    meta, nhwc = _meta(), [None, None, None, 3]  # training size 64x32
+    # the Segmenter's defaults: batch 1 at the training size (was batch 8 at twice it)
+    assert _shapes(meta, nhwc) == ("input:1x32x32x3", "input:1x32x64x3", "input:1x32x64x3")
+    # --batch 2 --size 256x128: the max is exactly what runs, tuned there
+    assert _shapes(meta, nhwc, max_batch=2, max_size=Size(256, 128)) == (
+        "input:1x32x32x3", "input:2x128x256x3", "input:2x128x256x3")
+    # a run size under 32 pixels keeps min <= opt
+    assert _shapes(meta, nhwc, max_size=Size(16, 8))[0] == "input:1x8x16x3"
+    # size="native": frames of any size, up to twice the training size, tuned at the training size
+    assert _shapes(meta, nhwc, max_batch=3, max_size="native") == (
+        "input:1x32x32x3", "input:3x32x64x3", "input:3x64x128x3")
+    # a model without a training size still gets a profile when the run size is known
+    assert _shapes(_meta(train_size=None), nhwc, max_size=Size(64, 64))[2] == "input:1x64x64x3"
 
 
 def test_profile_follows_the_layout_and_keeps_static_dims():
     float_meta = _meta(input_kind="float")
     assert profile_shapes(float_meta, [None, 3, None, None])["trt_profile_opt_shapes"] == "input:1x3x32x64"
-    assert profile_shapes(float_meta, [2, 3, None, None])["trt_profile_max_shapes"] == "input:2x3x64x128"
+    assert profile_shapes(float_meta, [2, 3, None, None], max_batch=8)["trt_profile_max_shapes"] == "input:2x3x32x64"
     assert profile_shapes(float_meta, [2, 3, 48, 64]) is None  # static: nothing to choose
     assert profile_shapes(_meta(train_size=None), [None, None, None, 3]) is None
+
+
+def test_profile_options_are_checked_and_reach_the_onnx_backend(tmp_path):
+    from mslseg.runtime.backend import backend_options
+    from mslseg.runtime.errors import InputError
+    from mslseg.runtime.segmenter import Segmenter
+
+    model = _labels_model(tmp_path / "m.onnx", ["n", "h", "w", 3])
+    assert {"trt_max_batch", "trt_max_size"} <= set(backend_options(model))
+    with pytest.raises(InputError, match="trt_max_batch must be an integer >= 1"):
+        Segmenter(model, device="cpu", trt_max_batch=0)
+    with pytest.raises(InputError, match="trt_max_size '12' is not WIDTHxHEIGHT"):
+        Segmenter(model, device="cpu", trt_max_size="12")
+    with Segmenter(model, device="cpu", batch_size=2, trt_max_size="64x32") as seg:
+        assert seg.backend_name == "onnxruntime" and seg.batch_size == 2  # no TensorRT EP: no limit
+
+
+def test_onnx_runtime_logs_quietly_unless_debug(tmp_path, caplog):
+    """ONNX Runtime's C++ log bypasses Python's logging: the session is created at fatal-only severity,
+    at warnings (its reasons for a provider that did not load) when mslseg logs at DEBUG."""
+    pytest.importorskip("onnxruntime")
+    from mslseg.runtime.backend import open_backend
+
+    model = _labels_model(tmp_path / "m.onnx", ["n", "h", "w", 3])
+    quiet = open_backend(model, device="cpu", threads=1)
+    assert quiet.session.get_session_options().log_severity_level == 4
+    quiet.close()
+    with caplog.at_level("DEBUG", logger="mslseg.runtime.ort_backend"):
+        loud = open_backend(model, device="cpu", threads=1)
+        assert loud.session.get_session_options().log_severity_level == 2
+        loud.close()
+
+
+def _video(path: Path, frames: int = 3) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 32))
+    for i in range(frames):
+        writer.write(np.full((32, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def _stderr_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_infer_on_cuda_without_the_cuda_provider_prints_one_line(tmp_path):
+    """`mslseg infer x.mp4 --model m.onnx --device cuda` with the CPU build of ONNX Runtime (no CUDA
+    provider at all): one line on stderr, exit 1, nothing written."""
+    ort = pytest.importorskip("onnxruntime")
+    if CUDA_EP in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime has the CUDA provider (see the onnxruntime-gpu test below)")
+    model = _labels_model(tmp_path / "m.onnx", ["n", "h", "w", 3])
+    video = _video(tmp_path / "x.mp4")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "mslseg", "infer", str(video), "--model", str(model),
+                          "--device", "cuda", "-o", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1, out.stderr
+    lines = _stderr_lines(out.stderr)
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ONNX Runtime here lacks CUDAExecutionProvider") and "mslseg[gpu]" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_input_dims_are_read_before_any_session(tmp_path):
@@ -141,8 +224,16 @@ def test_infer_on_cuda_without_a_usable_gpu_exits_1_instead_of_running_on_the_cp
     if out.returncode == 0:
         pytest.skip("CUDAExecutionProvider loaded: a working GPU, nothing to refuse")
     assert out.returncode == 1, out.stderr
-    # ONNX Runtime's own logger may print its warnings first; mslseg's error is the one last line
-    last = [line for line in out.stderr.splitlines() if line.strip()][-1]
-    assert last.startswith("error: ONNX Runtime could not load CUDAExecutionProvider"), out.stderr
-    assert "would run on CPUExecutionProvider" in last and "mslseg[gpu]" in last
-    assert "Traceback" not in out.stderr and not (tmp_path / "out").exists()
+    # ONNX Runtime's own C++ log (an error and a warning line) and the preload's messages stay quiet:
+    # mslseg's error is the one line
+    lines = _stderr_lines(out.stderr)
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ONNX Runtime could not load CUDAExecutionProvider"), out.stderr
+    assert "would run on CPUExecutionProvider" in lines[0] and "mslseg[gpu]" in lines[0]
+    assert not (tmp_path / "out").exists()
+    # --verbose: the details (ONNX Runtime's reasons, mslseg's DEBUG log) come back, the error stays last
+    loud = subprocess.run([python, "-m", "mslseg", "infer", str(frames), "-m", str(model), "--device", "cuda",
+                           "-o", str(tmp_path / "out"), "--verbose"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert loud.returncode == 1 and len(_stderr_lines(loud.stderr)) > 1, loud.stderr
+    assert _stderr_lines(loud.stderr)[-1] == lines[0]

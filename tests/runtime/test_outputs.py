@@ -9,7 +9,7 @@ import pytest
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.result_writers import AreaTable, LabelNpz, LabelPngFolder
 from mslseg.runtime.video_writer import h264_available, open_video_writer
-from mslseg.runtime.viz import colorize, legend, overlay, palette_lut
+from mslseg.runtime.viz import colorize, legend, legend_strip, overlay, palette_lut
 from tests.runtime import models
 
 
@@ -99,3 +99,25 @@ def test_colours_follow_the_palette():
     assert legend(meta).shape[0] == 20 * meta.num_classes
     with pytest.raises(InputError):
         overlay(frame, labels[:1], lut)
+
+
+@pytest.mark.parametrize("classes, width", [((0, 2, 10, 13), 640), (tuple(range(19)), 512),
+                                            (tuple(range(19)), 1280), (tuple(range(19)), 256)])
+def test_the_legend_strip_spreads_its_entries_over_its_width(classes, width):
+    from collections import Counter
+
+    from mslseg.classes import default_class_names
+
+    names = default_class_names(19)  # the Cityscapes names: "traffic light" beside "sky"
+    lut = palette_lut(tuple((10 * i, 255 - 10 * i, 40) for i in range(19)))  # no grey: text is never a swatch
+    strip = legend_strip(list(classes), names, lut, width)
+    where = {c: np.argwhere((strip == lut[c]).all(-1)).min(0) for c in classes}  # (row, x) of each swatch
+    rows = Counter(int(y) for y, _ in where.values())
+    columns = sorted({int(x) for _, x in where.values()})
+    per_row = [rows[y] for y in sorted(rows)]
+    assert all(n == len(columns) for n in per_row[:-1]), per_row  # a grid: entries share their columns
+    assert len(classes) > (len(columns) - 1) * len(per_row), per_row  # no column to spare: no lone last entry
+    assert columns[-1] >= width // 2 or len(columns) == 1  # spread over the width, not packed to the left
+    gaps = np.diff(columns)
+    assert len(gaps) == 0 or gaps.max() - gaps.min() <= 1  # equal columns
+    assert width - columns[-1] <= 2 * (columns[1] - columns[0] if len(columns) > 1 else width)

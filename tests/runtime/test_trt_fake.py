@@ -40,6 +40,7 @@ class FakeCudart:
         self.fail_at: dict[str, int] = {}  # call name -> which call of it (1-based) fails
         self.live: dict[int, str] = {}  # what is allocated and not freed: pointer -> kind
         self.stream_flags: list[int] = []
+        self.capture_modes: list[int] = []
 
     def _id(self) -> int:
         self.next_id += 8
@@ -100,18 +101,25 @@ class FakeCudart:
     def cudaStreamSynchronize(self, stream):  # noqa: N802
         return (0,)
 
+    def cudaMemGetInfo(self):  # noqa: N802
+        return 0, 300 << 20, 1 << 30
+
     def cudaStreamBeginCapture(self, stream, mode):  # noqa: N802
+        self.capture_modes.append(mode)
         self.capturing = []
         return (0,)
 
     def cudaStreamEndCapture(self, stream):  # noqa: N802
         graph = self._id()
         self.graphs[graph], self.capturing = self.capturing, None
+        self.live[graph] = "captured graph"
         return 0, graph
 
     def cudaGraphInstantiate(self, graph, flags):  # noqa: N802
-        self.live[graph] = "graph"
-        return 0, graph
+        graph_exec = self._id()
+        self.graphs[graph_exec] = self.graphs[graph]
+        self.live[graph_exec] = "graph"
+        return 0, graph_exec
 
     def cudaGraphLaunch(self, graph, stream):  # noqa: N802
         self.launches += 1
@@ -120,6 +128,7 @@ class FakeCudart:
         return (0,)
 
     def cudaGraphDestroy(self, graph):  # noqa: N802
+        self.live.pop(graph)
         return (0,)
 
     def cudaGraphExecDestroy(self, graph):  # noqa: N802
@@ -135,7 +144,10 @@ class FakeCudart:
         return self._free("cudaStreamDestroy", stream)
 
 
-def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi, version="10.9.0"):
+def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi, version="10.9.0", *, context_memory=None,
+                  fail_in_capture=False):
+    """`context_memory`: bytes the engine needs, which the GPU lacks (no context); `fail_in_capture`:
+    execute_async_v3 fails while the stream is capturing."""
     trt = types.SimpleNamespace(__version__=version, host_code_at_deserialize=[])
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
@@ -156,6 +168,8 @@ def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi, version="10.9.0"):
             self.addr[name] = ptr
 
         def execute_async_v3(self, stream):
+            if fail_in_capture and cuda.capturing is not None:
+                return False
             shape, addr = self.shape, dict(self.addr)  # what a captured graph freezes
 
             def run():
@@ -171,6 +185,7 @@ def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi, version="10.9.0"):
 
     class Engine:
         num_io_tensors = 2
+        device_memory_size_v2 = context_memory or 0
 
         def get_tensor_name(self, i):
             return ["input", "output"][i]
@@ -189,7 +204,7 @@ def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi, version="10.9.0"):
             return [shape_lo, shape_lo, shape_hi]
 
         def create_execution_context(self):
-            return Context()
+            return None if context_memory else Context()
 
     class Runtime:
         def __init__(self, logger):
@@ -205,9 +220,9 @@ def fake_tensorrt(cuda: FakeCudart, shape_lo, shape_hi, version="10.9.0"):
 
 @pytest.fixture
 def engine(tmp_path, monkeypatch):
-    def make(lo, hi, data=b"engine bytes", version="10.9.0", here="10.9.0", **build):
+    def make(lo, hi, data=b"engine bytes", version="10.9.0", here="10.9.0", fake=None, **build):
         cuda = FakeCudart()
-        trt = fake_tensorrt(cuda, lo, hi, here)
+        trt = fake_tensorrt(cuda, lo, hi, here, **(fake or {}))
         monkeypatch.setitem(__import__("sys").modules, "tensorrt", trt)
         monkeypatch.setattr(cuda_calls, "_import_cudart", lambda: cuda)
         cuda.trt = trt
@@ -319,3 +334,46 @@ def test_a_failing_free_in_close_still_frees_the_rest(engine):
         seg.close()
     assert list(cuda.live.values()) == ["device"]  # only the one whose free failed
     seg.close()  # closed already: nothing freed twice, no error
+
+
+def test_no_execution_context_is_one_line_naming_the_memory_and_the_profile(engine):
+    path, cuda = engine((1, 8, 8, 3), (2, 64, 64, 3), fake={"context_memory": 1536 << 20},
+                        profile_sizes={"min": "8x8", "opt": "64x64", "max": "64x64"},
+                        profile_batches={"min": 1, "opt": 1, "max": 2})
+    with pytest.raises(BackendError) as err:
+        Segmenter(path, device="cuda")
+    assert str(err.value) == (
+        f"TensorRT could not create an execution context for {path}: it needs 1536 MiB of GPU memory, "
+        "300 MiB free for its profile (min 8x8 at batch 1, opt 64x64 at batch 1, max 64x64 at batch 2); "
+        "free GPU memory (nvidia-smi shows who holds it), or rebuild the engine with a smaller --max size "
+        "or --max-batch")
+    assert cuda.live == {}  # nothing was allocated before
+
+
+def test_threads_share_a_captured_graph_one_call_at_a_time(engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, cuda = engine((2, 48, 64, 3), (2, 48, 64, 3))
+    batches = [np.stack(models.frames(2, (48, 64), seed=i)) for i in range(12)]
+    from mslseg.runtime.trt_backend import TrtBackend
+
+    backend = TrtBackend(path, device="cuda")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda b: backend.infer(b)[0], batches))
+    finally:
+        backend.close()
+    for b, labels in zip(batches, got, strict=True):
+        assert np.array_equal(labels, _expected(b))  # each call's own input, copied in under the lock
+    assert cuda.capture_modes == [FakeCudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal]
+    assert cuda.launches == 12 and cuda.live == {}
+
+
+def test_a_capture_that_fails_half_way_is_dropped_and_the_enqueue_runs(engine):
+    path, cuda = engine((2, 48, 64, 3), (2, 48, 64, 3), fake={"fail_in_capture": True})
+    frames = models.frames(2, (48, 64))
+    with Segmenter(path, device="cuda") as seg:
+        results = seg(frames)
+        assert "captured graph" not in cuda.live.values()  # the broken-off capture's graph was destroyed
+    assert [np.array_equal(r.labels, _expected(f)) for f, r in zip(frames, results, strict=True)] == [True, True]
+    assert cuda.launches == 0 and cuda.live == {}
