@@ -46,7 +46,7 @@ def _export_small(folder: Path) -> Path:
 def _archive(folder: Path, videos: int, frames: int, size: str) -> Path:
     import cv2
 
-    from mslseg.runtime.benchmark import bench_frames
+    from mslseg.runtime.bench.harness import bench_frames
     from mslseg.runtime.sizes import Size
 
     folder.mkdir(parents=True)
@@ -81,11 +81,11 @@ def main() -> None:
     import ray
 
     from mslseg.runtime import Segmenter
-    from mslseg.runtime.benchmark import describe_cpu, machine_info
+    from mslseg.runtime.bench.harness import describe_cpu, machine_info
     from mslseg.runtime.cluster import ClusterOptions, connect, run_cluster
-    from mslseg.runtime.cluster_plan import plan_units
+    from mslseg.runtime.cluster.units import plan_units
     from mslseg.runtime.infer_job import InferOptions, run_infer
-    from mslseg.runtime.sources import FrameRange, open_sources
+    from mslseg.runtime.io.sources import FrameRange, open_sources
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

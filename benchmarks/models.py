@@ -14,10 +14,10 @@ trained one's; the agreement is recorded in the results, not judged. The models'
 is 512x256 (it sets the calibration and parity frames only; timing runs each size natively).
 Exports go to --work and are reused by a rerun unless --rebuild (--export-only stops after them).
 
-Then `mslseg.runtime.benchmark.bench_models` times each model's files at each size (batch 1,
+Then `mslseg.runtime.bench.harness.bench_models` times each model's files at each size (batch 1,
 1 warm-up, --repeats timed runs, median; no pipeline check) on the CPU. ms/frame is the wall time
 of `Segmenter.segment` on one frame (host preprocessing and label resizing included, as a
-user's loop sees it); GFLOPs are counted from the fp32 graph (mslseg.runtime.flops). Prints one
+user's loop sees it); GFLOPs are counted from the fp32 graph (mslseg.runtime.bench.flops). Prints one
 Markdown table with the CPU line, and writes the table, the raw rows and the machine to
 --results (benchmarks/models_results.json).
 """
@@ -49,8 +49,8 @@ def prepare(name: str, work: Path, calib: Path, calib_frames: int, rebuild: bool
 
     from mslseg.checkpoint import save_checkpoint
     from mslseg.classes import CITYSCAPES_CLASSES
+    from mslseg.export.export_job import export_checkpoint
     from mslseg.export.parity import report_path
-    from mslseg.export.pipeline import export_checkpoint
     from mslseg.runtime.sizes import Size
     from mslseg.training.config import ModelConfig
     from mslseg.training.loop import build_model
@@ -80,7 +80,7 @@ def prepare(name: str, work: Path, calib: Path, calib_frames: int, rebuild: bool
 
 def measure(names: list[str], facts: dict, sizes: list, args: argparse.Namespace) -> tuple[list, dict]:
     """bench_models on each model's files; (rows as dicts, the machine)."""
-    from mslseg.runtime.benchmark import bench_models
+    from mslseg.runtime.bench.harness import bench_models
 
     rows, machine = [], {}
     for name in names:
@@ -149,9 +149,9 @@ def main() -> None:
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     from mslseg.export.calibration import synthetic_frames
-    from mslseg.runtime.atomic import atomic_write_text
-    from mslseg.runtime.benchmark import describe_cpu
+    from mslseg.runtime.bench.harness import describe_cpu
     from mslseg.runtime.errors import MslsegError
+    from mslseg.runtime.io.atomic import atomic_write_text
     from mslseg.runtime.sizes import Size
 
     try:

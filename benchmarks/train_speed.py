@@ -76,7 +76,7 @@ def measure(args: argparse.Namespace, amp: str, device: torch.device) -> dict:
 
     from mslseg.models import deeplabv2
     from mslseg.training.config import MethodConfig, OptimConfig
-    from mslseg.training.runtime_env import amp_dtype
+    from mslseg.training.device import amp_dtype
     from mslseg.training.step import adapt_step, build_optimizer
 
     torch.manual_seed(0)

@@ -18,13 +18,13 @@ from typing import Any
 _WHERE = {
     "export_onnx": "onnx_export",
     "check_parity": "parity", "ParityReport": "parity", "GATES": "parity",
-    "export_checkpoint": "pipeline", "ExportResult": "pipeline",
+    "export_checkpoint": "export_job", "ExportResult": "export_job",
     "build_engine": "trt_build", "gpu_info": "trt_build",
     "check_trt_ops": "trt_ops", "trt_op_problems": "trt_ops",
     "ProfileShapes": "trt_profile", "ProfilePoint": "trt_profile", "EngineOptions": "trt_profile",
     "resolve_profile": "trt_profile",
     "write_sidecar": "trt_profile", "sidecar_path": "trt_profile", "import_tensorrt": "trt_profile",
-    "load_meta": "onnx_meta", "check_contract": "onnx_meta",
+    "load_meta": "onnx_contract", "check_contract": "onnx_contract",
     "load_frames": "calibration", "synthetic_frames": "calibration",
 }
 

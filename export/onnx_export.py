@@ -27,10 +27,10 @@ from mslseg import __version__
 from mslseg.export.calibration import load_frames
 from mslseg.export.graph import ExportGraph, check_io_options
 from mslseg.export.int8 import check_int8_layout, int8_ops, quantize_int8
-from mslseg.export.onnx_meta import check_contract, write_meta
+from mslseg.export.onnx_contract import check_contract, write_meta
 from mslseg.export.trt_ops import log_trt_problems, trt_op_problems
-from mslseg.runtime.atomic import atomic_path, writing
 from mslseg.runtime.errors import ExportError, InputError, require
+from mslseg.runtime.io.atomic import atomic_path, writing
 from mslseg.runtime.metadata import PRECISIONS, ModelMeta
 from mslseg.runtime.sizes import Size
 

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mslseg.export.onnx_meta import load_meta
-from mslseg.runtime.atomic import atomic_write_text
+from mslseg.export.onnx_contract import load_meta
 from mslseg.runtime.errors import ExportError, InputError, require
+from mslseg.runtime.io.atomic import atomic_write_text
 from mslseg.runtime.metadata import ModelMeta
 from mslseg.runtime.sizes import Size
 

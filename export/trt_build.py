@@ -18,7 +18,7 @@ from typing import Any
 
 import onnx
 
-from mslseg.export.onnx_meta import load_meta, load_proto
+from mslseg.export.onnx_contract import load_meta, load_proto
 from mslseg.export.trt_ops import check_trt_ops
 from mslseg.export.trt_profile import (
     HARDWARE_LEVELS,
@@ -35,8 +35,8 @@ from mslseg.export.trt_profile import (
     tensorrt_info,
     write_sidecar,
 )
-from mslseg.runtime.atomic import atomic_write_bytes, refuse_existing
 from mslseg.runtime.errors import ExportError, InputError, MissingDependencyError
+from mslseg.runtime.io.atomic import atomic_write_bytes, refuse_existing
 from mslseg.runtime.sizes import Size
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from mslseg.export.onnx_meta import load_proto
+from mslseg.export.onnx_contract import load_proto
 from mslseg.runtime.errors import ExportError
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mslseg.runtime.atomic import atomic_write_text
+from mslseg.runtime.backends.trt_backend import version_tuple
 from mslseg.runtime.errors import InputError, MissingDependencyError
+from mslseg.runtime.io.atomic import atomic_write_text
 from mslseg.runtime.metadata import ModelMeta
 from mslseg.runtime.sizes import Size
-from mslseg.runtime.trt_backend import version_tuple
 
 INSTALL_HINT = ("TensorRT engines need TensorRT and an NVIDIA GPU with its driver: on the machine that "
                 "will run the engine, pip install 'mslseg[gpu,tensorrt]'")

@@ -16,8 +16,8 @@ import torch
 
 from mslseg.architectures import build_model_from_spec
 from mslseg.models.base import SegModel
-from mslseg.runtime.atomic import atomic_path
 from mslseg.runtime.errors import ModelFormatError
+from mslseg.runtime.io.atomic import atomic_path
 from mslseg.runtime.metadata import ModelMeta
 
 log = logging.getLogger(__name__)

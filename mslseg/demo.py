@@ -72,7 +72,7 @@ def run_demo(out: str | Path, plan: DemoPlan, *, overwrite: bool = False,
     from mslseg.export import export_checkpoint
     from mslseg.runtime import Segmenter
     from mslseg.runtime.infer_job import InferOptions, run_infer
-    from mslseg.runtime.sources import open_sources
+    from mslseg.runtime.io.sources import open_sources
     from mslseg.training.config import load_config
     from mslseg.training.eval_run import evaluate_checkpoint
     from mslseg.training.loop import run

@@ -28,8 +28,8 @@ def before_after_picture(source_ckpt: Path, adapted_ckpt: Path, val: object, dst
 
     from mslseg.checkpoint import load_model
     from mslseg.data import build_dataset
-    from mslseg.runtime.atomic import atomic_write_bytes
-    from mslseg.runtime.viz import legend_strip, overlay, palette_lut
+    from mslseg.runtime.io.atomic import atomic_write_bytes
+    from mslseg.runtime.io.viz import legend_strip, overlay, palette_lut
 
     panels, shown = [], set()
     frame = gt = None
@@ -72,7 +72,7 @@ def curves_picture(source_metrics: Path, adapted_metrics: Path, before: Scores, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mslseg.runtime.atomic import atomic_path
+    from mslseg.runtime.io.atomic import atomic_path
     from mslseg.training.plots import draw_series, finish_panel, loss_scale
 
     src, ada = _steps(source_metrics), _steps(adapted_metrics)

@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text, refuse_existing
 from mslseg.runtime.errors import InputError
-from mslseg.runtime.pipeline import StreamResult, segment_stream
-from mslseg.runtime.result_writers import AreaTable, LabelNpz, LabelPngFolder
+from mslseg.runtime.io.atomic import atomic_write_bytes, atomic_write_text, refuse_existing
+from mslseg.runtime.io.result_writers import AreaTable, LabelNpz, LabelPngFolder
+from mslseg.runtime.io.video_writer import open_video_writer
+from mslseg.runtime.io.viz import overlay, palette_lut
 from mslseg.runtime.segmenter import Segmenter
-from mslseg.runtime.video_writer import open_video_writer
-from mslseg.runtime.viz import overlay, palette_lut
+from mslseg.runtime.stream import StreamResult, segment_stream
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
     check_output_folder(opts.out, opts.overwrite or opts.resume)
     window = None
     if opts.show:
-        from mslseg.runtime.display import Window
+        from mslseg.runtime.io.display import Window
 
         window = Window(f"mslseg: {segmenter.path.name}")
     opts.out.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mslseg.runtime.backend import Backend, check_backend_options, open_backend
-from mslseg.runtime.backend import backend_options as options_of
+from mslseg.runtime.backends.base import Backend, check_backend_options, open_backend
+from mslseg.runtime.backends.base import backend_options as options_of
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError
 from mslseg.runtime.host_ops import as_frames, to_graph_input, to_labels
 from mslseg.runtime.metadata import ModelMeta

@@ -17,9 +17,9 @@ logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(mes
 from mslseg.checkpoint import save_checkpoint
 from mslseg.export import build_engine, check_parity, export_onnx, synthetic_frames
 from mslseg.models import deeplabv2
+from mslseg.runtime.backends.trt_backend import create_context, read_engine_meta
 from mslseg.runtime.metadata import ModelMeta, default_palette
 from mslseg.runtime.sizes import Size
-from mslseg.runtime.trt_backend import create_context, read_engine_meta
 
 out = Path(os.environ["OUT"])
 size = Size.parse(os.environ.get("GPU_CHECK_SIZE", "1024x512"), "GPU_CHECK_SIZE")  # WIDTHxHEIGHT

@@ -61,7 +61,7 @@ line("mslseg", f"{version('mslseg')} from {importlib.import_module('mslseg').__f
 
 # what mslseg decides from these facts: AMP auto (bf16 only with native bf16 convolutions, sm_80+)
 # and restoring RNG states saved on more GPUs than this machine has (issue 12)
-from mslseg.training.runtime_env import amp_dtype, capture_rng, restore_rng  # noqa: E402
+from mslseg.training.device import amp_dtype, capture_rng, restore_rng  # noqa: E402
 
 if torch.cuda.is_available():
     dev = torch.device("cuda", 0)

@@ -25,7 +25,7 @@ import torch
 
 from mslseg.models import deeplabv2
 from mslseg.training.config import MethodConfig, OptimConfig
-from mslseg.training.runtime_env import amp_dtype
+from mslseg.training.device import amp_dtype
 from mslseg.training.step import adapt_step, build_optimizer
 
 dry = os.environ.get("GPU_CHECK_CPU_DRY_RUN") == "1"

@@ -20,7 +20,7 @@ import torch
 from mslseg.checkpoint import save_checkpoint
 from mslseg.export import synthetic_frames
 from mslseg.models import deeplabv2
-from mslseg.runtime.backend import open_backend
+from mslseg.runtime.backends.base import open_backend
 from mslseg.runtime.metadata import ModelMeta, default_palette
 from mslseg.runtime.sizes import Size
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mslseg.runtime import trt_backend
+from mslseg.runtime.backends import trt_backend
 
 try:  # where the backend imports cuda-python from (it moved between versions of this repo)
-    from mslseg.runtime import cuda_calls as cudart_home
+    from mslseg.runtime.backends import cuda_calls as cudart_home
 except ImportError:
     cudart_home = trt_backend
 from mslseg.runtime.metadata import ModelMeta, default_palette

@@ -101,7 +101,7 @@ def _public_callables():
 
 
 # frame geometry read from decoded frames, never typed by a user
-INTERNAL = {"mslseg.runtime.video_writer"}
+INTERNAL = {"mslseg.runtime.io.video_writer"}
 
 
 def test_every_public_function_taking_a_size_takes_a_size():

@@ -25,7 +25,7 @@ from mslseg.runtime.errors import MslsegError, require
 def _os_error_line(exc: OSError) -> str | None:
     """One line for an OSError that the user must fix (a full disk, a file-size limit, a read-only
     or forbidden path) that reached the edge without an OutputError; None for any other (a bug)."""
-    from mslseg.runtime.atomic import OUTPUT_ERRNOS, describe_write_failure
+    from mslseg.runtime.io.atomic import OUTPUT_ERRNOS, describe_write_failure
 
     if exc.errno not in OUTPUT_ERRNOS:
         return None
@@ -41,7 +41,7 @@ def _os_error_line(exc: OSError) -> str | None:
 
 class _Group(TyperGroup):
     """Turns MslsegError into one line on stderr and exit code 1; usage errors stay exit 2. A full
-    or read-only disk that library code did not name (see runtime/atomic.py) is one line too."""
+    or read-only disk that library code did not name (see runtime/io/atomic.py) is one line too."""
 
     def invoke(self, ctx):  # ctx: click.Context (typer may vendor click)
         try:

@@ -87,9 +87,9 @@ def bench(
     reasons) is still written and the command fails."""
     from rich.console import Console
 
-    from mslseg.runtime.atomic import atomic_write_text
-    from mslseg.runtime.benchmark import bench_models
+    from mslseg.runtime.bench.harness import bench_models
     from mslseg.runtime.errors import MissingDependencyError
+    from mslseg.runtime.io.atomic import atomic_write_text
     from mslseg.runtime.sizes import Size
 
     sizes = [Size.parse(s) for s in (size or ["512x256"])]
@@ -120,7 +120,7 @@ def bench(
 def _print_report(report, threads: int | None) -> None:
     from rich.console import Console
 
-    from mslseg.runtime.benchmark import describe_cpu
+    from mslseg.runtime.bench.harness import describe_cpu
 
     console = Console()
     if not console.is_terminal:

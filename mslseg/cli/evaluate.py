@@ -32,7 +32,7 @@ def evaluate(
     from rich.table import Table
 
     from mslseg.data.config import DataConfig
-    from mslseg.runtime.atomic import refuse_existing
+    from mslseg.runtime.io.atomic import refuse_existing
     from mslseg.runtime.sizes import parse_run_size
     from mslseg.training.eval_run import evaluate_checkpoint
 

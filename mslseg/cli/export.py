@@ -156,7 +156,7 @@ def export(
             "--opset": opset != 17, "--slim/--no-slim": slim is not None, "--factory": factory is not None})
         _build(src, out, engine, overwrite)
         return
-    from mslseg.export.pipeline import export_checkpoint
+    from mslseg.export.export_job import export_checkpoint
 
     result = export_checkpoint(
         src, out, input_kind=input_kind.value, input_order="rgb" if rgb else "bgr",

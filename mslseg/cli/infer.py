@@ -95,10 +95,10 @@ def infer(
         logging.getLogger("mslseg").setLevel(logging.DEBUG)
     from mslseg.runtime.errors import DataError, InputError
     from mslseg.runtime.infer_job import InferOptions, check_output_folder, run_infer
-    from mslseg.runtime.live import LivePolicy
+    from mslseg.runtime.io.live import LivePolicy
+    from mslseg.runtime.io.sources import FrameRange, open_sources
     from mslseg.runtime.segmenter import Segmenter
     from mslseg.runtime.sizes import parse_run_size
-    from mslseg.runtime.sources import FrameRange, open_sources
 
     opts = InferOptions(out=out, labels=labels.value, areas=areas.value, overlay=overlay, alpha=alpha, legend=legend,
                         codec=codec.value, overwrite=overwrite, resume=resume, show=show)

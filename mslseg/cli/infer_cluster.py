@@ -22,7 +22,7 @@ def run_on_cluster(specs: list[str], model: Path, opts, cluster, *, segmenter_op
                    frames) -> tuple[Any, int, int]:
     """Run the archive on the cluster; returns (summary, the first stop signal or SIGINT, number of sources)."""
     from mslseg.runtime.cluster import connect, run_cluster
-    from mslseg.runtime.cluster_plan import plan_units
+    from mslseg.runtime.cluster.units import plan_units
     from mslseg.runtime.errors import require
 
     require("ray", "cluster", "--cluster")  # before anything else: one line when it is not installed

@@ -22,7 +22,7 @@ def synth(
 ) -> None:
     """Write synthetic street scenes: a flat "game" source domain, a darker, noisier camera target domain."""
     from mslseg.data.synthetic import write_synthetic_dataset
-    from mslseg.runtime.atomic import refuse_existing
+    from mslseg.runtime.io.atomic import refuse_existing
 
     refuse_existing(out, overwrite, option="OUT", folder=True)
     summary = write_synthetic_dataset(out, source=source, target_train=target_train, target_val=target_val,

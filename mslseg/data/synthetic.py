@@ -22,10 +22,10 @@ import numpy as np
 from mslseg.data.synthetic_render import Camera, render, sample_camera, sample_look
 from mslseg.data.synthetic_styles import STYLES
 from mslseg.data.synthetic_world import SYNTHETIC_LABEL_IDS, sample_world
-from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text, writing
 from mslseg.runtime.errors import DataError, InputError
+from mslseg.runtime.io.atomic import atomic_write_bytes, atomic_write_text, writing
+from mslseg.runtime.io.video_writer import OpenCVWriter
 from mslseg.runtime.sizes import Size
-from mslseg.runtime.video_writer import OpenCVWriter
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import torch
 import torch.distributed as tdist
 
 from mslseg.runtime.errors import ConfigError
+from mslseg.training.device import rank_device
 from mslseg.training.loop import Dist
-from mslseg.training.runtime_env import rank_device
 
 log = logging.getLogger(__name__)
 

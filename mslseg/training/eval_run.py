@@ -13,13 +13,13 @@ import torch
 from mslseg.checkpoint import load_checkpoint, model_from_checkpoint
 from mslseg.data import build_dataset
 from mslseg.data.config import DataConfig
-from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text, writing
 from mslseg.runtime.errors import ConfigError, DataError
+from mslseg.runtime.io.atomic import atomic_write_bytes, atomic_write_text, writing
 from mslseg.runtime.metadata import ModelMeta
 from mslseg.runtime.sizes import NATIVE, Size
+from mslseg.training.device import resolve_device
 from mslseg.training.evaluate import evaluate
 from mslseg.training.metrics import Scores
-from mslseg.training.runtime_env import resolve_device
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Path, *, device: str = "auto",

@@ -23,11 +23,12 @@ from mslseg.data import build_dataset
 from mslseg.data.video_frames import VideoFrames
 from mslseg.foreign import import_foreign
 from mslseg.models.base import SegModel
-from mslseg.runtime.atomic import atomic_write_text
 from mslseg.runtime.errors import ConfigError, TrainingError
+from mslseg.runtime.io.atomic import atomic_write_text
 from mslseg.runtime.metadata import ModelMeta, Normalization
 from mslseg.runtime.sizes import Size
 from mslseg.training.config import ModelConfig, OptimConfig, RunConfig, recipe_lambda_target, to_dict
+from mslseg.training.device import amp_dtype, capture_rng, rank_device, resolve_device
 from mslseg.training.evaluate import evaluate
 from mslseg.training.resume import (
     Position,
@@ -41,7 +42,6 @@ from mslseg.training.resume import (
     wait_for_peers,
 )
 from mslseg.training.run_log import RunStart, append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
-from mslseg.training.runtime_env import amp_dtype, capture_rng, rank_device, resolve_device
 from mslseg.training.sampling import stream_loader
 from mslseg.training.step import StepStats, adapt_step, build_optimizer, set_poly_lr
 

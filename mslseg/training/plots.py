@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mslseg.runtime.atomic import atomic_path  # noqa: E402
+from mslseg.runtime.io.atomic import atomic_path  # noqa: E402
 
 
 def draw_series(ax, xs: list, ys: list, **kwargs) -> bool:

@@ -15,7 +15,7 @@ import torch
 
 from mslseg.runtime.errors import ConfigError
 from mslseg.training.config import RunConfig, load_config
-from mslseg.training.runtime_env import capture_rng, restore_rng
+from mslseg.training.device import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 

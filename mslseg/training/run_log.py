@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mslseg.runtime.atomic import atomic_write_text, writing
+from mslseg.runtime.io.atomic import atomic_write_text, writing
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mslseg.cli.app import app
-from mslseg.runtime import benchmark
-from mslseg.runtime.benchmark import NO_BF16, PipelineRow, cpu_flags, native_bf16, variants_of
+from mslseg.runtime.bench import harness as benchmark
+from mslseg.runtime.bench.harness import NO_BF16, PipelineRow, cpu_flags, native_bf16, variants_of
 from mslseg.runtime.sizes import Size
 from tests.runtime import models
 

@@ -103,9 +103,9 @@ def test_six_videos_on_two_workers_give_the_folder_of_a_local_run(ray_session, m
 def _cluster(model, sources, out, *, resume=False, stop_when=None, kill_when=None):
     """run_cluster as the CLI calls it; `stop_when` / `kill_when` look at each ClusterProgress."""
     from mslseg.runtime.cluster import ClusterOptions, run_cluster
-    from mslseg.runtime.cluster_plan import plan_units
+    from mslseg.runtime.cluster.units import plan_units
     from mslseg.runtime.infer_job import InferOptions
-    from mslseg.runtime.sources import FrameRange
+    from mslseg.runtime.io.sources import FrameRange
 
     stop = threading.Event()
     killed = []
@@ -166,7 +166,7 @@ def test_resume_across_cluster_and_local_runs(ray_session, model, tmp_path):
     # and a local run stopped after its second source, resumed on the cluster
     from mslseg.runtime import Segmenter
     from mslseg.runtime.infer_job import InferOptions, run_infer
-    from mslseg.runtime.sources import open_sources
+    from mslseg.runtime.io.sources import open_sources
 
     local_cut = tmp_path / "local-cut"
     stop = threading.Event()
@@ -222,7 +222,7 @@ def test_a_local_run_imports_no_ray(tmp_path, model):
     video = models.write_video(tmp_path / "a.mp4", n=2)
     code = ("import sys\nfrom mslseg.cli.app import main\nsys.argv = ['mslseg', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('ray' in sys.modules, 'mslseg.runtime.cluster' in sys.modules)")
+            "print('ray' in sys.modules, 'mslseg.runtime.cluster.run' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code, *_args(model, [video], tmp_path / "out")],
                        capture_output=True, text=True, timeout=120, env=ENV)
     assert r.returncode == 0, r.stderr

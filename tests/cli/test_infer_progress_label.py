@@ -7,8 +7,8 @@ from rich.progress import Progress
 
 from mslseg.cli.progress import SourceBar
 from mslseg.runtime.infer_job import InferOptions, run_infer
+from mslseg.runtime.io.sources import open_sources
 from mslseg.runtime.segmenter import Segmenter
-from mslseg.runtime.sources import open_sources
 from tests.runtime import models
 
 

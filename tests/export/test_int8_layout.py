@@ -5,8 +5,8 @@ import pytest
 
 from mslseg.export import build_engine, check_parity, export_onnx, load_meta
 from mslseg.export.int8 import float_convs
+from mslseg.runtime.backends.ort_backend import TRT_EP, choose_providers
 from mslseg.runtime.errors import InputError
-from mslseg.runtime.ort_backend import TRT_EP, choose_providers
 
 
 def _activation_zero_point_types(path):

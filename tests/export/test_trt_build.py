@@ -14,10 +14,10 @@ import types
 import pytest
 
 from mslseg.export import EngineOptions, ProfilePoint, build_engine, resolve_profile, sidecar_path, write_sidecar
+from mslseg.runtime.backends.trt_backend import read_engine_meta
 from mslseg.runtime.errors import InputError, MissingDependencyError, ModelFormatError
 from mslseg.runtime.metadata import ModelMeta
 from mslseg.runtime.sizes import Size
-from mslseg.runtime.trt_backend import read_engine_meta
 from tests.export.conftest import SIZE
 
 
@@ -319,7 +319,7 @@ def _with_precision(labels_onnx, tmp_path, precision):
     """A copy whose metadata says `precision` (the builder flags follow the metadata)."""
     import onnx
 
-    from mslseg.export.onnx_meta import load_meta, write_meta
+    from mslseg.export.onnx_contract import load_meta, write_meta
 
     proto = onnx.load(str(labels_onnx))
     meta = load_meta(proto)

@@ -9,8 +9,8 @@ import torch
 from mslseg.models import deeplabv2
 from mslseg.runtime.errors import ConfigError
 from mslseg.training.config import load_config
+from mslseg.training.device import amp_dtype, choose_amp, cuda_rng_states, rank_device
 from mslseg.training.loop import Dist, prepare_net
-from mslseg.training.runtime_env import amp_dtype, choose_amp, cuda_rng_states, rank_device
 
 
 @pytest.mark.parametrize(("capability", "expected"), [
@@ -126,7 +126,7 @@ def test_prepare_net_sync_bn_on_cpu_is_a_config_error(gloo_group):
 
 
 def test_restore_rng_without_cuda_ignores_cuda_states(caplog):
-    from mslseg.training.runtime_env import capture_rng, restore_rng
+    from mslseg.training.device import capture_rng, restore_rng
 
     state = capture_rng() | {"cuda": [torch.zeros(16, dtype=torch.uint8)] * 3}
     a = torch.rand(3)

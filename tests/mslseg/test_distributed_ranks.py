@@ -48,7 +48,7 @@ import sys
 import torch
 from mslseg.training.distributed import distributed_context
 from mslseg.training.resume import gather_rng, rank_rng
-from mslseg.training.runtime_env import restore_rng
+from mslseg.training.device import restore_rng
 phase, path = sys.argv[1], sys.argv[2]
 with distributed_context("cpu") as d:
     if phase == "save":

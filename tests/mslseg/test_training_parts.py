@@ -5,8 +5,8 @@ import torch
 from mslseg.models import deeplabv2
 from mslseg.runtime.errors import ConfigError
 from mslseg.training.config import RunConfig, load_config, shipped_configs
+from mslseg.training.device import capture_rng, restore_rng
 from mslseg.training.metrics import confusion_matrix, scores_from_confusion
-from mslseg.training.runtime_env import capture_rng, restore_rng
 from mslseg.training.sampling import StreamBatchSampler
 from mslseg.training.step import build_optimizer, set_poly_lr
 

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from mslseg.runtime.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from mslseg.runtime.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 
 def _mode(path):

@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from mslseg.runtime.backend import Backend, open_backend
+from mslseg.runtime.backends.base import Backend, open_backend
 from mslseg.runtime.errors import InputError, ModelFormatError
 from mslseg.runtime.host_ops import to_graph_input, to_labels
 from tests.runtime import models

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from mslseg.runtime.cluster import ClusterOptions, plan_workers
-from mslseg.runtime.cluster_plan import AreaRows, SourceUnit, append_part, open_unit, plan_units
+from mslseg.runtime.cluster.units import AreaRows, SourceUnit, append_part, open_unit, plan_units
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.infer_job import unique_stems
-from mslseg.runtime.result_writers import AreaTable
-from mslseg.runtime.sources import FrameRange, open_sources
+from mslseg.runtime.io.result_writers import AreaTable
+from mslseg.runtime.io.sources import FrameRange, open_sources
 from tests.runtime import models
 
 
@@ -82,4 +82,4 @@ def test_only_the_cluster_driver_imports_ray():
     root = Path(__file__).resolve().parents[2]
     uses = sorted(str(p.relative_to(root)) for folder in ("mslseg", "runtime", "export") for p in (root / folder).rglob("*.py")
                   if re.search(r"^\s*(import ray\b|from ray\b)|require\(\"ray\"", p.read_text(encoding="utf-8"), re.M))
-    assert uses == ["mslseg/cli/infer_cluster.py", "runtime/cluster.py"]
+    assert uses == ["mslseg/cli/infer_cluster.py", "runtime/cluster/run.py"]

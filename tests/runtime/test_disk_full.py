@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from mslseg.runtime.atomic import atomic_write_bytes, atomic_write_text, describe_write_failure, writing
 from mslseg.runtime.errors import MslsegError, OutputError
+from mslseg.runtime.io.atomic import atomic_write_bytes, atomic_write_text, describe_write_failure, writing
+from mslseg.runtime.io.result_writers import AreaTable, LabelNpz, LabelPngFolder
+from mslseg.runtime.io.video_writer import OpenCVWriter, PyAVWriter, h264_available
 from mslseg.runtime.metadata import ModelMeta
-from mslseg.runtime.result_writers import AreaTable, LabelNpz, LabelPngFolder
-from mslseg.runtime.video_writer import OpenCVWriter, PyAVWriter, h264_available
 from tests.fullfs import fill, leftovers, limited, read_only, snapshot, tmpfs
 
 META = ModelMeta(num_classes=3, class_names=("road", "car", "sky"), palette=((0, 0, 0), (1, 1, 1), (2, 2, 2)))
@@ -47,7 +47,7 @@ def test_atomic_write_on_a_read_only_disk(tmp_path):
 
 
 def test_atomic_write_past_a_file_size_limit_is_efbig_not_a_kill(tmp_path):
-    code = ("import sys; from mslseg.runtime.atomic import atomic_write_bytes\n"
+    code = ("import sys; from mslseg.runtime.io.atomic import atomic_write_bytes\n"
             "from mslseg.runtime.errors import OutputError\n"
             "try:\n    atomic_write_bytes(sys.argv[1], bytes(256 * 1024))\n"
             "except OutputError as e:\n    print(e); sys.exit(1)\n")
@@ -109,7 +109,7 @@ def test_video_writer_in_a_read_only_folder(tmp_path, writer):
 def test_video_past_a_file_size_limit_drops_the_partial_file(tmp_path):
     """The encoder holds frames back, so the limit may be reached only when the video is closed."""
     code = ("import sys, numpy as np; from pathlib import Path\n"
-            "from mslseg.runtime.video_writer import open_video_writer\n"
+            "from mslseg.runtime.io.video_writer import open_video_writer\n"
             "from mslseg.runtime.errors import OutputError\n"
             "w = open_video_writer(Path(sys.argv[1]), 15, (96, 128))\n"
             "rng = np.random.default_rng(0)\n"
@@ -175,7 +175,7 @@ def test_atomic_write_in_a_folder_the_user_may_not_write(tmp_path):
     folder.mkdir()
     (folder / "a.json").write_text("old")
     os.chmod(tmp_path, 0o755)
-    code = ("import sys; from mslseg.runtime.atomic import atomic_write_text\n"
+    code = ("import sys; from mslseg.runtime.io.atomic import atomic_write_text\n"
             "from mslseg.runtime.errors import OutputError\n"
             "try:\n    atomic_write_text(sys.argv[1], 'new')\n"
             "except OutputError as e:\n    print(e); sys.exit(1)\n")

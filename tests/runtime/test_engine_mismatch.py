@@ -1,6 +1,6 @@
 """An engine from another TensorRT version or GPU is refused before deserialisation."""
 
-from mslseg.runtime.trt_backend import engine_mismatch
+from mslseg.runtime.backends.trt_backend import engine_mismatch
 
 H100 = {"version": "10.3.0", "gpu": "NVIDIA H100", "compute_capability": "9.0", "hardware_compatibility": "none"}
 

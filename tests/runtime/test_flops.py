@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from mslseg.runtime import flops
+from mslseg.runtime.bench import flops
 from mslseg.runtime.sizes import Size
 from tests.runtime import models
 
@@ -86,7 +86,7 @@ class NoOnnx:
         if name == "onnx" or name.startswith("onnx."):
             raise ModuleNotFoundError("No module named 'onnx'")
 sys.meta_path.insert(0, NoOnnx())
-from mslseg.runtime.benchmark import bench_models
+from mslseg.runtime.bench.harness import bench_models
 from mslseg.runtime.sizes import Size
 report = bench_models([{str(models.onnx_model("float_logits"))!r}], batch_sizes=[1], sizes=[Size(48, 32)],
                       warmup=0, repeats=1, device="cpu", threads=1)

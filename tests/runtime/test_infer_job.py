@@ -15,7 +15,7 @@ import pytest
 
 from mslseg.runtime import Segmenter
 from mslseg.runtime.infer_job import InferOptions, run_infer
-from mslseg.runtime.sources import open_sources
+from mslseg.runtime.io.sources import open_sources
 from tests.runtime import models
 
 

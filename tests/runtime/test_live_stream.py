@@ -8,8 +8,8 @@ import time
 import pytest
 
 from mslseg.runtime.errors import DataError, InputError
-from mslseg.runtime.live import LivePolicy
-from mslseg.runtime.sources import FrameRange, open_sources
+from mslseg.runtime.io.live import LivePolicy
+from mslseg.runtime.io.sources import FrameRange, open_sources
 from tests.runtime import models
 from tests.runtime.mjpeg_server import SESSION_GREYS, MjpegServer
 
@@ -59,7 +59,7 @@ def test_a_restarted_stream_continues_where_it_stopped(caplog):
     assert [i for i, _ in got] == list(range(30))  # nothing lost or repeated on this side
     assert {s for i, s in got if i < 10} == {0} and {s for i, s in got if i >= 10} == {1}
     assert source.stopped is None and source.live_report()["reconnects"] == 1
-    lines = [r.getMessage() for r in caplog.records if r.name == "mslseg.runtime.live"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "mslseg.runtime.io.live"]
     assert lines[0] == f"stream {server.url} stopped at frame 10 (the stream ended); reconnect 1 of 3 in 0.3 s"
     assert lines[-1] == f"stream {server.url}: reconnected; frames continue at 10"
 

@@ -11,7 +11,7 @@ import pytest
 
 from mslseg.runtime.errors import ModelFormatError
 from mslseg.runtime.metadata import ONNX_METADATA_KEY
-from mslseg.runtime.onnx_meta import read_metadata_props, read_onnx_meta
+from mslseg.runtime.onnx_reader import read_metadata_props, read_onnx_meta
 from tests.runtime import models
 
 

@@ -13,9 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mslseg.runtime.errors import MissingDependencyError, ProviderLoadError
-from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
-from mslseg.runtime.ort_backend import (
+from mslseg.runtime.backends.ort_backend import (
     CPU_EP,
     CUDA_EP,
     TRT_EP,
@@ -24,6 +22,8 @@ from mslseg.runtime.ort_backend import (
     input_dims,
     profile_shapes,
 )
+from mslseg.runtime.errors import MissingDependencyError, ProviderLoadError
+from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
 from mslseg.runtime.sizes import Size
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_profile_follows_the_layout_and_keeps_static_dims():
 
 
 def test_profile_options_are_checked_and_reach_the_onnx_backend(tmp_path):
-    from mslseg.runtime.backend import backend_options
+    from mslseg.runtime.backends.base import backend_options
     from mslseg.runtime.errors import InputError
     from mslseg.runtime.segmenter import Segmenter
 
@@ -113,13 +113,13 @@ def test_onnx_runtime_logs_quietly_unless_debug(tmp_path, caplog):
     """ONNX Runtime's C++ log bypasses Python's logging: the session is created at fatal-only severity,
     at warnings (its reasons for a provider that did not load) when mslseg logs at DEBUG."""
     pytest.importorskip("onnxruntime")
-    from mslseg.runtime.backend import open_backend
+    from mslseg.runtime.backends.base import open_backend
 
     model = _labels_model(tmp_path / "m.onnx", ["n", "h", "w", 3])
     quiet = open_backend(model, device="cpu", threads=1)
     assert quiet.session.get_session_options().log_severity_level == 4
     quiet.close()
-    with caplog.at_level("DEBUG", logger="mslseg.runtime.ort_backend"):
+    with caplog.at_level("DEBUG", logger="mslseg.runtime.backends.ort_backend"):
         loud = open_backend(model, device="cpu", threads=1)
         assert loud.session.get_session_options().log_severity_level == 2
         loud.close()

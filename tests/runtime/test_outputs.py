@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from mslseg.runtime.errors import InputError
-from mslseg.runtime.result_writers import AreaTable, LabelNpz, LabelPngFolder
-from mslseg.runtime.video_writer import h264_available, open_video_writer
-from mslseg.runtime.viz import colorize, legend, legend_strip, overlay, palette_lut
+from mslseg.runtime.io.result_writers import AreaTable, LabelNpz, LabelPngFolder
+from mslseg.runtime.io.video_writer import h264_available, open_video_writer
+from mslseg.runtime.io.viz import colorize, legend, legend_strip, overlay, palette_lut
 from tests.runtime import models
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from mslseg.runtime import Segmenter, segment_stream
 from mslseg.runtime.errors import DataError
-from mslseg.runtime.sources import open_sources
+from mslseg.runtime.io.sources import open_sources
 from tests.runtime import models
 
 

@@ -91,7 +91,7 @@ def test_default_size_is_the_training_size_resized_as_in_training(tmp_path):
     import cv2
 
     from mslseg.export import export_onnx
-    from mslseg.runtime.onnx_meta import read_onnx_meta
+    from mslseg.runtime.onnx_reader import read_onnx_meta
 
     net, meta = models._net(), models.meta()
     for interp, flag in (("bicubic", cv2.INTER_CUBIC), ("bilinear", cv2.INTER_LINEAR)):
@@ -210,7 +210,7 @@ def test_junk_onnx_file(tmp_path):
 def test_two_onnxruntime_wheels_are_named(monkeypatch):
     import importlib.metadata
 
-    from mslseg.runtime import ort_backend
+    from mslseg.runtime.backends import ort_backend
 
     class Dist:
         def __init__(self, name):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mslseg.runtime.errors import DataError, InputError
-from mslseg.runtime.sources import FrameRange, open_sources, parse_position
+from mslseg.runtime.io.sources import FrameRange, open_sources, parse_position
 from tests.runtime import models
 
 

@@ -14,7 +14,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def test_capture_gets_the_backends_stream_and_thread_local_errors():
-    from mslseg.runtime.torch_backend import capture_options
+    from mslseg.runtime.backends.torch_backend import capture_options
 
     stream = object()  # the backend's own side stream, whatever it is
     options = capture_options(torch.cuda.graph, stream)
@@ -30,7 +30,7 @@ def test_capture_gets_the_backends_stream_and_thread_local_errors():
 @pytest.mark.gpu
 @needs_cuda
 def test_graph_replays_follow_the_input_on_a_non_current_gpu(checkpoint_path):
-    from mslseg.runtime.backend import open_backend
+    from mslseg.runtime.backends.base import open_backend
 
     n = torch.cuda.device_count() - 1  # the last GPU; cuda:0 on a 1-GPU machine
     torch.cuda.set_device(0)
@@ -54,7 +54,7 @@ def test_graph_replays_follow_the_input_on_a_non_current_gpu(checkpoint_path):
 def test_two_graph_backends_called_from_several_threads(checkpoint_path):
     """One backend on cuda:0, one on the last GPU (the same on a 1-GPU machine), called from four
     threads at once: captures and replays of one never break or feed the other's."""
-    from mslseg.runtime.backend import open_backend
+    from mslseg.runtime.backends.base import open_backend
 
     last = torch.cuda.device_count() - 1
     rng = np.random.default_rng(1)

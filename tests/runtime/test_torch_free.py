@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import mslseg.runtime
 from mslseg.runtime import Segmenter, segment_stream, overlay
-from mslseg.runtime.viz import palette_lut
+from mslseg.runtime.io.viz import palette_lut
 with Segmenter({str(models.onnx_model("float_logits"))!r}, device="cpu", threads=1) as seg:
     res = seg(np.zeros((32, 48, 3), np.uint8))
     items = list(segment_stream([np.zeros((32, 48, 3), np.uint8)] * 3, seg))

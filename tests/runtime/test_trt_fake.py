@@ -15,7 +15,8 @@ import types
 import numpy as np
 import pytest
 
-from mslseg.runtime import Segmenter, Size, cuda_calls
+from mslseg.runtime import Segmenter, Size
+from mslseg.runtime.backends import cuda_calls
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError
 from tests.runtime import models
 
@@ -355,7 +356,7 @@ def test_threads_share_a_captured_graph_one_call_at_a_time(engine):
 
     path, cuda = engine((2, 48, 64, 3), (2, 48, 64, 3))
     batches = [np.stack(models.frames(2, (48, 64), seed=i)) for i in range(12)]
-    from mslseg.runtime.trt_backend import TrtBackend
+    from mslseg.runtime.backends.trt_backend import TrtBackend
 
     backend = TrtBackend(path, device="cuda")
     try:

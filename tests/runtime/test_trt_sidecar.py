@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from mslseg.runtime.backends.trt_backend import read_engine_meta
 from mslseg.runtime.errors import MissingDependencyError, ModelFormatError
-from mslseg.runtime.trt_backend import read_engine_meta
 from tests.runtime import models
 
 

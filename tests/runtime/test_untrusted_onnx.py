@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mslseg.runtime.errors import ModelFormatError
 from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
-from mslseg.runtime.onnx_meta import check_external_data, read_onnx_meta
+from mslseg.runtime.onnx_reader import check_external_data, read_onnx_meta
 
 
 def _model_with_external(folder, location):
@@ -36,7 +36,7 @@ def test_external_data_outside_the_folder_is_refused(tmp_path, location):
         check_external_data(path)
     with pytest.raises(ModelFormatError, match="outside the model's folder"):
         read_onnx_meta(path)
-    from mslseg.export.onnx_meta import load_proto
+    from mslseg.export.onnx_contract import load_proto
 
     with pytest.raises(ModelFormatError, match="outside the model's folder"):
         load_proto(path)

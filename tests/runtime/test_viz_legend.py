@@ -8,9 +8,9 @@ import pytest
 
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.infer_job import InferOptions, run_infer
+from mslseg.runtime.io.sources import open_sources
+from mslseg.runtime.io.viz import boundaries, legend_height, legend_strip, overlay, palette_lut
 from mslseg.runtime.segmenter import Segmenter
-from mslseg.runtime.sources import open_sources
-from mslseg.runtime.viz import boundaries, legend_height, legend_strip, overlay, palette_lut
 from tests.runtime import models
 
 NAMES = ("road", "building", "sky", "car")

@@ -2,7 +2,7 @@
 through OpenCV (whose wheels cannot write H.264). Both write to a hidden temporary name beside
 the final one and rename it when the video is complete, so a crash never leaves a torn .mp4
 under the final name. Encoders write as they go, so every call checks for a full disk, a file-size
-limit or a read-only folder and raises OutputError (runtime/atomic.py) at the first failed write.
+limit or a read-only folder and raises OutputError (runtime/io/atomic.py) at the first failed write.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
-from mslseg.runtime.atomic import OUTPUT_ERRNOS, discard, writing
 from mslseg.runtime.errors import DataError, InputError
+from mslseg.runtime.io.atomic import OUTPUT_ERRNOS, discard, writing
 
 log = logging.getLogger(__name__)
 

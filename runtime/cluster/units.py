@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mslseg.runtime.atomic import atomic_write_bytes
 from mslseg.runtime.errors import InputError
-from mslseg.runtime.sources import (
+from mslseg.runtime.io.atomic import atomic_write_bytes
+from mslseg.runtime.io.sources import (
     URL_SCHEMES,
     VIDEO_SUFFIXES,
     FrameRange,

@@ -1,7 +1,7 @@
 """`run_cluster`: `mslseg infer --cluster`: an archive's sources segmented by Ray workers.
 
 A unit of work is one source (a video; the images of one argument); long videos are not split.
-Each worker is a Ray actor holding one Segmenter (runtime/cluster_worker.py), loaded once. It
+Each worker is a Ray actor holding one Segmenter (runtime/cluster/worker.py), loaded once. It
 writes its source's files into the output folder exactly as a local run does (temporary names,
 published when complete) and its area rows as a part; the driver appends the parts to the areas
 table in source order, publishes it, and only then writes the done markers: the folder, the
@@ -20,49 +20,15 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mslseg.runtime.cluster_plan import SourceUnit
+from mslseg.runtime.cluster.options import ClusterOptions, ClusterProgress, ClusterSummary
+from mslseg.runtime.cluster.units import SourceUnit
 from mslseg.runtime.errors import InputError, require
-from mslseg.runtime.infer_job import InferOptions, InferSummary, check_output_folder
-from mslseg.runtime.sources import FrameRange
-
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    address: str = "auto"  # auto (RAY_ADDRESS, else a local Ray), ray://host:port (Ray Client), host:port
-    workers: int | None = None  # None: as many as the cluster's resources fit
-    cpus_per_worker: float = 1.0  # Ray num_cpus of each actor
-    gpus_per_worker: float = 0.0  # Ray num_gpus of each actor
-    retries: int = 2  # times a unit is redone after its worker died
-    num_cpus: int | None = None  # a local Ray started here: the CPUs it offers (None: all of them)
-
-
-@dataclass
-class ClusterProgress:
-    sources_done: int  # this run's units finished (and those complete from an earlier run)
-    sources_total: int
-    frames_done: int  # this run's frames, those of units under way included
-    frames_total: int | None  # None while some source's length is unknown
-    busy: list[dict[str, Any]]  # per unit under way: worker, pid, source, frames
-
-
-@dataclass
-class ClusterSummary(InferSummary):
-    cluster: dict[str, Any] = field(default_factory=dict)  # address, workers, resources per worker, restarts
-    per_source: list[dict[str, Any]] = field(default_factory=list)  # worker, seconds, cpu_s, fps, attempts
-
-    def line(self) -> str:
-        return f"{super().line()} on {len(self.cluster.get('workers', []))} worker(s)"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d.pop("per_source")
-        for source, extra in zip(d["sources"], self.per_source, strict=True):
-            source.update(extra)
-        return d
+from mslseg.runtime.infer_job import InferOptions, check_output_folder
+from mslseg.runtime.io.sources import FrameRange
 
 
 @dataclass(frozen=True)
@@ -101,29 +67,6 @@ def connect(address: str = "auto", num_cpus: int | None = None) -> Connection:
     return Connection(ray, f"a local Ray on 127.0.0.1 ({num_cpus or os.cpu_count()} CPUs)", True)
 
 
-def plan_workers(resources: dict[str, float], cluster: ClusterOptions, units: int) -> tuple[int, str]:
-    """How many workers to start, and the sentence that says why."""
-    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-    fits = [int(cpus // cluster.cpus_per_worker)] if cluster.cpus_per_worker > 0 else []
-    if cluster.gpus_per_worker > 0:
-        fits.append(int(gpus // cluster.gpus_per_worker))
-    fit = min(fits) if fits else units
-    have = f"{cpus:g} CPU(s), {gpus:g} GPU(s)"
-    each = f"{cluster.cpus_per_worker:g} CPU(s)" + (f", {cluster.gpus_per_worker:g} GPU(s)"
-                                                   if cluster.gpus_per_worker else "")
-    if fit < 1:
-        raise InputError(f"the cluster has {have}; a worker asks for {each}: lower --cpus-per-worker / "
-                         "--gpus-per-worker or add nodes")
-    asked = cluster.workers or fit
-    n = max(1, min(asked, fit, units))
-    why = f"the cluster has {have}, {each} each"
-    if cluster.workers and cluster.workers > fit:
-        why += f"; --workers {cluster.workers} is more than fit"
-    if units < min(asked, fit):
-        why += f"; {units} source(s) to do"
-    return n, f"{n} worker(s): {why}"
-
-
 def run_cluster(units: list[SourceUnit], model: Path, opts: InferOptions, cluster: ClusterOptions, *,
                 segmenter_options: dict[str, Any], frames: FrameRange,
                 stop: threading.Event | None = None,
@@ -143,7 +86,7 @@ def run_cluster(units: list[SourceUnit], model: Path, opts: InferOptions, cluste
     own = connection is None
     connection = connection or connect(cluster.address, cluster.num_cpus)
     try:
-        from mslseg.runtime.cluster_job import ClusterJob
+        from mslseg.runtime.cluster.driver import ClusterJob
 
         return ClusterJob(connection.ray, units, model, opts, cluster, segmenter_options, frames, stop, on_progress,
                     on_plan, connection.where).run()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mslseg.runtime.errors import DataError, InputError
-from mslseg.runtime.live import LivePolicy, LiveReader
+from mslseg.runtime.io.live import LivePolicy, LiveReader
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def safe_stem(name: str) -> str:
 
 def local_files(spec: str) -> tuple[list[Path], list[Path]]:
     """(videos, images) of a file, folder or glob argument, sorted: what `open_sources` opens, and what a
-    cluster run splits (runtime.cluster_plan). A glob's `**` matches folders at any depth."""
+    cluster run splits (runtime/cluster/units.py). A glob's `**` matches folders at any depth."""
     path = Path(spec)
     if path.is_dir():
         paths = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))

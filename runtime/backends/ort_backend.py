@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from mslseg.runtime.backend import check_graph_input, parse_device
+from mslseg.runtime.backends.base import check_graph_input, parse_device
+from mslseg.runtime.backends.ort_profile import check_profile_options, input_dims, profile_shapes
 from mslseg.runtime.errors import InputError, MissingDependencyError, ModelFormatError, ProviderLoadError, require
 from mslseg.runtime.metadata import ModelMeta
-from mslseg.runtime.onnx_meta import read_onnx_meta
-from mslseg.runtime.ort_profile import check_profile_options, input_dims, profile_shapes
+from mslseg.runtime.onnx_reader import read_onnx_meta
 from mslseg.runtime.sizes import Size
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@
 - `AreaTable`: per frame, the fraction of pixels of each class, as CSV or JSON Lines.
 Every writer has `close()` (publish under the final name, or drop the partial file if that fails)
 and `abort()` (drop the partial file).
-A full disk, a file-size limit or a read-only folder raises OutputError (runtime/atomic.py).
+A full disk, a file-size limit or a read-only folder raises OutputError (runtime/io/atomic.py).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from mslseg.runtime.atomic import atomic_path, discard, writing
 from mslseg.runtime.errors import DataError
+from mslseg.runtime.io.atomic import atomic_path, discard, writing
 from mslseg.runtime.metadata import ModelMeta
 
 

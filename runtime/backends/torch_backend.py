@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mslseg.runtime.backend import check_graph_input, parse_device
+from mslseg.runtime.backends.base import check_graph_input, parse_device
 from mslseg.runtime.errors import InputError, MissingDependencyError, require
 from mslseg.runtime.sizes import Size
 
@@ -141,7 +141,7 @@ def checkpoint_gflops(path: Path, size: Size, *, factory: str | None = None) -> 
     """GFLOPs (2 x multiply-adds, 1e9) of one frame of `size` through a checkpoint's network.
 
     Counted by `torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products, like
-    mslseg.runtime.flops counts an ONNX graph) on the meta device: shapes only, no arithmetic, so
+    mslseg.runtime.bench.flops counts an ONNX graph) on the meta device: shapes only, no arithmetic, so
     ResNet-101 at 1024x512 counts in about a second. A network that cannot run on meta tensors
     (one that reads values in its forward) is counted by a real forward pass on the CPU.
     """

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mslseg.runtime.errors import InputError
+from mslseg.runtime.io.sources import Frame
 from mslseg.runtime.segmenter import Segmentation, Segmenter
-from mslseg.runtime.sources import Frame
 
 _END = object()
 

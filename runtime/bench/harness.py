@@ -6,7 +6,7 @@ timed runs; the medians are reported, with the fastest and slowest run. `ms` is 
 one call (host pre/post included, what a user's loop sees); `infer_ms` the backend's share.
 `agree` is the fraction of pixels whose labels match the first model's on the same frames (the
 int8 gate: >= 0.98). `gflops` is the model's compute per frame at the row's size, 2 x its
-multiply-adds (mslseg.runtime.flops: counted from an ONNX graph, or by PyTorch for a .pt; empty
+multiply-adds (mslseg.runtime.bench.flops: counted from an ONNX graph, or by PyTorch for a .pt; empty
 for an engine, or where the `onnx` package is missing). The pipeline check runs `run_infer`
 (decode, inference, overlay video, PNG labels, areas) on a generated video `pipeline_repeats`
 times and divides its frame rates by the model-only ones; a ratio whose spread includes 1.0 is
@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from mslseg.runtime.bench_machine import (
+from mslseg.runtime.bench.flops import frame_gflops
+from mslseg.runtime.bench.machine import (
     cpu_flags,
     describe_cpu,  # noqa: F401 (re-exported: mslseg bench, benchmarks/)
     machine_info,
     native_bf16,
 )
 from mslseg.runtime.errors import InputError, MissingDependencyError
-from mslseg.runtime.flops import frame_gflops
 from mslseg.runtime.segmenter import Segmenter
 from mslseg.runtime.sizes import NATIVE, Size
 
@@ -64,7 +64,7 @@ class BenchRow:
     fps: float  # frames per second at the median
     agree: float | None = None  # label agreement with the first model on the same frames
     ms_range: tuple[float, float] = (0.0, 0.0)  # fastest and slowest timed run
-    gflops: float | None = None  # per frame at `size` (mslseg.runtime.flops); None where not counted
+    gflops: float | None = None  # per frame at `size` (mslseg.runtime.bench.flops); None where not counted
 
     @property
     def fps_range(self) -> tuple[float, float]:
@@ -203,8 +203,8 @@ def bench_pipeline(seg: Segmenter, label: str, size: Size, frames: int, model: B
                    repeats: int = 3) -> PipelineRow:
     """run_infer `repeats` times on a generated mp4 of `frames` frames at `size`, against `model`'s rate."""
     from mslseg.runtime.infer_job import InferOptions, run_infer
-    from mslseg.runtime.sources import open_sources
-    from mslseg.runtime.video_writer import open_video_writer
+    from mslseg.runtime.io.sources import open_sources
+    from mslseg.runtime.io.video_writer import open_video_writer
 
     rates, done = [], 0
     with tempfile.TemporaryDirectory(prefix="mslseg-bench-") as tmp:

@@ -20,10 +20,10 @@ from mslseg.runtime.metadata import ModelMeta
 
 # suffix -> "module:factory"; strings so that nothing heavy is imported until a model is opened
 BACKENDS: dict[str, str] = {
-    ".onnx": "mslseg.runtime.ort_backend:open_ort",
-    ".engine": "mslseg.runtime.trt_backend:open_trt",
-    ".plan": "mslseg.runtime.trt_backend:open_trt",
-    ".pt": "mslseg.runtime.torch_backend:open_torch",
+    ".onnx": "mslseg.runtime.backends.ort_backend:open_ort",
+    ".engine": "mslseg.runtime.backends.trt_backend:open_trt",
+    ".plan": "mslseg.runtime.backends.trt_backend:open_trt",
+    ".pt": "mslseg.runtime.backends.torch_backend:open_torch",
 }
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "tensorrt")

@@ -161,12 +161,12 @@ def _node_flops(node: Any, shapes: dict[str, tuple]) -> int:
 
 def frame_gflops(path: str | Path, size: Size | str, *, factory: str | None = None) -> float | None:
     """GFLOPs of one frame of `size` through a model file: .onnx counted from the graph, .pt by
-    PyTorch's FlopCounterMode (mslseg.runtime.torch_backend); None for an engine or without onnx."""
+    PyTorch's FlopCounterMode (mslseg.runtime.backends.torch_backend); None for an engine or without onnx."""
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
         return onnx_gflops(path, size)
     if suffix == ".pt":
-        from mslseg.runtime.torch_backend import checkpoint_gflops
+        from mslseg.runtime.backends.torch_backend import checkpoint_gflops
 
         return checkpoint_gflops(Path(path), Size.of(size, "size"), factory=factory)
     return None

@@ -14,7 +14,7 @@ import onnx
 
 from mslseg.runtime.errors import ExportError, ModelFormatError
 from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
-from mslseg.runtime.onnx_meta import check_external_data
+from mslseg.runtime.onnx_reader import check_external_data
 
 _FLOAT, _UINT8, _INT32 = onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8, onnx.TensorProto.INT32
 

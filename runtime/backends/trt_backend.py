@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from mslseg.runtime.backend import check_graph_input, parse_device
-from mslseg.runtime.cuda_calls import Cuda, CudaGraph
+from mslseg.runtime.backends.base import check_graph_input, parse_device
+from mslseg.runtime.backends.cuda_calls import Cuda, CudaGraph
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError, require
 from mslseg.runtime.metadata import ModelMeta
 

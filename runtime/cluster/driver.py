@@ -1,7 +1,7 @@
 """The driver of a cluster run: workers (Ray actors), units handed out in order, deaths handled,
 area parts appended to the table in source order, done markers after the rows, the summary.
 
-`run_cluster` (runtime/cluster.py) builds a `ClusterJob` on a Ray connection and runs it.
+`run_cluster` (runtime/cluster/run.py) builds a `ClusterJob` on a Ray connection and runs it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mslseg.runtime.atomic import atomic_write_text
-from mslseg.runtime.cluster import ClusterProgress, ClusterSummary, plan_workers
-from mslseg.runtime.cluster_plan import PARTS_FOLDER, SourceUnit, append_part, discard_partials, open_unit, part_path
+from mslseg.runtime.cluster.options import ClusterProgress, ClusterSummary, plan_workers
+from mslseg.runtime.cluster.units import PARTS_FOLDER, SourceUnit, append_part, discard_partials, open_unit, part_path
 from mslseg.runtime.errors import MslsegError
 from mslseg.runtime.infer_job import (
     STAGES,
@@ -28,7 +27,8 @@ from mslseg.runtime.infer_job import (
     unique_stems,
     write_marker,
 )
-from mslseg.runtime.result_writers import AreaTable
+from mslseg.runtime.io.atomic import atomic_write_text
+from mslseg.runtime.io.result_writers import AreaTable
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVERY_S = 2.0  # publish the areas table (then the new done markers) at most this often
@@ -73,7 +73,7 @@ class ClusterJob:
     # -- workers ---------------------------------------------------------------------------------
 
     def _start_worker(self, name: str) -> _Slot:
-        from mslseg.runtime.cluster_worker import SegmentWorker
+        from mslseg.runtime.cluster.worker import SegmentWorker
 
         remote = self.ray.remote(num_cpus=self.cluster.cpus_per_worker, num_gpus=self.cluster.gpus_per_worker,
                                  max_concurrency=2, max_restarts=0)(SegmentWorker)

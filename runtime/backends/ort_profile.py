@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.metadata import ModelMeta
-from mslseg.runtime.onnx_meta import _fields, _varint
+from mslseg.runtime.onnx_reader import _fields, _varint
 from mslseg.runtime.sizes import NATIVE, Size, parse_run_size
 
 

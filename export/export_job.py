@@ -35,8 +35,8 @@ from mslseg.export.trt_profile import (
     import_tensorrt,
     resolve_profile,
 )
-from mslseg.runtime.atomic import refuse_existing
 from mslseg.runtime.errors import InputError, require
+from mslseg.runtime.io.atomic import refuse_existing
 from mslseg.runtime.sizes import Size
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The worker of a cluster run: one Segmenter, loaded once, that segments one unit at a time.
 
-The driver (runtime/cluster.py) wraps `SegmentWorker` as a Ray actor with two threads
+The driver (runtime/cluster/run.py) wraps `SegmentWorker` as a Ray actor with two threads
 (max_concurrency=2): one runs `run`, the other answers `progress` and `stop` while it does.
 This module imports no Ray: it is plain Python, testable without a cluster.
 """
@@ -15,11 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mslseg.runtime.cluster_plan import AreaRows, SourceUnit, open_unit, part_path
+from mslseg.runtime.cluster.units import AreaRows, SourceUnit, open_unit, part_path
 from mslseg.runtime.infer_job import STAGES, InferOptions, SourceReport, segment_source
+from mslseg.runtime.io.sources import FrameRange
+from mslseg.runtime.io.viz import palette_lut
 from mslseg.runtime.segmenter import Segmenter
-from mslseg.runtime.sources import FrameRange
-from mslseg.runtime.viz import palette_lut
 
 
 class SegmentWorker:

@@ -1,0 +1,1 @@
+"""`mslseg bench`: timing models across backends, batch sizes and sizes, and counting their GFLOPs."""

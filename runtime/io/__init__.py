@@ -1,0 +1,1 @@
+"""Frames in and results out: sources (files, cameras, streams), writers, overlays, crash-safe files."""
