@@ -18,7 +18,7 @@ from typing import Any
 _WHERE = {
     "export_onnx": "onnx_export",
     "check_parity": "parity", "ParityReport": "parity", "GATES": "parity",
-    "export_checkpoint": "export_job", "ExportResult": "export_job",
+    "export_checkpoint": "export_job", "ExportResult": "export_job", "ExportSpec": "spec",
     "build_engine": "trt_build", "gpu_info": "trt_build",
     "check_trt_ops": "trt_ops", "trt_op_problems": "trt_ops",
     "ProfileShapes": "trt_profile", "ProfilePoint": "trt_profile", "EngineOptions": "trt_profile",

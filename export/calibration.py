@@ -18,19 +18,15 @@ import cv2
 import numpy as np
 
 from mslseg.runtime.errors import DataError, InputError
-from mslseg.runtime.sizes import Size
+from mslseg.runtime.io.media import IMAGE_FOLDERS, is_image, is_video, suffix_list
+from mslseg.runtime.sizes import DEFAULT_INTERPOLATION, Size, resize_frame
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"})
-# folder names that hold the camera images in the dataset layouts mslseg reads
-IMAGE_DIRS = frozenset({"leftImg8bit", "images", "Images", "RGB"})
-
-Frame = np.ndarray  # (H, W, 3) uint8 BGR
+BgrImage = np.ndarray  # (H, W, 3) uint8 BGR; a bare array (mslseg.runtime.Frame is a frame with its index)
 
 
-def read_image(path: str | Path) -> Frame:
+def read_image(path: str | Path) -> BgrImage:
     """An image file as (H, W, 3) uint8 BGR, or a DataError naming the file."""
     path = Path(path)
     try:
@@ -45,18 +41,18 @@ def read_image(path: str | Path) -> Frame:
 
 def _folder_items(folder: Path) -> list[tuple[Path, int]]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    in_image_dirs = [p for p in images if IMAGE_DIRS & set(p.relative_to(folder).parts[:-1])]
+    images = [p for p in files if is_image(p)]
+    in_image_dirs = [p for p in images if IMAGE_FOLDERS & set(p.relative_to(folder).parts[:-1])]
     if in_image_dirs:
         images = in_image_dirs
     if images:
         return [(p, -1) for p in images]
-    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    videos = [p for p in files if is_video(p)]
     items = [(v, _frame_count(v)) for v in videos]
     if not any(n > 0 for _, n in items):
         raise DataError(
             f"no images or videos found in {folder}; give an image folder, a dataset root or "
-            f"video files ({', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))})"
+            f"video files ({suffix_list()})"
         )
     return items
 
@@ -86,20 +82,19 @@ def _items(sources: Sequence[str | Path]) -> list[tuple[Path, int]]:
         elif not path.is_file():
             raise DataError(f"calibration source {path} does not exist; give an image folder, a "
                             "dataset root or video files")
-        elif path.suffix.lower() in VIDEO_SUFFIXES:
+        elif is_video(path):
             n = _frame_count(path)
             if n == 0:
                 raise DataError(f"video {path} has no frames; check the file")
             items.append((path, n))
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
+        elif is_image(path):
             items.append((path, -1))
         else:
-            raise DataError(f"{path} is neither an image ({', '.join(sorted(IMAGE_SUFFIXES))}) nor a "
-                            f"video ({', '.join(sorted(VIDEO_SUFFIXES))})")
+            raise DataError(f"{path} is neither an image nor a video ({suffix_list()})")
     return items
 
 
-def _read_video_frames(video: Path, indices: list[int]) -> list[Frame]:
+def _read_video_frames(video: Path, indices: list[int]) -> list[BgrImage]:
     cap = cv2.VideoCapture(str(video))
     frames, pos = [], 0
     try:
@@ -121,11 +116,11 @@ def _read_video_frames(video: Path, indices: list[int]) -> list[Frame]:
 
 
 def load_frames(sources: Sequence[str | Path], count: int, *, size: Size | str | None = None,
-                max_side: int | None = None) -> list[Frame]:
+                max_side: int | None = None, interpolation: str = DEFAULT_INTERPOLATION) -> list[BgrImage]:
     """Up to `count` BGR frames sampled evenly across `sources`.
 
     Resized to `size` (WIDTHxHEIGHT) if given, else, with `max_side`, shrunk (aspect kept) until
-    neither side exceeds it.
+    neither side exceeds it; either with `interpolation`, the model's (`meta.interpolation`).
     """
     size = None if size is None else Size.of(size, "calibration size")
     if count < 1:
@@ -137,7 +132,7 @@ def load_frames(sources: Sequence[str | Path], count: int, *, size: Size | str |
     total = sum(sizes)
     picks = np.unique(np.linspace(0, total - 1, num=min(count, total)).round().astype(np.int64))
     starts = np.cumsum([0, *sizes[:-1]])
-    frames: list[Frame] = []
+    frames: list[BgrImage] = []
     for (path, n), start, length in zip(items, starts, sizes, strict=True):
         local = [int(p - start) for p in picks if start <= p < start + length]
         if not local:
@@ -150,31 +145,31 @@ def load_frames(sources: Sequence[str | Path], count: int, *, size: Size | str |
         raise DataError(f"no frame could be decoded from {', '.join(map(str, sources))}; check the files")
     log.info("loaded %d calibration frames from %d files", len(frames), len(items))
     if size:
-        return [resize(f, size) for f in frames]
+        return [resize(f, size, interpolation) for f in frames]
     if max_side:
-        return [shrink(f, max_side) for f in frames]
+        return [shrink(f, max_side, interpolation) for f in frames]
     return frames
 
 
-def shrink(frame: Frame, max_side: int) -> Frame:
+def shrink(frame: BgrImage, max_side: int, interpolation: str = DEFAULT_INTERPOLATION) -> BgrImage:
     """`frame` scaled down (aspect kept, sides rounded to multiples of 8) to fit max_side."""
     h, w = frame.shape[:2]
     if max(h, w) <= max_side:
         return frame
     scale = max_side / max(h, w)
-    return resize(frame, Size(max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)))
+    size = Size(max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8))
+    return resize(frame, size, interpolation)
 
 
-def resize(frame: Frame, size: Size) -> Frame:
-    """Resize to `size` with area interpolation when shrinking, linear when growing."""
-    h, w = size.hw
-    if frame.shape[:2] == (h, w):
-        return frame
-    shrink = h * w < frame.shape[0] * frame.shape[1]
-    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+def resize(frame: BgrImage, size: Size, interpolation: str = DEFAULT_INTERPOLATION) -> BgrImage:
+    """Resize to `size` as the model's inputs are resized at inference (`interpolation`: the model's).
+
+    Calibration statistics are only right for inputs made the way the runtime makes them.
+    """
+    return resize_frame(frame, size, interpolation)
 
 
-def synthetic_frames(n: int, size: Size | str, seed: int = 0) -> list[Frame]:
+def synthetic_frames(n: int, size: Size | str, seed: int = 0) -> list[BgrImage]:
     """Deterministic image-like frames of `size` (WIDTHxHEIGHT): smooth colour fields with edges
     and a little noise.
 

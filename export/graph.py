@@ -20,6 +20,7 @@ from mslseg.runtime.metadata import (
     INPUT_KINDS,
     OUTPUT_KINDS,
     Normalization,
+    graph_label_dtype,
 )
 
 OUTPUT_NAMES = ("output", "confidence")
@@ -37,8 +38,8 @@ def check_io_options(input_kind: str, input_order: str, output_kind: str) -> Non
 
 
 def label_dtype(num_classes: int) -> torch.dtype:
-    """uint8 labels up to 255 classes (TensorRT has uint8 I/O), int32 beyond."""
-    return torch.uint8 if num_classes <= 255 else torch.int32
+    """The graph's label output as a torch dtype; the rule is `graph_label_dtype`'s."""
+    return getattr(torch, graph_label_dtype(num_classes).name)
 
 
 class ExportGraph(nn.Module):

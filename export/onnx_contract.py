@@ -1,9 +1,9 @@
 """The mslseg metadata inside an ONNX file, and the graph's I/O contract that the runtime relies on.
 
 Contract: one input "input", float32 (N, 3, H, W) normalised or uint8 (N, H, W, 3) raw frames;
-a first output "output", float32 (N, C, H, W) logits or probabilities or (N, H, W) labels (uint8
-up to 255 classes, else int32); optionally "confidence", float32 (N, H, W). The metadata is
-`ModelMeta.to_json()` under `metadata_props["mslseg"]`: JSON, parsed, never evaluated.
+a first output "output", float32 (N, C, H, W) logits or probabilities or (N, H, W) labels
+(`graph_label_dtype`: uint8 up to 255 classes, else int32); optionally "confidence", float32
+(N, H, W). The metadata is `ModelMeta.to_json()` under `metadata_props["mslseg"]`: JSON, parsed, never evaluated.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import onnx
 
 from mslseg.runtime.errors import ExportError, ModelFormatError
-from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta
+from mslseg.runtime.metadata import ONNX_METADATA_KEY, ModelMeta, graph_label_dtype
 from mslseg.runtime.onnx_reader import check_external_data
 
-_FLOAT, _UINT8, _INT32 = onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8, onnx.TensorProto.INT32
+_FLOAT, _UINT8 = onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8
 
 
 def write_meta(proto: onnx.ModelProto, meta: ModelMeta) -> None:
@@ -84,7 +84,8 @@ def check_contract(proto: onnx.ModelProto, meta: ModelMeta,
     else:
         expect = [("input", inputs[0], _FLOAT, [n, 3, h, w])]
     if meta.output_kind == "labels":
-        expect.append(("output", outputs[0], _UINT8 if c <= 255 else _INT32, [n, h, w]))
+        labels_type = onnx.helper.np_dtype_to_tensor_dtype(graph_label_dtype(c))
+        expect.append(("output", outputs[0], labels_type, [n, h, w]))
     else:
         expect.append(("output", outputs[0], _FLOAT, [n, c, h, w]))
     if meta.confidence:

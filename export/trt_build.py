@@ -31,10 +31,10 @@ from mslseg.export.trt_profile import (
     engine_outputs,
     import_tensorrt,
     resolve_profile,
-    sidecar_path,
     tensorrt_info,
     write_sidecar,
 )
+from mslseg.runtime.backends.engine_sidecar import sidecar_path
 from mslseg.runtime.errors import ExportError, InputError, MissingDependencyError
 from mslseg.runtime.io.atomic import atomic_write_bytes, refuse_existing
 from mslseg.runtime.sizes import Size

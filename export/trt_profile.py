@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from mslseg.runtime.backends.engine_sidecar import sidecar_path
 from mslseg.runtime.backends.trt_backend import version_tuple
 from mslseg.runtime.errors import InputError, MissingDependencyError
 from mslseg.runtime.io.atomic import atomic_write_text
@@ -181,11 +182,6 @@ def resolve_profile(meta: ModelMeta, fixed: ProfilePoint | None, *, min_size: Si
     ob = given.opt_batch or 1
     return ProfileShapes(ProfilePoint(given.min_batch or 1, mn), ProfilePoint(ob, opt),
                          ProfilePoint(given.max_batch or ob, mx))
-
-
-def sidecar_path(engine: str | Path) -> Path:
-    """model.engine -> model.json."""
-    return Path(engine).with_suffix(".json")
 
 
 def write_sidecar(engine: str | Path, meta: ModelMeta, tensorrt: dict[str, Any]) -> Path:

@@ -7,10 +7,15 @@ Softmax is taken inside, over dim=1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from mslseg.methods import METHODS
 
 IGNORE_INDEX = 255
 
@@ -92,9 +97,18 @@ def no_target_loss(logits: Tensor, valid: Tensor | None = None) -> Tensor:
     return logits.sum() * 0.0
 
 
-TARGET_LOSSES = {
+TARGET_LOSSES: dict[str, Callable[..., Tensor]] = {
     "none": no_target_loss,
     "minent": entropy_loss,
     "msl": max_square_loss,
     "iw-msl": iw_max_square_loss,
 }
+
+
+def target_loss_fn(method: Any) -> Callable[[Tensor], Tensor]:
+    """The target loss of `method` (a MethodConfig), with the parameters its registry entry
+    (mslseg.methods.METHODS) says it takes bound: logits (B, C, H, W) -> a scalar."""
+    entry = METHODS[method.target_loss]
+    fn = TARGET_LOSSES[entry.loss]
+    kwargs = entry.loss_kwargs(method)
+    return partial(fn, **kwargs) if kwargs else fn

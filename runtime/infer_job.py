@@ -36,6 +36,7 @@ from mslseg.runtime.io.result_writers import AreaTable, LabelNpz, LabelPngFolder
 from mslseg.runtime.io.video_writer import open_video_writer
 from mslseg.runtime.io.viz import overlay, palette_lut
 from mslseg.runtime.segmenter import Segmenter
+from mslseg.runtime.signals import stop_signals
 from mslseg.runtime.stream import StreamResult, segment_stream
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,22 @@ def segment_source(source: Any, stem: str, segmenter: Segmenter, opts: InferOpti
 def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
               on_frame: Callable[[SourceReport], None] | None = None,
               stop: threading.Event | None = None) -> InferSummary:
-    """Segment every source into `opts.out` (see the module docstring); `stop` ends the run cleanly."""
+    """Segment every source into `opts.out` (see the module docstring); `stop` ends the run cleanly.
+
+    Without a `stop` of its own, a caller in the main thread gets `mslseg infer`'s signal policy
+    (`mslseg.runtime.signals`): the first Ctrl-C or SIGTERM ends the run as `stop` would, its outputs
+    resumable, and then takes its usual effect: KeyboardInterrupt, or SystemExit(143) for SIGTERM.
+    """
+    if stop is not None:
+        return _run_infer(sources, segmenter, opts, on_frame, stop)
+    with stop_signals() as flag:
+        summary = _run_infer(sources, segmenter, opts, on_frame, flag.event)
+    flag.raise_default()
+    return summary
+
+
+def _run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions,
+               on_frame: Callable[[SourceReport], None] | None, stop: threading.Event) -> InferSummary:
     check_output_folder(opts.out, opts.overwrite or opts.resume)
     window = None
     if opts.show:
@@ -279,7 +295,6 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
 
         window = Window(f"mslseg: {segmenter.path.name}")
     opts.out.mkdir(parents=True, exist_ok=True)
-    stop = stop or threading.Event()
     lut = palette_lut(segmenter.meta, "bgr")
     stems_of = unique_stems([src.stem for src in sources])
 

@@ -13,14 +13,31 @@ from typing import Any
 
 import numpy as np
 
-from mslseg.runtime.errors import ModelFormatError, MslsegError
-from mslseg.runtime.sizes import INTERPOLATIONS, Size
+from mslseg.runtime.errors import InputError, ModelFormatError, MslsegError
+from mslseg.runtime.sizes import DEFAULT_INTERPOLATION, INTERPOLATIONS, NATIVE, Size, parse_run_size
 
 ONNX_METADATA_KEY = "mslseg"
 INPUT_KINDS = ("float", "uint8")
 OUTPUT_KINDS = ("logits", "probs", "labels")
 CHANNEL_ORDERS = ("bgr", "rgb")
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+# the largest class count whose ids fit in uint8 beside the ignore label 255 (ids 0..254)
+MAX_UINT8_CLASSES = 255
+
+
+def label_dtype(num_classes: int) -> np.dtype:
+    """The dtype of the label maps the runtime hands out: uint8 up to 255 classes, uint16 beyond."""
+    return np.dtype(np.uint8 if num_classes <= MAX_UINT8_CLASSES else np.uint16)
+
+
+def graph_label_dtype(num_classes: int) -> np.dtype:
+    """The dtype of an exported graph's label output: uint8 up to 255 classes, int32 beyond.
+
+    Not uint16: TensorRT has no uint16 I/O; the host turns int32 into `label_dtype` afterwards.
+    """
+    return np.dtype(np.uint8 if num_classes <= MAX_UINT8_CLASSES else np.int32)
 
 
 @dataclass(frozen=True)
@@ -80,7 +97,7 @@ class ModelMeta:
     output_kind: str = "logits"  # logits | probs | labels
     confidence: bool = False  # a second output with the max probability per pixel
     train_size: Size | None = None  # the size the model runs at by default: its training/evaluation size
-    interpolation: str = "bicubic"  # how images were resized to train_size in training (bicubic | bilinear)
+    interpolation: str = DEFAULT_INTERPOLATION  # how images were resized to train_size in training (bicubic | bilinear)
     precision: str = "fp32"
     mslseg_version: str = ""
     source_sha256: str = ""
@@ -111,7 +128,7 @@ class ModelMeta:
 
     @property
     def label_dtype(self) -> np.dtype:
-        return np.dtype(np.uint8 if self.num_classes <= 255 else np.uint16)
+        return label_dtype(self.num_classes)
 
     def with_(self, **changes: Any) -> ModelMeta:
         return replace(self, **changes)
@@ -182,3 +199,42 @@ def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
     rng = np.random.default_rng(12345)
     colours = rng.integers(0, 256, size=(num_classes, 3))
     return tuple(tuple(int(v) for v in c) for c in colours)
+
+
+@dataclass(frozen=True)
+class RunSize:
+    """Where a model's frames run: `size` (None: each frame's own), how they are resized, and why."""
+
+    size: Size | None
+    interpolation: str
+    origin: str  # in words: "as asked", "the model's training size", ...
+
+    def __str__(self) -> str:
+        """'128x64 (the model's training size, bicubic)' or 'native (each frame's own size, as asked)'."""
+        if self.size is None:
+            return f"native ({self.origin})"
+        return f"{self.size} ({self.origin}, {self.interpolation})"
+
+
+def resolve_run_size(requested: Size | str | None, meta: ModelMeta, fixed: Size | None = None,
+                     what: str = "the model") -> RunSize:
+    """The one rule for the size a model's frames run at (Segmenter, `mslseg evaluate`, export).
+
+    `requested`: None (the model's training size, else each frame's own), "native", or a size
+    (see `parse_run_size`); `fixed`: the static input size of a model that has one, which wins
+    and refuses any other requested size. Frames are always resized with `meta.interpolation`.
+    """
+    requested = parse_run_size(requested, "size")
+    interp = meta.interpolation
+    if fixed is not None:
+        if isinstance(requested, Size) and requested != fixed:
+            raise InputError(f"{what} has the fixed input size {fixed}; size {requested} cannot apply "
+                             "(drop it, or export without --static)")
+        return RunSize(fixed, interp, "the model's fixed input size")
+    if requested == NATIVE:
+        return RunSize(None, interp, "each frame's own size, as asked")
+    if isinstance(requested, Size):
+        return RunSize(requested, interp, "as asked")
+    if meta.train_size is not None:
+        return RunSize(meta.train_size, interp, "the model's training size")
+    return RunSize(None, interp, "the model records no training size")

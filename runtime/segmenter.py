@@ -29,8 +29,8 @@ from mslseg.runtime.backends.base import Backend, check_backend_options, open_ba
 from mslseg.runtime.backends.base import backend_options as options_of
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError
 from mslseg.runtime.host_ops import as_frames, to_graph_input, to_labels
-from mslseg.runtime.metadata import ModelMeta
-from mslseg.runtime.sizes import INTERPOLATIONS, NATIVE, Size, parse_run_size
+from mslseg.runtime.metadata import ModelMeta, RunSize, resolve_run_size
+from mslseg.runtime.sizes import Size, parse_run_size, resize_frame
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,16 @@ class Segmenter:
     size: the size frames run at: None (default): the model's own (`meta.train_size`; a model
         without one runs frames at their own size); a Size or "WIDTHxHEIGHT"; "native": each
         frame at its own size. `run_size` and `describe_size()` say what was chosen.
-    threads: ONNX Runtime intra-op threads (None: one per physical core).
+    threads: CPU threads: ONNX Runtime's intra-op pool (None: one per physical core), or
+        torch.set_num_threads for a .pt (process-wide); an engine does not take it.
     warmup: run one batch at construction; True uses the run size, the engine's profile size, or
         64x64; a Size or "WIDTHxHEIGHT" warms up at that size (first runs at a new size are slow on
         some EPs).
-    cache_dir: engine and timing caches of ONNX Runtime's TensorRT EP.
+    cache_dir: engine and timing caches of ONNX Runtime's TensorRT EP (.onnx only).
     backend_options: what only one backend takes (.onnx: spin, trt_max_batch, trt_max_size; .pt:
-        bf16, channels_last, fp16, cuda_graphs, factory); anything else is an error naming the valid
-        ones. trt_max_batch / trt_max_size bound the TensorRT EP's profile (what TensorRT reserves
+        bf16, channels_last, fp16, cuda_graphs, factory). Only options given are passed on; one the
+        model's backend does not take (threads for an engine, cache_dir for a .pt) is an InputError
+        naming the backends that take it. trt_max_batch / trt_max_size bound the TensorRT EP's profile (what TensorRT reserves
         memory for); by default they are batch_size and the run size (twice the training size for
         size="native"), see docs/runtime.md.
     """
@@ -96,21 +98,25 @@ class Segmenter:
         requested = parse_run_size(size, "size")
         warm_size = warmup if isinstance(warmup, bool) else Size.of(warmup, "warmup")
         self.path = Path(path)
+        given = {"providers": providers, "threads": threads, "cache_dir": cache_dir}
+        backend_options.update({k: v for k, v in given.items() if v is not None})
         check_backend_options(self.path, backend_options)
-        if "trt_max_batch" in options_of(self.path):  # the TensorRT EP's profile: as large as the runs, no larger
+        takes = options_of(self.path)
+        if "confidence" in takes:  # a .pt computes it in torch; a graph has a confidence output or not
+            backend_options["confidence"] = bool(confidence)
+        if "trt_max_batch" in takes:  # the TensorRT EP's profile: as large as the runs, no larger
             backend_options.setdefault("trt_max_batch", int(batch_size))
             backend_options.setdefault("trt_max_size", requested)
         self._state = threading.Condition()
         self._in_flight = 0
         self._backend: Backend | None = open_backend(
-            self.path, device=device, providers=providers, threads=threads, cache_dir=cache_dir,
-            confidence=bool(confidence), **backend_options)
+            self.path, device=device, **backend_options)
         backend = self._backend
         self.meta: ModelMeta = backend.meta
         self.backend_name, self.device = backend.name, backend.device
         self.batch_size = backend.fixed_batch or min(int(batch_size), backend.max_batch or int(batch_size))
-        self.run_size, self._size_origin = self._choose_size(requested, backend)
-        self._interp = INTERPOLATIONS[backend.meta.interpolation]
+        self._resolved = self._choose_size(requested, backend)
+        self.run_size = self._resolved.size
         graph_conf = backend.meta.confidence or backend.meta.output_kind != "labels"
         if confidence and not graph_conf:
             self.close()
@@ -128,28 +134,18 @@ class Segmenter:
                 self.close()
                 raise
 
-    def _choose_size(self, requested: Size | str | None, backend: Backend) -> tuple[Size | None, str]:
-        """(the size frames run at, None for their own; where that choice came from)."""
+    def _choose_size(self, requested: Size | str | None, backend: Backend) -> RunSize:
+        """The size frames run at (None: their own), by the one rule in `resolve_run_size`."""
         fixed = Size.from_hw(backend.fixed_size) if backend.fixed_size else None
-        if fixed is not None:
-            if isinstance(requested, Size) and requested != fixed:
-                self.close()
-                raise InputError(f"{self.path.name} has the fixed input size {fixed}; size {requested} "
-                                 "cannot apply (drop it, or export without --static)")
-            return fixed, "the model's fixed input size"
-        if requested == NATIVE:
-            return None, "each frame's own size, as asked"
-        if isinstance(requested, Size):
-            return requested, "as asked"
-        if backend.meta.train_size is not None:
-            return backend.meta.train_size, "the model's training size"
-        return None, "the model records no training size"
+        try:
+            return resolve_run_size(requested, backend.meta, fixed, self.path.name)
+        except InputError:
+            self.close()
+            raise
 
     def describe_size(self) -> str:
         """'128x64 (the model's training size, bicubic)' or 'native (each frame's own size, ...)'."""
-        if self.run_size is None:
-            return f"native ({self._size_origin})"
-        return f"{self.run_size} ({self._size_origin}, {self.meta.interpolation})"
+        return str(self._resolved)
 
     @property
     def num_classes(self) -> int:
@@ -198,8 +194,7 @@ class Segmenter:
         backend = self._backend
         t0 = time.perf_counter()
         h, w = size
-        resized = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=self._interp)
-                   for f in frames]
+        resized = [resize_frame(f, Size(w, h), self.meta.interpolation) for f in frames]
         x = to_graph_input(resized, self.meta, order, backend.input_dtype, backend.fixed_batch)
         t1 = time.perf_counter()
         out, conf = backend.infer(x)

@@ -9,15 +9,19 @@ evaluation and the runtime resize the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mslseg.runtime.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NATIVE = "native"  # run a model at each frame's own size
 EXAMPLE = "1024x512"
 
 # image resize methods by name, as OpenCV flags; labels are always resized nearest
 INTERPOLATIONS = {"bicubic": 2, "bilinear": 1}  # cv2.INTER_CUBIC, cv2.INTER_LINEAR (no cv2 import here)
+DEFAULT_INTERPOLATION = "bicubic"  # the reference code's, and a model's when its metadata names none
 
 
 @dataclass(frozen=True, order=True)
@@ -81,3 +85,13 @@ def check_interpolation(name: str, what: str = "interpolation") -> str:
     if name not in INTERPOLATIONS:
         raise InputError(f"{what} '{name}' is not one of {', '.join(INTERPOLATIONS)}")
     return name
+
+
+def resize_frame(frame: np.ndarray, size: Size, interpolation: str = DEFAULT_INTERPOLATION) -> np.ndarray:
+    """An HxWx3 image at `size`, resized the way a model's inputs are (`INTERPOLATIONS`); as is if already there."""
+    import cv2  # here, not at the top: `import mslseg` stays light
+
+    h, w = size.hw
+    if frame.shape[:2] == (h, w):
+        return frame
+    return cv2.resize(frame, (w, h), interpolation=INTERPOLATIONS[check_interpolation(interpolation)])

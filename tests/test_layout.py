@@ -36,7 +36,8 @@ MAY_IMPORT = {
                                  "mslseg.runtime.signals"},
     "mslseg.runtime.cluster": {"mslseg.runtime.errors", "mslseg.runtime.sizes", "mslseg.runtime.metadata",
                                "mslseg.runtime.segmenter", "mslseg.runtime.infer_job", "mslseg.runtime.io",
-                               "mslseg.runtime.cluster", "mslseg.runtime.signals"},
+                               "mslseg.runtime.cluster", "mslseg.runtime.signals",
+                               "mslseg.runtime.backends.base"},  # the registry: which options a model's backend takes
     "mslseg.runtime.bench": {"mslseg.runtime.errors", "mslseg.runtime.sizes", "mslseg.runtime.metadata",
                              "mslseg.runtime.segmenter", "mslseg.runtime.backends", "mslseg.runtime.infer_job",
                              "mslseg.runtime.stream", "mslseg.runtime.io", "mslseg.runtime.bench",

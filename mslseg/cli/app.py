@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from mslseg import __version__
 from mslseg.runtime.errors import MslsegError, require
@@ -59,6 +59,21 @@ class _Group(TyperGroup):
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
 
+
+def _no_flag_type(display_type_rich: Callable[..., str | None]) -> Callable[..., str | None]:
+    """Typer (0.2x) prints `<bool>` in the type column of every flag, --help included, which reads
+    as if `--overlay` took a value; a flag takes none, so its type column stays empty."""
+
+    @functools.wraps(display_type_rich)
+    def shown(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return display_type_rich(self, ctx)
+
+    return shown
+
+
+TyperOption.display_type_rich = _no_flag_type(TyperOption.display_type_rich)  # type: ignore[method-assign]
 
 app = typer.Typer(
     cls=_Group,

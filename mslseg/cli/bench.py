@@ -68,7 +68,9 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="Untimed runs before timing.")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs; the median is reported, with min-max.")] = 5,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
-    threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="CPU threads of the .onnx (ONNX Runtime's intra-op pool) and .pt (torch.set_num_threads) "
+        "rows; an engine row has none.")] = None,
     torch_fast: Annotated[bool, typer.Option(
         help="Also time PyTorch with bf16 autocast + channels_last.")] = True,
     pipeline_frames: Annotated[int, typer.Option(

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mslseg.cli.choices import choice_enum
 
-class ForeignFormat(str, Enum):
-    msl = "msl"
-    deeplab_imagenet = "deeplab-imagenet"
-    torchvision_resnet = "torchvision-resnet"
+# mslseg.foreign.KEY_MAPPERS owns these, but importing it brings torch into every CLI start; a test
+# holds the two equal (tests/cli/test_cli_choices.py)
+ForeignFormat = choice_enum("ForeignFormat", ("msl", "deeplab-imagenet", "torchvision-resnet"))
 
 
 def convert(

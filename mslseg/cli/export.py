@@ -2,51 +2,27 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mslseg.architectures import FACTORY_OPTION_HELP
+from mslseg.cli.choices import choice_enum
+from mslseg.export.int8 import AUTO, CALIBRATION_METHODS, INT8_LAYOUTS
+from mslseg.export.trt_profile import HARDWARE_LEVELS
+from mslseg.runtime.metadata import INPUT_KINDS, OUTPUT_KINDS, PRECISIONS
 
 if TYPE_CHECKING:
     from mslseg.export.trt_profile import EngineOptions
 
 
-class InputKind(str, Enum):
-    float = "float"
-    uint8 = "uint8"
-
-
-class OutputKind(str, Enum):
-    logits = "logits"
-    probs = "probs"
-    labels = "labels"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
-class CalibMethod(str, Enum):
-    minmax = "minmax"
-    percentile = "percentile"
-    entropy = "entropy"
-
-
-class Int8Layout(str, Enum):
-    auto = "auto"
-    tensorrt = "tensorrt"
-    cpu = "cpu"
-
-
-class HardwareLevel(str, Enum):
-    none = "none"
-    ampere = "ampere+"
-    same_cc = "same-cc"
+InputKind = choice_enum("InputKind", INPUT_KINDS)
+OutputKind = choice_enum("OutputKind", OUTPUT_KINDS)
+Precision = choice_enum("Precision", PRECISIONS)
+CalibMethod = choice_enum("CalibMethod", CALIBRATION_METHODS)
+Int8Layout = choice_enum("Int8Layout", (AUTO, *INT8_LAYOUTS))
+HardwareLevel = choice_enum("HardwareLevel", HARDWARE_LEVELS)
 
 
 def export(
@@ -145,27 +121,28 @@ def export(
         version_compatible=version_compatible, hardware_compatibility=hardware_compat.value,
         dla_core=dla_core).items() if value is not None}
     engine = EngineOptions(**options) if trt else None
+    # option -> (the ExportSpec field, its value as given): one table for the spec and for refusing
+    # export options on an .onnx SRC, whose defaults come from the spec itself
+    given = {"--input": ("input_kind", input_kind.value), "--rgb": ("input_order", "rgb" if rgb else "bgr"),
+             "--output": ("output_kind", output_kind.value), "--confidence": ("confidence", confidence),
+             "--precision": ("precision", precision.value), "--calib": ("calib", calib or None),
+             "--calib-frames": ("calib_frames", calib_frames), "--calib-method": ("calib_method", calib_method.value),
+             "--int8-layout": ("int8_layout", int8_layout.value), "--static": ("static", static),
+             "--static-batch": ("batch", static_batch or 1), "--sample": ("samples", sample or None),
+             "--gate": ("gate", None if gate is None else gate / 100.0), "--opset": ("opset", opset),
+             "--slim/--no-slim": ("slim", slim), "--factory": ("factory", factory)}
     if src.suffix.lower() == ".onnx":
-        _refuse_export_options(src, trt, {
-            "--input": input_kind is not InputKind.float, "--rgb": rgb,
-            "--output": output_kind is not OutputKind.logits, "--confidence": confidence,
-            "--precision": precision is not Precision.fp32, "--calib": bool(calib),
-            "--calib-frames": calib_frames != 64, "--calib-method": calib_method is not CalibMethod.minmax,
-            "--int8-layout": int8_layout is not Int8Layout.auto, "--static": static is not None,
-            "--static-batch": static_batch is not None, "--sample": bool(sample), "--gate": gate is not None,
-            "--opset": opset != 17, "--slim/--no-slim": slim is not None, "--factory": factory is not None})
+        from mslseg.export.spec import ExportSpec  # the class only: no torch for an engine build
+
+        defaults = ExportSpec.defaults()
+        _refuse_export_options(src, trt, [opt for opt, (name, value) in given.items() if value != defaults[name]])
         _build(src, out, engine, overwrite)
         return
     from mslseg.export.export_job import export_checkpoint
+    from mslseg.export.spec import ExportSpec
 
-    result = export_checkpoint(
-        src, out, input_kind=input_kind.value, input_order="rgb" if rgb else "bgr",
-        output_kind=output_kind.value, confidence=confidence, precision=precision.value,
-        static=static, batch=static_batch or 1, opset=opset, calib=calib or None,
-        calib_frames=calib_frames, calib_method=calib_method.value, int8_layout=int8_layout.value,
-        samples=sample or None, gate=None if gate is None else gate / 100.0, slim=slim,
-        engine=engine, overwrite=overwrite, factory=factory,
-    )
+    spec = ExportSpec(**dict(given.values()), engine=engine)
+    result = export_checkpoint(src, out, spec, overwrite=overwrite)
     what = precision.value
     if result.int8_layout:
         what += f", {result.int8_layout} layout: {result.layout_reason}"
@@ -175,12 +152,11 @@ def export(
     typer.echo(line)
 
 
-def _refuse_export_options(src: Path, trt: bool, given: dict[str, bool]) -> None:
+def _refuse_export_options(src: Path, trt: bool, named: list[str]) -> None:
     from mslseg.runtime.errors import InputError
 
     if not trt:
         raise InputError(f"{src} is already ONNX; pass --trt to build a TensorRT engine from it")
-    named = [name for name, set_ in given.items() if set_]
     if named:
         raise InputError(f"{', '.join(named)}: for exporting a checkpoint, but {src} is already ONNX; drop "
                          "them, or export the checkpoint again with them")

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import signal
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mslseg.architectures import FACTORY_OPTION_HELP
+from mslseg.cli.choices import choice_enum
+from mslseg.runtime.infer_job import AREA_FORMATS, LABEL_FORMATS  # brings cv2: `mslseg infer` needs it anyway
+from mslseg.runtime.io.video_writer import CODECS
 
-
-class LabelFormat(str, Enum):
-    png = "png"
-    npz = "npz"
-    none = "none"
-
-
-class AreaFormat(str, Enum):
-    csv = "csv"
-    json = "json"
-    none = "none"
-
-
-class Codec(str, Enum):
-    auto = "auto"
-    h264 = "h264"
-    mp4v = "mp4v"
+LabelFormat = choice_enum("LabelFormat", LABEL_FORMATS)
+AreaFormat = choice_enum("AreaFormat", AREA_FORMATS)
+Codec = choice_enum("Codec", CODECS)
 
 
 def infer(
@@ -67,7 +54,8 @@ def infer(
         "each frame's size.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
     threads: Annotated[int | None, typer.Option(
-        min=1, help="ONNX Runtime intra-op threads (default: one per core).")] = None,
+        min=1, help="CPU threads: ONNX Runtime's intra-op pool (.onnx; default: one per core) or "
+        "torch.set_num_threads (.pt); a .engine does not take it.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace files in an existing output folder.")] = False,
     resume: Annotated[bool, typer.Option(
         help="Continue an interrupted run into the same --out: sources already complete are skipped.")] = False,
@@ -106,7 +94,8 @@ def infer(
     if factory and model.suffix.lower() != ".pt":
         raise InputError(f"--factory names the code of a .pt checkpoint; {model.name} is an exported model, "
                          "which runs without it: drop --factory")
-    backend_options = {"factory": factory} if factory else {}
+    # only what the user set: an option the model's backend does not take is then an error, not dropped
+    backend_options = {k: v for k, v in {"factory": factory, "threads": threads}.items() if v is not None}
     model_size = parse_run_size(size)
     frames = FrameRange(start, end, stride)
     live = LivePolicy(stall_timeout=stall_timeout, reconnect=reconnect)
@@ -119,12 +108,12 @@ def infer(
             sources, model, opts, ClusterOptions(address=cluster, workers=workers, cpus_per_worker=cpus_per_worker,
                                                  gpus_per_worker=gpus_per_worker),
             segmenter_options={"device": device, "batch_size": batch, "size": model_size,
-                               **({"threads": threads} if threads else {}), **backend_options}, frames=frames)
+                               **backend_options}, frames=frames)
     else:
         try:
             for spec in sources:
                 opened.extend(open_sources(spec, frames, live))
-            with Segmenter(model, device=device, batch_size=batch, size=model_size, threads=threads,
+            with Segmenter(model, device=device, batch_size=batch, size=model_size,
                            **backend_options) as segmenter:
                 summary, signum = _run_with_progress(opened, segmenter, opts, run_infer)
         finally:
@@ -133,13 +122,15 @@ def infer(
         n_sources = len(opened)
     typer.echo(summary.line())
     if summary.interrupted:  # a signal, or q / Esc in the window (as Ctrl-C)
-        name = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        from mslseg.runtime.signals import exit_code, stopped_by
+
+        name = stopped_by(signum)
         if any(source.live for source in opened):  # a camera or stream cannot be continued where it was
             next_step = f"outputs kept in {out}; a live source starts anew: give a fresh --out to run again"
         else:
             next_step = f"continue with: {_resume_command()}"
         typer.echo(f"{name} {summary.where_stopped(n_sources)}; {next_step}", err=True)
-        raise typer.Exit(128 + signum)  # 130 for Ctrl-C, 143 for SIGTERM: a scheduler sees a preemption
+        raise typer.Exit(exit_code(signum))  # 130 for Ctrl-C, 143 for SIGTERM: a scheduler sees a preemption
     lost = [r for r in summary.sources if r.live and r.live["stopped"]]
     for r in lost:  # outputs closed and complete; 3 tells a supervisor the source, not the input, failed
         typer.echo(f"{r.live['stopped']}; kept {r.frames} frames in {out}", err=True)
@@ -167,7 +158,7 @@ def _resume_command() -> str:
 
 def _run_with_progress(sources, segmenter, opts, run_infer):
     """run_infer under a progress bar; returns (summary, the first stop signal: SIGINT if none)."""
-    import threading
+    import signal
 
     from rich.console import Console
     from rich.progress import (
@@ -181,6 +172,7 @@ def _run_with_progress(sources, segmenter, opts, run_infer):
     from rich.text import Text
 
     from mslseg.cli.progress import SourceBar
+    from mslseg.runtime.signals import stop_signals
 
     class FpsColumn(ProgressColumn):
         def render(self, task) -> Text:
@@ -189,27 +181,13 @@ def _run_with_progress(sources, segmenter, opts, run_infer):
     console = Console(stderr=True)
     expected = [s.expected for s in sources]
     total = sum(expected) if all(e is not None for e in expected) else None
-    stop = threading.Event()
-    received: list[int] = []
-
-    # the first Ctrl-C or SIGTERM: finish the batch, close the files; a second Ctrl-C aborts (partial
-    # files are removed); a repeated SIGTERM is ignored (schedulers escalate with SIGKILL)
-    def on_signal(signum, frame):
-        if received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        received.append(signum)
-        stop.set()
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                FpsColumn(), TimeRemainingColumn()]
-    try:
-        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
-            task = progress.add_task("", total=total)
-            on_frame = SourceBar(progress, task, [s.name for s in sources])
-            summary = run_infer(sources, segmenter, opts, stop=stop, on_frame=on_frame)
-            return summary, received[0] if received else signal.SIGINT
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    # the first Ctrl-C or SIGTERM: finish the batch, close the files; a second Ctrl-C aborts (partial
+    # files are removed); a repeated SIGTERM is ignored (mslseg.runtime.signals holds the policy)
+    with stop_signals() as flag, \
+            Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("", total=total)
+        on_frame = SourceBar(progress, task, [s.name for s in sources])
+        summary = run_infer(sources, segmenter, opts, stop=flag.event, on_frame=on_frame)
+        return summary, flag.signum or signal.SIGINT

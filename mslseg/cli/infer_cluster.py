@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,37 +21,34 @@ def run_on_cluster(specs: list[str], model: Path, opts, cluster, *, segmenter_op
                    frames) -> tuple[Any, int, int]:
     """Run the archive on the cluster; returns (summary, the first stop signal or SIGINT, number of sources)."""
     from mslseg.runtime.cluster import connect, run_cluster
+    from mslseg.runtime.cluster.run import ray_target
     from mslseg.runtime.cluster.units import plan_units
     from mslseg.runtime.errors import require
+    from mslseg.runtime.signals import stop_signals
 
-    require("ray", "cluster", "--cluster")  # before anything else: one line when it is not installed
+    ray = require("ray", "cluster", "--cluster")  # before anything else: one line when it is not installed
     units = plan_units(specs)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    in_main = threading.current_thread() is threading.main_thread()
-    connection = connect(cluster.address, cluster.num_cpus)  # ray.init sets its own SIGTERM handler
-    stop = threading.Event()
-    received: list[int] = []
+    if not ray.is_initialized():  # Ray takes seconds to start or reach: say so before the wait
+        typer.echo(connecting_line(ray_target(cluster.address)), err=True)
+    # entered before ray.init, so that its exit restores the handlers from before Ray's own
+    with stop_signals() as flag:  # as a local run: the first stops cleanly, a second Ctrl-C aborts
+        connection = connect(cluster.address, cluster.num_cpus)
+        flag.reclaim()  # ray.init sets its own SIGTERM handler
+        try:
+            with ArchiveProgress(model.name) as progress:
+                summary = run_cluster(units, model, opts, cluster, segmenter_options=segmenter_options,
+                                      frames=frames, stop=flag.event, on_progress=progress.update,
+                                      on_plan=progress.plan, connection=connection)
+        finally:
+            connection.close()
+    return summary, flag.signum or signal.SIGINT, len(units)
 
-    def on_signal(signum, frame):  # as a local run: the first stops cleanly, a second Ctrl-C aborts
-        if received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        received.append(signum)
-        stop.set()
 
-    try:
-        if in_main:
-            for s in handlers:
-                signal.signal(s, on_signal)
-        with ArchiveProgress(model.name) as progress:
-            summary = run_cluster(units, model, opts, cluster, segmenter_options=segmenter_options, frames=frames,
-                                  stop=stop, on_progress=progress.update, on_plan=progress.plan,
-                                  connection=connection)
-    finally:
-        connection.close()
-        if in_main:
-            for s, handler in handlers.items():
-                signal.signal(s, handler)
-    return summary, received[0] if received else signal.SIGINT, len(units)
+def connecting_line(target: str | None) -> str:
+    """What the wait for Ray is: a new local Ray (None, "local") or a connection to `target`."""
+    if not target or target == "local":
+        return "starting a local Ray (about 10 s)…"
+    return f"connecting to {target}…"
 
 
 class ArchiveProgress:

@@ -13,6 +13,8 @@ import typer
 from mslseg.architectures import models_help
 from mslseg.cli.progress import run_progress
 from mslseg.methods import methods_help
+from mslseg.runtime.io.media import is_video
+from mslseg.runtime.signals import exit_code, stopped_by
 
 if TYPE_CHECKING:
     from mslseg.training.resume import RunInterrupted
@@ -123,26 +125,23 @@ def _launch(command: str, config: Path | None, typed: _Typed, sets: list[str] | 
         signum = getattr(stop, "signum", signal.SIGINT)
         kept = f"; {Path(cfg.out) / 'last.pt'} is unchanged" if resume is not None else ""
         if main:
-            typer.echo(f"{_stopped(signum)} before the first step: nothing was trained{kept}", err=True)
-        raise typer.Exit(128 + signum) from None
+            typer.echo(f"{stopped_by(signum)} before the first step: nothing was trained{kept}", err=True)
+        raise typer.Exit(exit_code(signum)) from None
     if not main:
         return
     if result.iterations < cfg.train.iterations:  # train.stop_after
         typer.echo(f"wrote {result.run_dir}/last.pt after {result.iterations} of {cfg.train.iterations} iterations; "
                    f"continue with: mslseg {command} --resume {shlex.quote(str(result.run_dir))}")
         return
-    miou = f", target mIoU {100 * result.final_miou:.2f} (best {100 * result.best_miou:.2f})" if result.final_miou is not None else ""
+    miou = (f", target mIoU {100 * result.final_miou:.2f} (best {100 * result.best_miou:.2f}; "
+            f"{result.eval_protocol})" if result.final_miou is not None else "")
     typer.echo(f"wrote {result.run_dir}/last.pt and best.pt after {result.iterations} iterations{miou}")
-
-
-def _stopped(signum: int) -> str:
-    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
 
 
 def _interrupted(command: str, stop: RunInterrupted) -> str:
     """Two lines: where the run stopped (and on which signal) and what last.pt holds; the command
     that continues it."""
-    head = f"{_stopped(stop.signum)} at iteration {stop.iteration} of {stop.iterations}"
+    head = f"{stopped_by(stop.signum)} at iteration {stop.iteration} of {stop.iterations}"
     if stop.saved is None:
         return f"{head}, before the first checkpoint: nothing to resume\nrun the same command again to start over"
     again = f"mslseg {command} --resume {shlex.quote(str(stop.run_dir))}"
@@ -191,9 +190,15 @@ def adapt(
     if target is not None:
         typed.flag("--target", target)
         typed.overrides["target.labelled"] = False
-        typed.overrides["target.kind"] = "video" if target.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov") else "cityscapes"
+        typed.overrides["target.kind"] = target_kind_for(target)
         typed.flag("--target-kind", target_kind)
     _common(typed, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
             model=model, backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
             init=init, init_format=init_format)
     _launch("adapt", config, typed, set_, resume)
+
+
+def target_kind_for(target: Path) -> str:
+    """The target layout `--target` names when --target-kind is not given: a video file or a glob of
+    videos is read as video (runtime/io/media.py says which suffixes), anything else as a Cityscapes root."""
+    return "video" if is_video(target) else "cityscapes"

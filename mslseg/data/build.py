@@ -35,7 +35,7 @@ def build_dataset(cfg: DataConfig, normalization: Normalization, *, train: bool,
         raise ConfigError(f"the {cfg.kind} dataset has no root; set root to the folder as downloaded")
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"limit must be >= 1 (or unset), got {cfg.limit}")
-    augment = Augment(size=_pair(cfg.size), crop=_pair(cfg.crop), flip=cfg.flip, blur=cfg.blur,
+    augment = Augment(size=cfg.size, crop=cfg.crop, flip=cfg.flip, blur=cfg.blur,
                       interpolation=cfg.interpolation, resize_labels=cfg.resize_labels)
     if cfg.kind == "video":
         frames = VideoFrames(find_videos(cfg.root), cfg.video_stride, cfg.video_frames, cfg.limit)
@@ -44,13 +44,3 @@ def build_dataset(cfg: DataConfig, normalization: Normalization, *, train: bool,
         index = LAYOUTS[cfg.kind](cfg)
         frames, names = ImageFiles(index.samples, index.codec), index.class_names
     return SegmentationDataset(frames, names, normalization, augment, train=train, seed=seed, root=cfg.root)
-
-
-def _pair(value: tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        w, h = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected [width, height], got {value!r}") from None
-    return w, h

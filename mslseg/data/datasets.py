@@ -24,8 +24,8 @@ from mslseg.runtime.errors import DataError
 from mslseg.runtime.metadata import Normalization
 
 
-class FrameSource(Protocol):
-    """Indexed frames: (BGR uint8 image, train-id label or None, name)."""
+class SampleReader(Protocol):
+    """Reads sample `index`: (BGR uint8 image, train-id label or None, name); image files or video frames."""
 
     labelled: bool
 
@@ -61,7 +61,7 @@ class ImageFiles:
 class SegmentationDataset(Dataset):
     """Items {"image": (3, H, W) float32, "label": (H, W) int64 (when labelled), "name": str}."""
 
-    def __init__(self, frames: FrameSource, class_names: tuple[str, ...], normalization: Normalization,
+    def __init__(self, frames: SampleReader, class_names: tuple[str, ...], normalization: Normalization,
                  augment: transforms.Augment, *, train: bool, seed: int = 0, root: str = ""):
         self.frames, self.class_names = frames, tuple(class_names)
         self.normalization, self.augment = normalization, augment

@@ -1,7 +1,7 @@
 """A generic folder dataset for a user's own or simulator data.
 
-    root/images/<any/sub/path>/<stem>.{png,jpg,jpeg,bmp,tif,tiff,webp}
-    root/labels/<any/sub/path>/<stem>.png          (optional; same relative path and stem)
+    root/images/<any/sub/path>/<stem>.png|jpg|...   (any image suffix of runtime/io/media.py)
+    root/labels/<any/sub/path>/<stem>.png|tif|bmp   (optional; same relative path and stem; lossless)
 
 Label values are train ids (0..classes-1, 255 ignore) unless a mapping file (`label_map`, YAML or
 JSON) says otherwise::
@@ -29,9 +29,7 @@ from mslseg.data.config import DataConfig
 from mslseg.data.labels import LabelCodec, mapping_codec, train_id_codec
 from mslseg.data.layouts import LayoutIndex, finish_index, pair_samples, require_dir
 from mslseg.runtime.errors import ConfigError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+from mslseg.runtime.io.media import LABEL_SUFFIXES, is_image
 
 
 def folder(cfg: DataConfig) -> LayoutIndex:
@@ -41,7 +39,7 @@ def folder(cfg: DataConfig) -> LayoutIndex:
     images_dir = require_dir(root / "images", layout)
     labels_dir = require_dir(root / "labels", layout) if cfg.labelled else None
     codec, classes = _codec(cfg)
-    images = [p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    images = [p for p in images_dir.rglob("*") if is_image(p) and p.is_file()]
 
     def label_for(image: Path) -> Path:
         base = labels_dir / image.relative_to(images_dir).with_suffix("")

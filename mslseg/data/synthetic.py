@@ -23,7 +23,13 @@ from mslseg.data.synthetic_render import Camera, render, sample_camera, sample_l
 from mslseg.data.synthetic_styles import STYLES
 from mslseg.data.synthetic_world import SYNTHETIC_LABEL_IDS, sample_world
 from mslseg.runtime.errors import DataError, InputError
-from mslseg.runtime.io.atomic import atomic_write_bytes, atomic_write_text, writing
+from mslseg.runtime.io.atomic import (
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_temporary,
+    temporaries,
+    writing,
+)
 from mslseg.runtime.io.video_writer import OpenCVWriter
 from mslseg.runtime.sizes import Size
 
@@ -181,6 +187,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
                          "choose an empty folder")
     for name in ("gta5", "cityscapes"):
         shutil.rmtree(out / name, ignore_errors=True)
-    for name in ("target.mp4", ".target.partial.mp4"):
-        (out / name).unlink(missing_ok=True)
+    (out / "target.mp4").unlink(missing_ok=True)
+    for stale in temporaries(out):  # what an interrupted synth left (the video, the marker)
+        remove_temporary(stale)
     (out / MARKER).unlink()

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from mslseg.classes import IGNORE_INDEX
+from mslseg.data.config import as_size
 from mslseg.runtime.errors import ConfigError
-from mslseg.runtime.sizes import INTERPOLATIONS
+from mslseg.runtime.sizes import INTERPOLATIONS, Size, resize_frame
 
 BLUR_MAX_SIGMA = 1.0  # as the reference code: a Gaussian of radius U(0, 1) px on every image
 
@@ -23,8 +24,8 @@ BLUR_MAX_SIGMA = 1.0  # as the reference code: a Gaussian of radius U(0, 1) px o
 class Augment:
     """What happens to every item; the random parts only when training."""
 
-    size: tuple[int, int] | None = None  # resize to (width, height) first
-    crop: tuple[int, int] | None = None  # random crop (width, height) when training
+    size: Size | None = None  # resize to this first
+    crop: Size | None = None  # random crop of this size when training
     flip: bool = False  # random horizontal flip (p = 0.5) when training
     blur: bool = False  # random Gaussian blur (sigma ~ U(0, BLUR_MAX_SIGMA)) when training
     interpolation: str = "bicubic"  # image resize; labels are always nearest
@@ -36,30 +37,29 @@ class Augment:
                               f"{', '.join(INTERPOLATIONS)}")
         if not self.resize_labels and self.crop is not None:
             raise ConfigError("crop needs resize_labels: true (a crop cuts image and label together)")
-        for name, wh in (("size", self.size), ("crop", self.crop)):
-            if wh is not None and (len(wh) != 2 or min(wh) < 1):
-                raise ConfigError(f"{name} must be [width, height] with both >= 1, got {list(wh)}")
+        for name in ("size", "crop"):  # (width, height) pairs from code written before `Size`
+            object.__setattr__(self, name, as_size(getattr(self, name), name))
 
     @property
     def random(self) -> bool:
         return self.crop is not None or self.flip or self.blur
 
 
-def resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int], interpolation: str = "bicubic"
+def resize(image: np.ndarray, label: np.ndarray | None, size: Size, interpolation: str = "bicubic"
            ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Resize to (width, height): the image with `interpolation`, the label nearest."""
-    w, h = size
+    """Resize to `size`: the image as the runtime resizes frames (`interpolation`), the label nearest."""
+    w, h = size.width, size.height
     if image.shape[1] != w or image.shape[0] != h:
-        image = cv2.resize(image, (w, h), interpolation=INTERPOLATIONS[interpolation])
+        image = resize_frame(image, size, interpolation)
         if label is not None:
             label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
     return image, label
 
 
-def random_crop(image: np.ndarray, label: np.ndarray | None, crop: tuple[int, int], rng: np.random.Generator,
+def random_crop(image: np.ndarray, label: np.ndarray | None, crop: Size, rng: np.random.Generator,
                 fill: tuple[int, int, int] = (0, 0, 0)) -> tuple[np.ndarray, np.ndarray | None]:
-    """A random (width, height) window; a smaller image is padded first (image `fill`, label ignore)."""
-    cw, ch = crop
+    """A random window of size `crop`; a smaller image is padded first (image `fill`, label ignore)."""
+    cw, ch = crop.width, crop.height
     h, w = image.shape[:2]
     if h < ch or w < cw:
         pad = ((0, max(ch - h, 0)), (0, max(cw - w, 0)))

@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 
 from mslseg.runtime.errors import ConfigError, DataError
+from mslseg.runtime.io.media import is_video, suffix_list
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
 _OPEN_CAPTURES = 4  # captures kept open per process
 AUTO_STRIDE = 30  # one frame a second at 30 fps: neighbours closer than that add little
 AUTO_MIN_FRAMES = 100  # ...but a short clip keeps at least this many (all of a shorter one)
@@ -34,14 +34,13 @@ def find_videos(spec: str) -> list[Path]:
     if path.is_file():
         found = [path]
     elif path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        found = sorted(p for p in path.iterdir() if is_video(p) and p.is_file())
     elif glob.has_magic(spec):
-        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
-                       if Path(p).suffix.lower() in VIDEO_SUFFIXES)
+        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if is_video(p))
     else:
         raise DataError(f"video {spec} does not exist; give a video file, a folder of videos or a glob")
     if not found:
-        raise DataError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) found at {spec}; check the path or pattern")
+        raise DataError(f"no videos ({suffix_list('video')}) found at {spec}; check the path or pattern")
     return found
 
 
@@ -65,7 +64,7 @@ def frame_positions(count: int, stride: int | None, frames: int | None) -> list[
 
 
 class VideoFrames:
-    """A `FrameSource` over frames of one or more video files (unlabelled)."""
+    """A `SampleReader` over frames of one or more video files (unlabelled)."""
 
     labelled = False
 
@@ -125,8 +124,8 @@ class VideoFrames:
 def _open(video: Path) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
-        raise DataError(f"cannot open video {video}; check that it is a readable "
-                        f"{'/'.join(VIDEO_SUFFIXES)} file OpenCV can decode")
+        raise DataError(f"cannot open video {video}; check that it is a readable video "
+                        f"({suffix_list('video')}) OpenCV can decode")
     return cap
 
 

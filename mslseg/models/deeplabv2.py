@@ -13,6 +13,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mslseg.architectures import DEEPLAB_OPTIONS, ModelRef
 from mslseg.models.base import SegModel
 from mslseg.models.resnet import BACKBONES, ResNetBackbone, init_backbone
 from mslseg.runtime.errors import ModelFormatError
@@ -49,10 +50,10 @@ class ASPPClassifier(nn.Module):
 class ModelSpec:
     """What builds a model; stored in every checkpoint."""
 
-    backbone: str = "resnet101"  # resnet101 (the paper's) | resnet50 | resnet18
+    backbone: str = DEEPLAB_OPTIONS["backbone"]  # resnet101 (the paper's) | resnet50 | resnet18
     num_classes: int = 19
     multi_level: bool = True  # an auxiliary head on layer3
-    branches: int = 4  # ASPP branches summed; 2 reproduces the released MSL checkpoints
+    branches: int = DEEPLAB_OPTIONS["branches"]  # ASPP branches summed; 2 reproduces the released MSL checkpoints
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -101,7 +102,7 @@ class DeepLabV2(SegModel):
 
     @property
     def name(self) -> str:
-        return f"deeplabv2-{self.spec.backbone}"
+        return ModelRef.name_of(self.arch, backbone=self.spec.backbone)
 
     def spec_dict(self) -> dict[str, Any]:
         return self.spec.to_dict()
@@ -128,7 +129,7 @@ def _upsample(logits: Tensor, like: Tensor) -> Tensor:
     return F.interpolate(logits, size=like.shape[-2:], mode="bilinear", align_corners=True)
 
 
-def deeplabv2(backbone: str = "resnet101", *, num_classes: int = 19, multi_level: bool = True,
-              branches: int = 4) -> DeepLabV2:
+def deeplabv2(backbone: str = ModelSpec.backbone, *, num_classes: int = 19, multi_level: bool = True,
+              branches: int = ModelSpec.branches) -> DeepLabV2:
     """Build a DeepLab-v2 with randomly initialised weights."""
     return DeepLabV2(ModelSpec(backbone, num_classes, multi_level, branches))

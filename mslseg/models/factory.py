@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mslseg.architectures import PREFIX, is_factory
+from mslseg.architectures import FACTORY_MESSAGE, PREFIX, ModelRef, is_factory
 from mslseg.models.base import SegModel, split_output, to_input_size
 from mslseg.runtime.errors import ModelFormatError
 
@@ -47,11 +47,11 @@ class FactoryRef:
 
     @classmethod
     def parse(cls, name: str) -> FactoryRef:
-        parts = name.removeprefix(PREFIX).rsplit(":", 1)
-        if not name.startswith(PREFIX) or len(parts) != 2 or not all(parts):
-            raise ModelFormatError(f"'{name}' does not name a factory; write python:MODULE:FUNCTION "
-                                   "(python:mypkg.nets:build_net, or python:nets.py:build_net)")
-        return cls(name, parts[0], parts[1])
+        """The factory `name` names (architectures.ModelRef parses it); ModelFormatError for any other name."""
+        if not is_factory(name):
+            raise ModelFormatError(f"'{name}' does not name a factory; {FACTORY_MESSAGE}")
+        ref = ModelRef.parse(name)
+        return cls(name, ref.module, ref.function)
 
     @property
     def is_file(self) -> bool:

@@ -22,12 +22,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from mslseg.architectures import HF_PREFIX, ModelRef, entry_of
 from mslseg.models.base import SegModel, to_input_size
 from mslseg.runtime.errors import ModelFormatError, require
 
 log = logging.getLogger(__name__)
 
-# (hidden sizes, depths, decoder width) of the MiT encoders B0..B5 (SegFormer, Table 1 and 7)
+# (hidden sizes, depths, decoder width) of the MiT encoders B0..B5 (SegFormer, Table 1 and 7); the
+# registry's SEGFORMER_SIZES names the same sizes (a test holds them together)
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
     "b0": ((32, 64, 160, 256), (2, 2, 2, 2), 256),
     "b1": ((64, 128, 320, 512), (2, 2, 2, 2), 256),
@@ -41,7 +43,6 @@ _ARCH_FIELDS = ("num_channels", "num_encoder_blocks", "depths", "sr_ratios", "hi
                 "strides", "num_attention_heads", "mlp_ratios", "hidden_act", "hidden_dropout_prob",
                 "attention_probs_dropout_prob", "classifier_dropout_prob", "initializer_range",
                 "drop_path_rate", "layer_norm_eps", "decoder_hidden_size", "num_labels")
-HF_PREFIX = "hf:"
 AUX_STAGE = 2  # stage 3 of 4, counted from 0
 
 
@@ -79,8 +80,7 @@ class SegFormer(SegModel):
         if self.head_aux is not None:
             nn.init.normal_(self.head_aux.weight, 0.0, 0.01)
             nn.init.zeros_(self.head_aux.bias)
-        variant = variant_of(config)
-        self.arch = f"segformer-{variant}" if variant else "segformer"
+        self.arch = entry_of("segformer", variant_of(config))
 
     @property
     def num_classes(self) -> int:
@@ -133,14 +133,15 @@ def pretrained_segformer(source: str, *, num_classes: int, multi_level: bool = F
     SegformerForImageClassification) gets a new head of `num_classes`, and no class names.
     """
     tf = _transformers()
-    ident = source.removeprefix(HF_PREFIX)
-    if not source.startswith(HF_PREFIX) and not (Path(source) / "config.json").is_file():
+    hub = source.startswith(HF_PREFIX)
+    ident = ModelRef.parse(source).ident if hub else source
+    if not hub and not (Path(source) / "config.json").is_file():
         raise ModelFormatError(f"{source} is not a save_pretrained folder (no config.json); give such a folder, "
                                f"an mslseg checkpoint (.pt), or a hub id as {HF_PREFIX}<id>")
     try:
         config = tf.AutoConfig.from_pretrained(ident)
     except (OSError, ValueError) as exc:
-        where = "the hub is out of reach or the id is wrong" if source.startswith(HF_PREFIX) else "check the folder"
+        where = "the hub is out of reach or the id is wrong" if hub else "check the folder"
         raise ModelFormatError(f"cannot read the SegFormer config of {ident} ({str(exc).splitlines()[0][:160]}); "
                                f"{where}") from None
     if getattr(config, "model_type", "") != "segformer":

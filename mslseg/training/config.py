@@ -19,13 +19,12 @@ from typing import Any
 
 import yaml
 
-from mslseg.architectures import OPTIMIZERS, architecture
-from mslseg.data.config import DATASET_KINDS, DataConfig
-from mslseg.methods import METHODS
+from mslseg.architectures import OPTIMIZERS, OPTION_DEFAULTS, PAPER, OptimRecipe, architecture, option_error
+from mslseg.data.config import DATASET_KINDS, DataConfig, as_size
+from mslseg.methods import ADAPT_DEFAULT, METHODS
 from mslseg.runtime.errors import ConfigError, ModelFormatError
 from mslseg.runtime.sizes import Size
 
-TARGET_LOSS_NAMES = tuple(METHODS)
 # how a message names a config key: by the CLI flag that set it where a user typed one (--size, not
 # source.size), else by the key itself (YAML, --set); the CLI's flag table builds the mapping
 Names = Mapping[str, str]
@@ -38,26 +37,22 @@ def named(key: str, names: Names | None) -> str:
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "deeplabv2"  # a name in mslseg.architectures.MODELS (segformer-b0, ...) or python:MODULE:FUNCTION
-    backbone: str = "resnet101"  # DeepLab-v2's: resnet101 (the paper's) | resnet50 | resnet18; others ignore it
+    # DeepLab-v2's own (architectures.DEEPLAB_OPTIONS; unset: resnet101, 4 branches); set for another arch: an error
+    backbone: str | None = None  # resnet101 (the paper's) | resnet50 | resnet18
     multi_level: bool = True  # an auxiliary head (DeepLab: on layer3; SegFormer: on stage 3) for multi-level
-    branches: int = 4  # DeepLab-v2's ASPP branches summed; 2 = the released MSL checkpoints
+    branches: int | None = None  # DeepLab-v2's ASPP branches summed; 2 = the released MSL checkpoints
     bn: str = "train"  # train: batch stats, trainable affine (MSL recipe) | frozen (ADVENT style)
-    normalization: str = "official"  # official (BGR, Caffe mean) | imagenet; unset: the arch's recipe; ignored with init
+    normalization: str = PAPER.normalization  # official (BGR, Caffe mean) | imagenet; unset: the arch's recipe; ignored with init
     init: str | None = None  # start from: own .pt, a foreign file with init_format, a SegFormer folder or hf:<id>
     init_format: str | None = None  # msl | deeplab-imagenet | torchvision-resnet (foreign DeepLab init)
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    # every field a config leaves unset takes the architecture's recipe (mslseg.architectures)
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 2.5e-4  # encoder/backbone learning rate
+class OptimConfig(OptimRecipe):
+    # the fields of architectures.OptimRecipe (optimizer, lr, head_lr_mult, momentum, weight_decay,
+    # poly_power, norm_decay), defined and defaulted there once; every one a config leaves unset takes
+    # the architecture's recipe (apply_recipe)
     lr_scale: float = 1.0  # multiplies lr (and the heads'): short runs from scratch, as the synthetic config, take 10
-    head_lr_mult: float = 10.0  # heads learn this many times faster
-    momentum: float = 0.9  # SGD momentum; AdamW beta1
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9  # lr = base * (1 - it / iterations) ** power
-    norm_decay: bool = True  # weight decay on normalisation layers (SegFormer's recipe: off)
 
 
 @dataclass(frozen=True)
@@ -107,8 +102,8 @@ class RunConfig:
             return named(key, names)
 
         checks = [
-            (self.method.target_loss in TARGET_LOSS_NAMES,
-             f"{n('method.target_loss')} '{self.method.target_loss}' is not one of {', '.join(TARGET_LOSS_NAMES)}"),
+            (self.method.target_loss in METHODS,
+             f"{n('method.target_loss')} '{self.method.target_loss}' is not one of {', '.join(METHODS)}"),
             (self.train.iterations >= 1, f"{n('train.iterations')} must be >= 1"),
             (self.train.batch_source >= 1 and self.train.batch_target >= 1, "batch sizes must be >= 1"),
             (self.train.workers >= 0, "train.workers must be >= 0 (0: load in the main process)"),
@@ -132,7 +127,8 @@ class RunConfig:
             (not (self.train.sync_bn and self.model.bn == "frozen"),
              "train.sync_bn needs model.bn: train; frozen BatchNorm uses fixed statistics, there are none to "
              "synchronise (drop train.sync_bn)"),
-            (not (self.method.target_loss != "none" and self.target is None),
+            (self.target is not None or self.method.target_loss not in METHODS  # (unknown: said above)
+             or not METHODS[self.method.target_loss].needs_target,
              f"method {self.method.target_loss} needs target data: set target (--target)"),
             (not (self.method.multi_level and not self.model.multi_level),
              f"{n('method.multi_level')} needs a model with an auxiliary head, and {n('model.multi_level')} "
@@ -158,12 +154,12 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _dataclass_of(tp: Any) -> type | None:
-    """The dataclass inside `tp` (X or X | None), else None."""
-    if dataclasses.is_dataclass(tp):
+    """The config section (a dataclass) inside `tp` (X or X | None), else None; a Size is a value."""
+    if dataclasses.is_dataclass(tp) and tp is not Size:
         return tp
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         for arg in typing.get_args(tp):
-            if dataclasses.is_dataclass(arg):
+            if dataclasses.is_dataclass(arg) and arg is not Size:
                 return arg
     return None
 
@@ -175,6 +171,8 @@ def coerce_value(value: Any, tp: Any, where: str) -> Any:
     if isinstance(tp, types.UnionType) or origin is typing.Union:
         inner = [a for a in args if a is not type(None)]
         return coerce_value(value, inner[0], where)
+    if tp is Size:  # 'WxH', 'W,H' or [width, height]: what YAML, --set and old run dirs hold
+        return as_size(value, where)
     if origin is tuple:
         if isinstance(value, str) and args == (int, int):  # a size: WIDTHxHEIGHT, the one spelling
             size = Size.parse(value, where)
@@ -235,13 +233,17 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "", names: Names | N
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     def plain(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return list(v)
+        if isinstance(v, Size):  # 'WxH': what a user types, and what older mslseg reads back too
+            return str(v)
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    return plain(dataclasses.asdict(cfg))
+    return plain(cfg)
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -282,7 +284,7 @@ def adapt_method(cfg: RunConfig, given: set[str]) -> RunConfig:
     """
     method = cfg.method
     if "target_loss" not in given:
-        method = dataclasses.replace(method, target_loss="iw-msl")
+        method = dataclasses.replace(method, target_loss=ADAPT_DEFAULT)
         if "multi_level" not in given:
             method = dataclasses.replace(method, multi_level=cfg.model.multi_level)
     if "lambda_target" not in given:
@@ -299,11 +301,33 @@ def apply_recipe(cfg: RunConfig, given_optim: set[str], given_model: set[str],
         recipe = architecture(cfg.model.arch).recipe
     except ModelFormatError as exc:
         raise ConfigError(f"{named('model.arch', names)}: {exc}") from None
-    fields = {f.name for f in dataclasses.fields(OptimConfig)} & {f.name for f in dataclasses.fields(recipe)}
+    fields = {f.name for f in dataclasses.fields(OptimRecipe)}
     optim = dataclasses.replace(cfg.optim, **{k: getattr(recipe, k) for k in fields - given_optim})
     model = cfg.model if "normalization" in given_model else dataclasses.replace(
         cfg.model, normalization=recipe.normalization)
     return dataclasses.replace(cfg, optim=optim, model=model)
+
+
+def apply_options(cfg: RunConfig, file_only: set[str], arch_replaced: bool, names: Names | None = None) -> RunConfig:
+    """`cfg` with the model settings only some architectures take (DeepLab-v2's backbone and
+    branches: `Architecture.options`) at the defaults of `cfg.model.arch` where unset; one set for an
+    architecture that takes no such setting is a ConfigError naming it, never silently ignored.
+
+    Two settings that came from the config file alone (`file_only`) give way instead: those of a
+    file whose architecture an override replaced (`arch_replaced`: --model segformer-b0 on a DeepLab
+    config; they went with DeepLab), and DeepLab-v2's defaults (resnet101, 4), which every run
+    directory's config.yaml recorded for every architecture before this check (those runs resume)."""
+    arch = architecture(cfg.model.arch)
+    values: dict[str, Any] = {}
+    for key, default in OPTION_DEFAULTS.items():
+        value = getattr(cfg.model, key)
+        if key in arch.options:
+            values[key] = arch.options[key] if value is None else value
+        elif value is not None:
+            if key not in file_only or not (arch_replaced or value == default):
+                raise ConfigError(option_error(key, cfg.model.arch, named(f"model.{key}", names)))
+            values[key] = None
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **values))
 
 
 def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] = (), *,
@@ -322,11 +346,14 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] =
             from_dict(RunConfig, copy.deepcopy(data))
         except ConfigError as exc:
             raise ConfigError(f"{file}: {exc}") from None
-    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+    file_model = set(data.get("model") or ())
+    items = list(overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides))
     for key, value in items:
         set_dotted(data, key, value)
+    over_model = {k.removeprefix("model.") for k, _ in items if k.startswith("model.")}
     cfg = from_dict(RunConfig, data, names=names)
     cfg = apply_recipe(cfg, set(data.get("optim") or ()), set(data.get("model") or ()), names)
+    cfg = apply_options(cfg, file_model - over_model, "arch" in over_model, names)
     if adapt:
         cfg = adapt_method(cfg, set(data.get("method") or ()))
     return cfg.validate(names)

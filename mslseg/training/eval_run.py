@@ -15,8 +15,8 @@ from mslseg.data import build_dataset
 from mslseg.data.config import DataConfig
 from mslseg.runtime.errors import ConfigError, DataError
 from mslseg.runtime.io.atomic import atomic_write_bytes, atomic_write_text, writing
-from mslseg.runtime.metadata import ModelMeta
-from mslseg.runtime.sizes import NATIVE, Size
+from mslseg.runtime.metadata import ModelMeta, resolve_run_size
+from mslseg.runtime.sizes import Size
 from mslseg.training.device import resolve_device
 from mslseg.training.evaluate import evaluate
 from mslseg.training.metrics import Scores
@@ -63,10 +63,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Pat
     scores, conf = evaluate(model, dataset, device=dev, num_classes=meta.num_classes,
                             class_names=tuple(meta.class_names), flip=flip,
                             on_batch=save if save_predictions else None)
-    ran_at = str(Size(*data.size)) if data.size else "native"
+    ran_at = str(data.size) if data.size else "native"
     scored_at = ran_at if data.size and data.resize_labels else "label resolution"
-    scores = replace(scores, protocol=f"model run at {ran_at}, scored at {scored_at}")
-    report = scores.to_dict() | {"checkpoint": str(checkpoint), "run_at": ran_at, "scored_at": scored_at,
+    report = scores.to_dict() | {"checkpoint": str(checkpoint), "protocol": scores.protocol,
+                                 "run_at": ran_at, "scored_at": scored_at,
                                  "flip": flip, "images": len(dataset), "confusion": conf.tolist()}
     atomic_write_text(out / "scores.json", json.dumps(report, indent=2))
     try:
@@ -81,12 +81,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data: DataConfig, out: str | Pat
 
 
 def run_data(data: DataConfig, meta: ModelMeta, size: Size | str | None) -> DataConfig:
-    """`data` with the size (and resize method) the model runs at, by the runtime's rule."""
+    """`data` with the size (and resize method) the model runs at, by the runtime's rule.
+
+    A `size` the data names itself wins (with its own interpolation): the caller chose that protocol.
+    """
     if data.size is not None:
         return data
-    if size == NATIVE:
+    chosen = resolve_run_size(size, meta)
+    if chosen.size is None:
         return data
-    chosen = Size.of(size, "size") if size is not None else meta.train_size
-    if chosen is None:
-        return data
-    return replace(data, size=(chosen.width, chosen.height), interpolation=meta.interpolation)
+    return replace(data, size=chosen.size, interpolation=chosen.interpolation)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -27,6 +28,22 @@ def resize_labels(pred: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.stack(out).astype(np.int64))
 
 
+def protocol_of(dataset: Dataset, amp_dtype: torch.dtype | None = None) -> str:
+    """Where `evaluate` runs the model on `dataset` and where it scores, in words.
+
+    The one rule every mIoU line states (training's evaluations, `mslseg evaluate`): two numbers
+    agree only under the same protocol. Scoring at the run size (labels resized nearest, the
+    MaxSquareLoss reference) and at the labels' own resolution (ADVENT, `mslseg evaluate`'s
+    default) differ by a few tenths of a point on Cityscapes.
+    """
+    augment = getattr(dataset, "augment", None)
+    size = getattr(augment, "size", None)
+    ran = str(size) if size else "native"
+    scored = ran if size and augment.resize_labels else "label resolution"
+    amp = f", {str(amp_dtype).removeprefix('torch.')} autocast" if amp_dtype is not None else ""
+    return f"model run at {ran}, scored at {scored}{amp}"
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, image: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
     """(N, 3, H, W) -> (N, C, H, W) logits; with flip, the mean of the image and its mirror."""
@@ -41,7 +58,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: torch.device, num_cl
              class_names: tuple[str, ...], flip: bool = False, batch_size: int = 1, workers: int = 0,
              amp_dtype: torch.dtype | None = None,
              on_batch: Callable[[dict, torch.Tensor], None] | None = None) -> tuple[Scores, torch.Tensor]:
-    """Scores and the (K, K) confusion matrix of `model` on a labelled `dataset`.
+    """Scores (their `protocol` says how, see `protocol_of`) and the (K, K) confusion matrix of `model` on `dataset`.
 
     Scored at the labels' resolution: where the dataset resized the images only
     (`resize_labels: false`), each prediction is resized to its label (nearest neighbour, as the
@@ -70,4 +87,5 @@ def evaluate(model: nn.Module, dataset: Dataset, *, device: torch.device, num_cl
                 on_batch(batch, pred.cpu())
     finally:
         model.train(was_training)
-    return scores_from_confusion(conf, class_names), conf
+    scores = replace(scores_from_confusion(conf, class_names), protocol=protocol_of(dataset, amp_dtype))
+    return scores, conf

@@ -16,15 +16,14 @@ import torch
 import yaml
 
 from mslseg import __version__
-from mslseg.architectures import architecture, is_factory
+from mslseg.architectures import MODELS, architecture, is_factory
 from mslseg.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mslseg.classes import palette_for
 from mslseg.data import build_dataset
 from mslseg.data.video_frames import VideoFrames
-from mslseg.foreign import import_foreign
 from mslseg.models.base import SegModel
 from mslseg.runtime.errors import ConfigError, TrainingError
-from mslseg.runtime.io.atomic import atomic_write_text
+from mslseg.runtime.io.atomic import atomic_write_text, remove_temporary, temporaries
 from mslseg.runtime.metadata import ModelMeta, Normalization
 from mslseg.runtime.sizes import Size
 from mslseg.training.config import ModelConfig, OptimConfig, RunConfig, recipe_lambda_target, to_dict
@@ -68,6 +67,7 @@ class RunResult:
     final_miou: float | None = None
     best_miou: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    eval_protocol: str = ""  # how final_miou was scored (`protocol_of`), for the line that shows it
 
 
 def build_model(cfg: ModelConfig, class_names: tuple[str, ...],
@@ -78,18 +78,18 @@ def build_model(cfg: ModelConfig, class_names: tuple[str, ...],
     arch = architecture(cfg.arch)
     factory = cfg.arch if is_factory(cfg.arch) else None  # the config names it: the caller trusts it
     if cfg.init is None:
-        model = arch.build(num_classes=n, multi_level=cfg.multi_level, backbone=cfg.backbone, branches=cfg.branches)
+        options = {k: getattr(cfg, k) for k in arch.options if getattr(cfg, k) is not None}  # model.backbone, ...
+        model = arch.build(num_classes=n, multi_level=cfg.multi_level, **options)
         meta = ModelMeta(num_classes=n, class_names=class_names, palette=palette_for(class_names),
                          normalization=Normalization.named(cfg.normalization))
     elif cfg.init_format:
-        if cfg.arch != "deeplabv2":
-            raise ConfigError(f"model.init_format imports DeepLab-v2 weights, not {cfg.arch}; drop it, or use "
-                              "a SegFormer folder / hf:<id> as model.init")
-        model, meta = import_foreign(cfg.init, cfg.init_format, num_classes=n, multi_level=cfg.multi_level)
-    elif cfg.arch.startswith("segformer") and not cfg.init.endswith(".pt"):
-        from mslseg.models.segformer import pretrained_segformer
-
-        model, names = pretrained_segformer(cfg.init, num_classes=n, multi_level=cfg.multi_level)
+        if arch.foreign_init is None:
+            takers = ", ".join(name for name, a in MODELS.items() if a.foreign_init)
+            other = ", or use a save_pretrained folder / hf:<id> as model.init" if arch.pretrained else ""
+            raise ConfigError(f"model.init_format imports weights of {takers}, not {cfg.arch}; drop it{other}")
+        model, meta = arch.foreign_init(cfg.init, cfg.init_format, num_classes=n, multi_level=cfg.multi_level)
+    elif arch.pretrained is not None and not cfg.init.endswith(".pt"):  # a save_pretrained folder or hf:<id>
+        model, names = arch.pretrained(cfg.init, num_classes=n, multi_level=cfg.multi_level)
         if names is not None and names != class_names:
             log.info("%s names its classes %s; the data's names are used", cfg.init, ", ".join(names))
         meta = ModelMeta(num_classes=n, class_names=class_names, palette=palette_for(class_names),
@@ -125,7 +125,7 @@ def run_size(cfg: RunConfig) -> tuple[Size | None, str]:
     """
     for data in (cfg.target_val, cfg.target, cfg.source):
         if data is not None and data.size:
-            return Size(*data.size), data.interpolation
+            return data.size, data.interpolation
     return None, cfg.source.interpolation
 
 
@@ -182,8 +182,8 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         net = prepare_net(s.model, cfg, s.device, dist)
         if dist.main:
             out.mkdir(parents=True, exist_ok=True)
-            for stale in out.glob(".*.tmp"):  # temporaries of a write that a kill interrupted
-                stale.unlink(missing_ok=True)
+            for stale in temporaries(out):  # temporaries of a write that a kill interrupted
+                remove_temporary(stale)
             atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
             truncate_metrics(out / "metrics.jsonl", s.start)
         if on_start is not None:
@@ -369,8 +369,8 @@ def _loader(s: _Setup, dataset: Any, batch: int, seed: int, dist: Dist):
 def _evaluate(s: _Setup, out: Path, board: Any, done: int, result: RunResult) -> None:
     scores, _ = evaluate(s.model, s.target_val, device=s.device, num_classes=s.meta.num_classes,
                          class_names=tuple(s.meta.class_names), amp_dtype=s.amp_dtype)
-    append_metrics(out / "metrics.jsonl", {"iteration": done, "eval": scores.to_dict()})
-    result.final_miou = scores.miou
+    append_metrics(out / "metrics.jsonl", {"iteration": done, "eval": scores.to_dict() | {"protocol": scores.protocol}})
+    result.final_miou, result.eval_protocol = scores.miou, scores.protocol
     if board is not None:
         board.add_scalar("eval/miou", scores.miou, done)
     if s.best is None or scores.miou > s.best:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,14 +12,13 @@ from typing import Any
 
 import torch
 
+from mslseg.runtime import signals as runtime_signals
 from mslseg.runtime.errors import ConfigError
+from mslseg.runtime.signals import StopFlag
 from mslseg.training.config import RunConfig, load_config
 from mslseg.training.device import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; what Slurm, Kubernetes and `docker stop` send
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -36,7 +34,7 @@ class RunInterrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         """What a shell reports for a process the signal ended: 130 for Ctrl-C, 143 for SIGTERM."""
-        return 128 + self.signum
+        return runtime_signals.exit_code(self.signum)
 
 
 class StopRequested(KeyboardInterrupt):
@@ -59,30 +57,22 @@ class Position:
     in_step: bool = False
 
 
-class StopSignals:
+class StopSignals(StopFlag):
     """SIGINT and SIGTERM as requests to stop at a whole step (installed by `stop_signals`).
 
-    The first signal is recorded in `signum`. While `holding`, nothing else happens: the loop asks
-    `pending()` at the end of each step and stops there. Otherwise it raises `StopRequested` at once.
-    A second Ctrl-C always raises KeyboardInterrupt at once (the user does not want to wait; writes
-    are atomic, so last.pt stays whole). A repeated SIGTERM is ignored: schedulers escalate with
-    SIGKILL after their grace period, and a signal can arrive twice (Slurm signals every process,
-    torchrun forwards it to its workers as well).
+    The policy is `mslseg.runtime.signals`'s (the first signal is recorded in `signum`; a second
+    Ctrl-C raises KeyboardInterrupt at once; a repeated SIGTERM is ignored). Training adds: while
+    `holding`, the loop asks `pending()` at the end of each step and stops there; otherwise the first
+    signal raises `StopRequested` at once (setup, an evaluation: nothing is held that a stop would lose).
     """
 
     def __init__(self) -> None:
-        self.signum: int | None = None
+        super().__init__()
         self.holding = False
 
-    def handle(self, signum: int, frame: Any) -> None:
-        if self.signum is None:
-            self.signum = signum
-            if not self.holding:
-                raise StopRequested(signum)
-        elif signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        else:
-            log.warning("%s again: the run is already stopping at a whole step", signal.Signals(signum).name)
+    def first(self, signum: int) -> None:
+        if not self.holding:
+            raise StopRequested(signum)
 
     @contextlib.contextmanager
     def released(self) -> Iterator[None]:
@@ -102,25 +92,10 @@ class StopSignals:
         return self.signum or 0
 
 
-@contextlib.contextmanager
-def stop_signals() -> Iterator[StopSignals]:
-    """Handles SIGINT and SIGTERM as `StopSignals` says for the block, then restores the handlers.
-
-    Only in the main thread, and only for a signal whose handler is Python's default (an embedding
-    application's own handler is left alone); otherwise that signal behaves as it did.
-    """
-    stops = StopSignals()
-    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    mine: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            if signal.getsignal(signum) is defaults[signum]:
-                mine[signum] = signal.signal(signum, stops.handle)
-    try:
-        yield stops
-    finally:
-        for signum, previous in mine.items():
-            signal.signal(signum, previous)
+def stop_signals() -> contextlib.AbstractContextManager[StopSignals]:
+    """`mslseg.runtime.signals.stop_signals` with training's `StopSignals`: main thread only, Python's
+    default handlers only, restored after the block."""
+    return runtime_signals.stop_signals(StopSignals())
 
 
 def agreed_stop(signum: int, device: torch.device) -> int:

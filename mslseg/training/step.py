@@ -1,19 +1,18 @@
 """One optimisation step of source-supervised, target-adapted training. Methods differ only by
-the target loss taken from `mslseg.losses.TARGET_LOSSES`."""
+their target loss, which their registry entry names (mslseg.methods, `losses.target_loss_fn`)."""
 
 from __future__ import annotations
 
 import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mslseg.classes import IGNORE_INDEX
-from mslseg.losses import TARGET_LOSSES, multi_level_guidance_loss
+from mslseg.losses import multi_level_guidance_loss, target_loss_fn
 from mslseg.training.config import MethodConfig, OptimConfig
 
 
@@ -53,11 +52,6 @@ def set_poly_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, iteration: i
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
     return lr
-
-
-def target_loss_fn(method: MethodConfig):
-    fn = TARGET_LOSSES[method.target_loss]
-    return partial(fn, ratio=method.iw_ratio) if method.target_loss == "iw-msl" else fn
 
 
 def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, source: dict[str, Tensor],

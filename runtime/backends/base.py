@@ -27,8 +27,21 @@ BACKENDS: dict[str, str] = {
 }
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "tensorrt")
-# what the Segmenter passes to every factory; a factory takes these and ignores what does not apply
-COMMON_OPTIONS = ("device", "providers", "threads", "cache_dir", "confidence")
+# A factory's keyword-only parameters are the options its backend takes (the one owner of that
+# fact); an option it does not take is an error, never silently dropped. What each one means, for
+# the error that names the backends taking it:
+OPTION_HELP: dict[str, str] = {
+    "device": "where the model runs",
+    "providers": "an ONNX Runtime provider list",
+    "threads": "CPU threads: ONNX Runtime's intra-op pool, torch.set_num_threads for a .pt",
+    "cache_dir": "the engine and timing caches of ONNX Runtime's TensorRT EP",
+    "confidence": "a confidence map computed in torch",
+    "spin": "ONNX Runtime's spin-waiting pool threads",
+    "trt_max_batch": "the TensorRT EP profile's largest batch",
+    "trt_max_size": "the TensorRT EP profile's largest frame size",
+    "bf16": "bf16 autocast", "channels_last": "channels-last memory format", "fp16": "fp16 weights on a GPU",
+    "cuda_graphs": "CUDA graph replay", "factory": "the code that builds a user's own network",
+}
 
 
 @runtime_checkable
@@ -57,11 +70,11 @@ def supported_suffixes() -> str:
 def open_backend(path: str | Path, **options: Any) -> Backend:
     """Open `path` with the backend its suffix names; `options` go to that backend's factory.
 
-    Every factory accepts device, providers, threads, cache_dir and confidence, and ignores what
-    does not apply to it.
+    An option that factory does not take is an InputError naming the backends that take it.
     """
     path = Path(path)
     factory = _factory(path)
+    check_backend_options(path, options)
     if not path.is_file():
         raise ModelFormatError(f"model {path} does not exist; check the path")
     return factory(path, **options)
@@ -79,21 +92,26 @@ def _factory(path: Path) -> Any:
 
 
 def backend_options(path: str | Path) -> tuple[str, ...]:
-    """The options only the backend of `path` takes (beyond COMMON_OPTIONS), e.g. ('spin',) for .onnx."""
+    """Every option the backend of `path` takes: its factory's keyword-only parameters."""
     params = inspect.signature(_factory(Path(path))).parameters.values()
-    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in COMMON_OPTIONS)
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+
+
+def suffixes_taking(option: str) -> tuple[str, ...]:
+    """The model suffixes whose backend takes `option`, e.g. ('.onnx',) for 'spin'."""
+    return tuple(s for s in BACKENDS if option in backend_options(Path("model" + s)))
 
 
 def check_backend_options(path: str | Path, options: dict[str, Any]) -> None:
-    """An option the backend of `path` does not take is an error naming the ones it does."""
+    """An option the backend of `path` does not take is an error naming the backends that do."""
+    kind = Path(path).suffix.lower()
     valid = backend_options(path)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        kind = Path(path).suffix.lower()
-        raise InputError(
-            f"{', '.join(unknown)}: not an option for a {kind} model; its backend takes "
-            f"{', '.join(valid) or 'no options'} (and every model: {', '.join(COMMON_OPTIONS)})"
-        )
+    for name in sorted(set(options) - set(valid)):
+        takers = suffixes_taking(name)
+        where = (f"applies to {', '.join(takers)} models ({OPTION_HELP.get(name, name)})" if takers
+                 else "is not an option of any backend")
+        raise InputError(f"{name} {where}; a {kind} model does not take it (its backend takes "
+                         f"{', '.join(valid)})")
 
 
 def parse_device(device: str) -> tuple[str, int]:

@@ -300,8 +300,7 @@ class OrtBackend:
 
 def open_ort(path: Path, *, device: str = "auto", providers: list[Any] | None = None,
              threads: int | None = None, cache_dir: str | Path | None = None, spin: bool = True,
-             trt_max_batch: int | None = None, trt_max_size: Size | str | None = None,
-             **_: Any) -> OrtBackend:
+             trt_max_batch: int | None = None, trt_max_size: Size | str | None = None) -> OrtBackend:
     """`trt_max_batch`, `trt_max_size`: the TensorRT EP profile's largest batch and frame size
     (`profile_shapes`); the Segmenter passes its batch size and run size unless they are given."""
     if providers and device not in ("auto", None):

@@ -19,6 +19,7 @@ import numpy as np
 
 from mslseg.runtime.backends.base import check_graph_input, parse_device
 from mslseg.runtime.errors import InputError, MissingDependencyError, require
+from mslseg.runtime.metadata import graph_label_dtype
 from mslseg.runtime.sizes import Size
 
 # torch documents one capture at a time per process (its allocator and torch.cuda.graph's set-up
@@ -73,7 +74,7 @@ class TorchBackend:
         # by the process and lives on whichever GPU was current at the first capture
         self._side = torch.cuda.Stream(self._device) if cuda_graphs else None
         self._torch = torch
-        self._label_dtype = torch.uint8 if meta.num_classes <= 256 else torch.int32
+        self._label_dtype = getattr(torch, graph_label_dtype(meta.num_classes).name)  # as an exported graph's
         self.meta = meta.with_(input_kind="float", output_kind="labels", confidence=confidence,
                                precision="fp32")
 
@@ -164,12 +165,16 @@ def checkpoint_gflops(path: Path, size: Size, *, factory: str | None = None) -> 
 
 def open_torch(path: Path, *, device: str = "auto", confidence: bool = False, bf16: bool = False,
                channels_last: bool = False, fp16: bool = False, cuda_graphs: bool = False,
-               factory: str | None = None, providers: Any = None, **_: Any) -> TorchBackend:
+               factory: str | None = None, threads: int | None = None) -> TorchBackend:
     """`bf16` (autocast) and `channels_last` are the speed-ups a PyTorch user would try first; on a
     GPU, `fp16` weights and `cuda_graphs` (static shapes captured once, replayed) go further.
     `factory`: the python:MODULE:FUNCTION that built a checkpoint of the user's own network (a
-    checkpoint never gets code imported on its own say-so)."""
-    if providers:
-        raise InputError("providers apply to .onnx models only; pass device for a .pt")
-    return TorchBackend(path, device=device or "auto", confidence=confidence, bf16=bf16,
-                        channels_last=channels_last, fp16=fp16, cuda_graphs=cuda_graphs, factory=factory)
+    checkpoint never gets code imported on its own say-so). `threads`: torch.set_num_threads, which
+    is process-wide (torch has one intra-op pool per process)."""
+    backend = TorchBackend(path, device=device or "auto", confidence=confidence, bf16=bf16,
+                           channels_last=channels_last, fp16=fp16, cuda_graphs=cuda_graphs, factory=factory)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    return backend

@@ -30,14 +30,11 @@ import numpy as np
 
 from mslseg.runtime.backends.base import check_graph_input, parse_device
 from mslseg.runtime.backends.cuda_calls import Cuda, CudaGraph
+from mslseg.runtime.backends.engine_sidecar import parse_capability, sidecar_path
 from mslseg.runtime.errors import BackendError, InputError, ModelFormatError, require
 from mslseg.runtime.metadata import ModelMeta
 
 log = logging.getLogger(__name__)
-
-
-def sidecar_path(engine: Path) -> Path:
-    return engine.with_suffix(".json")
 
 
 def read_engine_meta(engine: str | Path) -> tuple[ModelMeta, dict[str, Any]]:
@@ -113,14 +110,13 @@ def engine_mismatch(info: dict[str, Any], *, trt_version: str, gpu: str, compute
             return problem
     cc = str(info.get("compute_capability") or "")
     level = info.get("hardware_compatibility", "none")
-
-    def number(text: str) -> float:
-        return float(text.replace("sm_", "").replace("sm", "")) if text else 0.0
-
-    if cc and level in ("none", "same-cc") and number(cc) != number(compute_capability):
+    # "unknown" (built where neither cuda-python nor torch could tell) cannot be compared: TensorRT's
+    # own check at deserialisation decides then
+    built_cc, here_cc = parse_capability(cc), parse_capability(compute_capability)
+    if built_cc and here_cc and level in ("none", "same-cc") and built_cc != here_cc:
         return (f"it was built for compute capability {cc} ({info.get('gpu', 'another GPU')}) and this "
                 f"GPU ({gpu}) has {compute_capability}")
-    if level == "ampere+" and number(compute_capability) < 8.0:
+    if level == "ampere+" and here_cc and here_cc < (8, 0):
         return f"it was built for Ampere or newer GPUs and this GPU ({gpu}) has compute capability {compute_capability}"
     return None
 
@@ -300,7 +296,6 @@ class TrtBackend:
             self._frees.close()
 
 
-def open_trt(path: Path, *, device: str = "auto", providers: Any = None, **_: Any) -> TrtBackend:
-    if providers:
-        raise InputError("providers apply to .onnx models only; pass device for an engine")
+def open_trt(path: Path, *, device: str = "auto") -> TrtBackend:
+    """An engine takes only `device`: its precision, profile and threads were fixed when it was built."""
     return TrtBackend(path, device=device or "auto")

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from mslseg.runtime.backends.base import backend_options
 from mslseg.runtime.bench.flops import frame_gflops
 from mslseg.runtime.bench.machine import (
     cpu_flags,
@@ -268,10 +269,12 @@ def bench_models(models: list[Path], *, batch_sizes: list[int], sizes: list[Size
         for variant, options in variants:
             if factory and Path(path).suffix.lower() == ".pt":
                 options = {**options, "factory": factory}
+            if threads and "threads" in backend_options(path):  # one bench, many kinds: an engine has no CPU threads
+                options = {**options, "threads": threads}
             label = Path(path).name + (f" ({variant})" if variant else "")
             try:
                 # "native": each frame runs at its own size, the --size it was generated at
-                seg = Segmenter(path, device=device, batch_size=max(batch_sizes), threads=threads, size=NATIVE,
+                seg = Segmenter(path, device=device, batch_size=max(batch_sizes), size=NATIVE,
                                 warmup=False, **options)
             except MissingDependencyError as exc:  # ProviderLoadError too: a GPU provider that did not load
                 line = report.skip(label, str(exc))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mslseg.runtime.backends.base import backend_options
 from mslseg.runtime.cluster.options import ClusterProgress, ClusterSummary, plan_workers
 from mslseg.runtime.cluster.units import PARTS_FOLDER, SourceUnit, append_part, discard_partials, open_unit, part_path
 from mslseg.runtime.errors import MslsegError
@@ -56,8 +57,9 @@ class ClusterJob:
         self.model = str(Path(model).absolute())
         self.frame_args = {"start": frames.start, "end": frames.end, "stride": frames.stride}
         self.frames = frames
-        threads = max(1, int(cluster.cpus_per_worker))  # not one per core of a node shared by workers
-        self.segmenter_options = {"threads": threads, **segmenter_options}
+        if "threads" in backend_options(model):  # not one per core of a node shared by workers
+            segmenter_options = {"threads": max(1, int(cluster.cpus_per_worker)), **segmenter_options}
+        self.segmenter_options = segmenter_options  # an engine takes no threads: none are passed
         self.stems = unique_stems([u.stem for u in units])
         self.results: list[dict[str, Any] | None] = [None] * len(units)
         self.attempts = [0] * len(units)

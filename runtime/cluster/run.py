@@ -42,12 +42,17 @@ class Connection:
             self.ray.shutdown()
 
 
+def ray_target(address: str = "auto") -> str | None:
+    """The address `connect` goes to: RAY_ADDRESS for "auto" (None: a new local Ray), else `address`."""
+    return os.environ.get("RAY_ADDRESS") if address == "auto" else address
+
+
 def connect(address: str = "auto", num_cpus: int | None = None) -> Connection:
     """Connect to Ray: RAY_ADDRESS or a local Ray for "auto", Ray Client for ray://HOST:PORT, else
     the address as given. A connection this process already has is used as it is. ray.init sets a
     SIGTERM handler: install your own after this call."""
     ray = require("ray", "cluster", "--cluster")
-    target = os.environ.get("RAY_ADDRESS") if address == "auto" else address
+    target = ray_target(address)
     if target and target.startswith("ray://"):
         require("grpc", "cluster", "Ray Client (--cluster ray://...)")  # plain `ray` lacks it; ray[default] has it
     if ray.is_initialized():

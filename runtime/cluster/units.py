@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mslseg.runtime.errors import InputError
-from mslseg.runtime.io.atomic import atomic_write_bytes
+from mslseg.runtime.io.atomic import atomic_write_bytes, final_name, remove_temporary, temporaries
+from mslseg.runtime.io.media import is_video
 from mslseg.runtime.io.sources import (
     URL_SCHEMES,
-    VIDEO_SUFFIXES,
     FrameRange,
     ImageSequence,
     VideoSource,
@@ -67,7 +66,7 @@ def plan_units(specs: list[str]) -> list[SourceUnit]:
 
 
 def _is_video_url(spec: str) -> bool:
-    return spec.startswith("http") and Path(spec.split("?")[0]).suffix.lower() in VIDEO_SUFFIXES
+    return spec.startswith("http") and is_video(spec)
 
 
 def open_unit(unit: SourceUnit, frames: FrameRange) -> ImageSequence | VideoSource:
@@ -116,12 +115,15 @@ def part_path(out: Path, stem: str) -> Path:
 
 
 def discard_partials(out: Path, stem: str) -> None:
-    """Remove what a killed worker left of a source under temporary names (never a final name).
-    An image overlay is written atomically per file: at most one hidden .tmp of it can be left."""
-    candidates = [out / f".{stem}_overlay.partial.mp4", out / "labels" / f".{stem}.partial",
-                  out / "labels" / f".{stem}.npz.partial", part_path(out, stem)]
-    for path in candidates:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists() or path.is_symlink():
-            path.unlink(missing_ok=True)
+    """Remove what a killed worker left of a source under temporary names (never a final name), as
+    `mslseg.runtime.io.atomic` names them (this version's names and earlier ones). Only this source's:
+    other workers write beside it. An image overlay is written atomically per file: at most one hidden
+    .tmp of it can be left, under a name this source does not own alone."""
+    finals = {out / f"{stem}_overlay.mp4", out / "labels" / stem, out / "labels" / f"{stem}.npz"}
+    for folder in (out, out / "labels"):
+        for path in temporaries(folder):
+            if final_name(path) in finals:
+                remove_temporary(path)
+    part = part_path(out, stem)
+    if part.exists() or part.is_symlink():
+        part.unlink(missing_ok=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,12 +76,69 @@ def writing(target: str | os.PathLike[str], *, what: str | None = None) -> Itera
         raise error from exc
 
 
+# Temporary names, one owner for every writer and every cleanup. All are hidden and beside the final
+# name, so a glob of the output never sees them and a rename publishes them on the same filesystem:
+#   .NAME.0123abcd.tmp   atomic_path: random, so concurrent writers of one file never share one
+#   .NAME.partial        a file or folder that grows while a source runs (labels, areas): fixed, so a
+#                        resumed or retried run finds and replaces what a killed one left
+#   .STEM.partial.SUFFIX the same, for a video: OpenCV and PyAV choose the container by the suffix
+PARTIAL = ".partial"
+TEMP_SUFFIX = ".tmp"
+TEMP_GLOB = f".*{TEMP_SUFFIX}"  # atomic_path's temporaries in a folder
+_TEMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
+_PARTIAL = re.compile(r"\.(?P<stem>.+?)\.partial(?P<suffix>\.[^.]+)?")
+
+
+def temp_name(final: str | os.PathLike[str]) -> Path:
+    """A fresh random temporary name beside `final` (atomic_path's)."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def partial_name(final: str | os.PathLike[str], *, keep_suffix: bool = False) -> Path:
+    """The fixed temporary name of an output that grows (`keep_suffix`: a video, whose writer reads
+    the format from the suffix)."""
+    final = Path(final)
+    if keep_suffix:
+        return final.with_name(f".{final.stem}{PARTIAL}{final.suffix}")
+    return final.with_name(f".{final.name}{PARTIAL}")
+
+
+def final_name(path: str | os.PathLike[str]) -> Path | None:
+    """The final path a temporary name stands for (None: `path` is not a temporary name)."""
+    path = Path(path)
+    if match := _TEMP.fullmatch(path.name):
+        return path.with_name(match["name"])
+    if match := _PARTIAL.fullmatch(path.name):
+        return path.with_name(match["stem"] + (match["suffix"] or ""))
+    return None
+
+
+def is_temporary(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a temporary name of any writer (what a cleanup may remove)."""
+    return final_name(path) is not None
+
+
+def temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """The temporary files and folders directly in `folder` (none when it does not exist)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob(".*") if is_temporary(p)) if folder.is_dir() else []
+
+
+def remove_temporary(path: Path) -> None:
+    """Remove a temporary file or folder (a PNG folder grows under a partial name) if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        discard(path)
+
+
 def _create_temp(final: Path) -> Path:
     """A new, empty hidden file beside `final`. Created with mode 0o666 so the umask applies, as
     for any file the user writes (tempfile.mkstemp would make every output owner-only, 0o600);
     a file being replaced keeps its mode."""
     for _ in range(100):
-        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+        tmp = temp_name(final)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:

@@ -24,12 +24,8 @@ from typing import Any
 import numpy as np
 
 from mslseg.runtime.errors import DataError
-from mslseg.runtime.io.atomic import atomic_path, discard, writing
+from mslseg.runtime.io.atomic import atomic_path, discard, partial_name, writing
 from mslseg.runtime.metadata import ModelMeta
-
-
-def partial_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
 
 
 def publish(tmp: Path, final: Path) -> Path:

@@ -23,11 +23,10 @@ import numpy as np
 
 from mslseg.runtime.errors import DataError, InputError
 from mslseg.runtime.io.live import LivePolicy, LiveReader
+from mslseg.runtime.io.media import is_image, is_video, suffix_list, suggest_glob
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own stderr chatter; errors come as ours
 
@@ -276,15 +275,20 @@ def local_files(spec: str) -> tuple[list[Path], list[Path]]:
     else:
         raise DataError(f"{spec} does not exist; give a video, an image, a folder, a glob, "
                         "a camera index or a URL")
-    images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
-    videos = [p for p in paths if p not in images and (p.suffix.lower() in VIDEO_SUFFIXES or p == path)]
+    images = [p for p in paths if is_image(p)]
+    videos = [p for p in paths if p not in images and (is_video(p) or p == path)]
     if not images and not videos:
-        nested = path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
-                                       for p in path.glob("*/*"))
-        hint = (f"; its subfolders do: quote a glob, e.g. \"{path}/*/*.png\"" if nested
-                else f" (image suffixes: {', '.join(IMAGE_SUFFIXES)})")
-        raise DataError(f"{spec} holds no images or videos{hint}")
+        raise DataError(f"{spec} holds no images or videos{_nested_hint(path)}")
     return videos, images
+
+
+def _nested_hint(path: Path) -> str:
+    """How to reach media in sub-folders: a glob that matches them, with its count."""
+    found = suggest_glob(path) if path.is_dir() else None
+    if found is None:
+        return f" ({suffix_list()})"
+    pattern, count, kind = found
+    return f"; its sub-folders do: quote a glob, e.g. \"{pattern}\" (matches {count} {kind}s)"
 
 
 def open_sources(spec: str, frames: FrameRange | None = None,
@@ -298,7 +302,7 @@ def open_sources(spec: str, frames: FrameRange | None = None,
     if spec.isdigit():
         return [VideoSource(int(spec), spec, "camera", frames, live)]
     if spec.lower().startswith(URL_SCHEMES):
-        is_file = Path(spec.split("?")[0]).suffix.lower() in VIDEO_SUFFIXES and spec.startswith("http")
+        is_file = is_video(spec) and spec.startswith("http")
         return [VideoSource(spec, spec, "video" if is_file else "stream", frames, live)]
     videos, images = local_files(spec)
     sources: list[ImageSequence | VideoSource] = [VideoSource(p, str(p), "video", frames) for p in videos]

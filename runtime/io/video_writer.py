@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from mslseg.runtime.errors import DataError, InputError
-from mslseg.runtime.io.atomic import OUTPUT_ERRNOS, discard, writing
+from mslseg.runtime.io.atomic import OUTPUT_ERRNOS, discard, partial_name, writing
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ def h264_available() -> bool:
     except ImportError:
         return False
     return "libx264" in av.codecs_available
-
-
-def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
 def _finish(tmp: Path, final: Path) -> Path:
@@ -112,7 +108,7 @@ class PyAVWriter:
     def __init__(self, path: Path, fps: float, size: tuple[int, int], crf: int = 23) -> None:
         import av
 
-        self.path, self._tmp = path, _temp_name(path)
+        self.path, self._tmp = path, partial_name(path, keep_suffix=True)
         self._size = size
         h, w = size
         with writing(path):
@@ -161,7 +157,7 @@ class OpenCVWriter:
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
         import cv2
 
-        self.path, self._tmp = path, _temp_name(path)
+        self.path, self._tmp = path, partial_name(path, keep_suffix=True)
         self._size = size
         self._frames = 0
         with writing(path):  # OpenCV says only that it failed: the OS says why (read-only, full)

@@ -9,6 +9,7 @@ import torch
 from mslseg.classes import CITYSCAPES_ID_TO_TRAIN
 from mslseg.data import build_dataset, transforms
 from mslseg.runtime.errors import ConfigError
+from mslseg.runtime.sizes import Size
 from tests.mslseg import test_data_helpers as fx
 from tests.mslseg.test_data_helpers import NORM
 
@@ -23,19 +24,19 @@ def _pair(w=64, h=32, seed=0):
 def test_resize_sets_size_and_keeps_labels_nearest():
     image, label = _pair()
     for interp in ("bicubic", "bilinear"):
-        im2, lb2 = transforms.resize(image, label, (40, 24), interp)
+        im2, lb2 = transforms.resize(image, label, Size(40, 24), interp)
         assert im2.shape == (24, 40, 3) and lb2.shape == (24, 40)
         assert set(np.unique(lb2)) <= {7, 8, 11, 26}
     big = np.zeros((4, 4), np.uint8)
     big[:, 2:] = 26
-    _, up = transforms.resize(np.zeros((4, 4, 3), np.uint8), big, (8, 8))
+    _, up = transforms.resize(np.zeros((4, 4, 3), np.uint8), big, Size(8, 8))
     assert (up[:, :4] == 0).all() and (up[:, 4:] == 26).all()
 
 
 def test_crop_flip_keep_alignment_and_size():
     image, label = _pair()
     rng = np.random.default_rng(1)
-    aug = transforms.Augment(crop=(24, 16), flip=True)
+    aug = transforms.Augment(crop=Size(24, 16), flip=True)
     for _ in range(20):
         im, lb = transforms.apply(image, label, aug, rng)
         assert im.shape == (16, 24, 3) and lb.shape == (16, 24)
@@ -54,7 +55,7 @@ def test_flip_mirrors_both():
 
 def test_crop_larger_than_image_pads_with_fill_and_ignore():
     image, label = _pair(w=8, h=4)
-    im, lb = transforms.random_crop(image, label, (10, 6), np.random.default_rng(0), fill=(1, 2, 3))
+    im, lb = transforms.random_crop(image, label, Size(10, 6), np.random.default_rng(0), fill=(1, 2, 3))
     assert im.shape == (6, 10, 3)
     assert (lb[4:] == 255).all() and (lb[:, 8:] == 255).all()
     assert (im[5, 9] == (1, 2, 3)).all()

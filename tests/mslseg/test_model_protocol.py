@@ -163,7 +163,7 @@ def test_checkpoint_rebuilds_deeplabv2(tmp_path):
 def test_checkpoint_rebuilds_segformer_b0(tmp_path):
     pytest.importorskip("transformers")
     torch.manual_seed(0)
-    model = architecture("segformer-b0").build(num_classes=3, multi_level=True, backbone="resnet18", branches=4)
+    model = architecture("segformer-b0").build(num_classes=3, multi_level=True)
     assert model.arch == "segformer-b0"
     _rebuilds(model, tmp_path, torch.randn(1, 3, 64, 96))
 

@@ -95,9 +95,16 @@ def test_init_of_another_architecture_says_which_to_name(synth_data, tmp_path):
 
 
 def test_every_method_has_its_target_loss():
+    import dataclasses
+    import inspect
+
     from mslseg.losses import TARGET_LOSSES
     from mslseg.methods import METHODS
+    from mslseg.training.config import MethodConfig
 
-    assert set(METHODS) == set(TARGET_LOSSES)
+    fields = {f.name for f in dataclasses.fields(MethodConfig)}
+    for name, method in METHODS.items():  # each entry's loss exists and takes the parameters it maps
+        keywords = set(inspect.signature(TARGET_LOSSES[method.loss]).parameters)
+        assert set(method.params) <= fields and set(method.params.values()) <= keywords, name
     out = CliRunner().invoke(app, ["adapt", "--help"], terminal_width=400).output
     assert all(name in out for name in METHODS)

@@ -47,3 +47,37 @@ def test_the_temporary_is_hidden_beside_the_final_name(tmp_path):
         assert not (tmp_path / "a.bin").exists()
         tmp.write_bytes(b"x")
     assert (tmp_path / "a.bin").read_bytes() == b"x" and not tmp.exists()
+
+
+def test_every_writer_and_cleanup_agrees_with_the_owner_of_temporary_names(tmp_path):
+    """One naming owner (atomic.py): what each writer holds open is a temporary name that maps back to
+    its final name, the cluster's cleanup finds it, and it finds leftovers of the earlier names too."""
+    from mslseg.runtime.cluster.units import discard_partials
+    from mslseg.runtime.io.atomic import final_name, is_temporary, temporaries
+    from mslseg.runtime.io.result_writers import AreaTable, LabelNpz, LabelPngFolder
+    from mslseg.runtime.io.video_writer import OpenCVWriter
+    from mslseg.runtime.metadata import ModelMeta
+
+    meta = ModelMeta(num_classes=2, class_names=("road", "sky"), palette=((0, 0, 0), (9, 9, 9)))
+    out, labels = tmp_path / "o", tmp_path / "o" / "labels"
+    labels.mkdir(parents=True)
+    writers = {out / "clip_overlay.mp4": OpenCVWriter(out / "clip_overlay.mp4", 10.0, (16, 16)),
+               labels / "clip": LabelPngFolder(labels / "clip"), labels / "clip.npz": LabelNpz(labels / "clip.npz", meta),
+               out / "areas.csv": AreaTable(out / "areas.csv", meta, "csv")}
+    with atomic_path(out / "summary.json") as held:
+        held.write_text("{}")
+        open_now = temporaries(out) + temporaries(labels)
+        assert sorted(map(final_name, open_now)) == sorted([*writers, out / "summary.json"])
+        assert not any(is_temporary(p) for p in writers)  # a final name is never one
+    for writer in writers.values():
+        writer.abort()
+
+    # a killed run's leftovers: the current names and the earlier conventions (.clip.npz.partial, a
+    # hex .tmp), of this source only; another source's and final names stay
+    left = [out / ".clip_overlay.partial.mp4", labels / ".clip.partial", labels / ".clip.npz.partial",
+            out / ".clip_overlay.mp4.0a1b2c3d.tmp"]
+    kept = [out / ".other_overlay.partial.mp4", out / "clip_overlay.mp4", labels / ".other.partial"]
+    for p in left + kept:
+        p.mkdir() if p.name == ".clip.partial" else p.write_bytes(b"x")
+    discard_partials(out, "clip")
+    assert [p for p in left if p.exists()] == [] and all(p.exists() for p in kept)

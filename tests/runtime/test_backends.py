@@ -104,3 +104,35 @@ def test_cuda_without_gpu_build_says_what_to_install():
 
     with pytest.raises(MissingDependencyError, match=r"mslseg\[gpu\]|--device cpu"):
         open_backend(models.onnx_model("float_logits"), device="cuda")
+
+
+@pytest.mark.parametrize(("suffix", "option", "takers"), [
+    (".engine", "threads", ".onnx, .pt"), (".plan", "cache_dir", ".onnx"), (".pt", "cache_dir", ".onnx"),
+    (".pt", "providers", ".onnx"), (".onnx", "bf16", ".pt"), (".engine", "confidence", ".pt"),
+])
+def test_an_option_the_backend_does_not_take_names_the_backends_that_do(tmp_path, suffix, option, takers):
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(b"x")  # never opened: the option is refused first
+    with pytest.raises(InputError, match=rf"^{option} applies to {takers} models \(.+\); a \{suffix} model "
+                                         "does not take it"):
+        open_backend(path, **{option: 1})
+
+
+def test_every_factory_option_is_described_and_taken():
+    """The factories' signatures own the options; OPTION_HELP must describe exactly those."""
+    from mslseg.runtime.backends.base import BACKENDS, OPTION_HELP, backend_options
+
+    taken = {o for s in BACKENDS for o in backend_options("m" + s)}
+    assert taken == set(OPTION_HELP)
+    assert backend_options("m.engine") == ("device",)
+
+
+def test_torch_threads_are_used_not_dropped(checkpoint_path):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    try:
+        b = open_backend(checkpoint_path, device="cpu", threads=1)
+        assert b.name == "torch" and torch.get_num_threads() == 1
+        b.close()
+    finally:
+        torch.set_num_threads(before)

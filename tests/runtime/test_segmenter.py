@@ -112,12 +112,15 @@ def test_default_size_is_the_training_size_resized_as_in_training(tmp_path):
 
 def test_unknown_backend_options_are_errors():
     path = models.onnx_model("uint8_labels")
-    with pytest.raises(InputError, match=r"thread: not an option for a \.onnx model; its backend takes spin"):
+    with pytest.raises(InputError, match=r"thread is not an option of any backend; a \.onnx model .*threads"):
         Segmenter(path, thread=2)
-    with pytest.raises(InputError, match="bf16: not an option"):
+    with pytest.raises(InputError, match=r"bf16 applies to \.pt models"):
         Segmenter(path, bf16=True)
     with Segmenter(path, device="cpu", threads=1, spin=False, warmup=False):
         pass
+    engine = path.with_suffix(".engine")  # refused before it is read: no TensorRT needed
+    with pytest.raises(InputError, match=r"^threads applies to \.onnx, \.pt models .*a \.engine model"):
+        Segmenter(engine, threads=2)
 
 
 def test_confidence_on_request():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -102,13 +104,51 @@ def test_unopenable_camera_and_stream():
         open_sources("rtsp://127.0.0.1:9/none")
 
 
-def test_a_folder_of_folders_says_which_glob_to_quote(tmp_path):
-    """A Cityscapes-like split (val/<city>/*.png): subfolders are not searched, and the error says how."""
-    (tmp_path / "val" / "city").mkdir(parents=True)
-    cv2.imwrite(str(tmp_path / "val" / "city" / "a.png"), np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(DataError, match=r'its subfolders do: quote a glob, e\.g\. ".*val/\*/\*\.png"'):
-        open_sources(str(tmp_path / "val"))
-    assert len(open_sources(str(tmp_path / "val" / "*" / "*.png"))) == 1
+def _png(path, n=1):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((8, 8, 3), n, np.uint8))
+
+
+def _hinted_glob(folder):
+    """The glob the error suggests for `folder` and the count it claims."""
+    with pytest.raises(DataError, match="its sub-folders do: quote a glob") as info:
+        open_sources(str(folder))
+    match = re.search(r'e\.g\. "(.+)" \(matches (\d+) images\)', str(info.value))
+    assert match, str(info.value)
+    return match[1], int(match[2])
+
+
+def test_a_folder_of_folders_says_which_glob_matches(tmp_path):
+    """Images at several depths (data/a/x.png, data/b/c/d/y.jpg): the hint is a glob that finds them."""
+    for rel in ("a/1.png", "a/2.png", "b/c/d/3.png", "b/c/4.png", "b/5.jpg", ".cache/6.png"):
+        _png(tmp_path / "data" / rel)
+    pattern, count = _hinted_glob(tmp_path / "data")
+    assert (pattern, count) == (str(tmp_path / "data" / "**" / "*.png"), 4)  # the most frequent suffix
+    (source,) = open_sources(pattern)
+    assert source.expected == count
+
+
+def test_a_cityscapes_root_hints_its_camera_images_not_its_labels(tmp_path):
+    """leftImg8bit/<split>/<city>/*.png beside gtFine/...: the hint leaves the label maps out."""
+    root = tmp_path / "cityscapes"
+    for split, cities in (("train", ("aachen", "bremen")), ("val", ("lindau",))):
+        for city in cities:
+            for i in range(3):
+                _png(root / "leftImg8bit" / split / city / f"{city}_{i}_leftImg8bit.png")
+                for suffix in ("labelIds", "color", "instanceIds"):
+                    _png(root / "gtFine" / split / city / f"{city}_{i}_gtFine_{suffix}.png")
+    pattern, count = _hinted_glob(root)
+    assert (pattern, count) == (str(root / "leftImg8bit" / "**" / "*.png"), 9)
+    (source,) = open_sources(pattern)
+    assert all("leftImg8bit" in p.name for p in source.paths)
+    assert _hinted_glob(root / "leftImg8bit" / "train") == (str(root / "leftImg8bit" / "train" / "**" / "*.png"), 6)
+
+
+def test_a_folder_without_media_lists_the_suffixes(tmp_path):
+    (tmp_path / "notes" / "deep").mkdir(parents=True)
+    (tmp_path / "notes" / "deep" / "a.txt").write_text("x")
+    with pytest.raises(DataError, match=r"holds no images or videos \(images: \.png .*; videos: \.mp4 "):
+        open_sources(str(tmp_path / "notes"))
 
 
 def test_a_double_star_glob_reaches_every_depth(tmp_path):
