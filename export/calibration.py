@@ -1,6 +1,7 @@
-"""Target-domain frames for int8 calibration and parity checks: image folders, dataset roots, videos.
+"""Target-domain frames for int8 calibration and parity checks: image folders, dataset roots, videos, bags.
 
-A source is an image file, a video file, or a folder. A folder is searched recursively for
+A source is an image file, a video file, a robot bag (.mcap/.bag/.db3 or a rosbag2 folder: frames of
+its image topic `topic`), or a folder. A folder is searched recursively for
 images; when it is a dataset root with image folders beside label folders (Cityscapes'
 leftImg8bit/gtFine, GTA5's images/labels, SYNTHIA's RGB/GT), only the image folders count, so
 label maps are never taken for camera frames. A folder without images is searched for videos.
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 
 from mslseg.runtime.errors import DataError, InputError
-from mslseg.runtime.io.media import IMAGE_FOLDERS, is_image, is_video, suffix_list
+from mslseg.runtime.io.media import IMAGE_FOLDERS, is_bag, is_image, is_video, suffix_list
 from mslseg.runtime.sizes import DEFAULT_INTERPOLATION, Size, resize_frame
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,36 @@ def _frame_count(video: Path) -> int:
         cap.release()
 
 
-def _items(sources: Sequence[str | Path]) -> list[tuple[Path, int]]:
-    """(path, frame count) per image (-1) and per video, in a stable order."""
+def _bag_count(bag: Path, topic: str | None) -> int:
+    """Messages on `topic` of `bag`; InputError listing its image topics when no topic is given."""
+    from mslseg.runtime.io.bags import BagSource
+    from mslseg.runtime.io.sources import topic_required
+
+    if topic is None:
+        raise topic_required([bag])
+    return BagSource(bag, topic).frame_count
+
+
+def _read_bag_frames(bag: Path, topic: str, indices: list[int]) -> list[BgrImage]:
+    from mslseg.runtime.io.bags import BagSource
+    from mslseg.runtime.io.sources import FrameRange
+
+    keep = set(indices)
+    source = BagSource(bag, topic, FrameRange(end=str(max(indices) + 1)))
+    frames = [f.image for f in source if f.index in keep]
+    for problem in source.problems:
+        log.warning("%s", problem)
+    return frames
+
+
+def _items(sources: Sequence[str | Path], topic: str | None = None) -> list[tuple[Path, int]]:
+    """(path, frame count) per image (-1), per video and per bag (its `topic`'s messages), in a stable order."""
     items: list[tuple[Path, int]] = []
     for src in sources:
         path = Path(src)
-        if path.is_dir():
+        if is_bag(path):
+            items.append((path, _bag_count(path, topic)))
+        elif path.is_dir():
             items += _folder_items(path)
         elif not path.is_file():
             raise DataError(f"calibration source {path} does not exist; give an image folder, a "
@@ -116,8 +141,9 @@ def _read_video_frames(video: Path, indices: list[int]) -> list[BgrImage]:
 
 
 def load_frames(sources: Sequence[str | Path], count: int, *, size: Size | str | None = None,
-                max_side: int | None = None, interpolation: str = DEFAULT_INTERPOLATION) -> list[BgrImage]:
-    """Up to `count` BGR frames sampled evenly across `sources`.
+                max_side: int | None = None, interpolation: str = DEFAULT_INTERPOLATION,
+                topic: str | None = None) -> list[BgrImage]:
+    """Up to `count` BGR frames sampled evenly across `sources` (`topic`: the image topic of bags among them).
 
     Resized to `size` (WIDTHxHEIGHT) if given, else, with `max_side`, shrunk (aspect kept) until
     neither side exceeds it; either with `interpolation`, the model's (`meta.interpolation`).
@@ -127,7 +153,7 @@ def load_frames(sources: Sequence[str | Path], count: int, *, size: Size | str |
         raise InputError(f"the number of calibration frames must be >= 1, got {count}")
     if not sources:
         raise InputError("no calibration sources given; pass an image folder, a dataset root or videos")
-    items = _items(sources)
+    items = _items(sources, topic)
     sizes = [max(n, 1) for _, n in items]
     total = sum(sizes)
     picks = np.unique(np.linspace(0, total - 1, num=min(count, total)).round().astype(np.int64))
@@ -139,6 +165,8 @@ def load_frames(sources: Sequence[str | Path], count: int, *, size: Size | str |
             continue
         if n < 0:
             frames.append(read_image(path))
+        elif is_bag(path):
+            frames += _read_bag_frames(path, topic, local)
         else:
             frames += _read_video_frames(path, local)
     if not frames:

@@ -8,6 +8,7 @@ written and before minutes of loading, calibrating and tracing: a bad option nev
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,8 @@ def _parity_frames(given: list[np.ndarray], held: list[np.ndarray], static: Size
 
 
 def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None, spec: ExportSpec | None = None,
-                      *, overwrite: bool = True, **options: Any) -> ExportResult:
+                      *, overwrite: bool = True, progress: Callable[[str], None] | None = None,
+                      **options: Any) -> ExportResult:
     """Export an mslseg checkpoint to ONNX (default: beside it, as .onnx) and check its parity.
 
     `spec` says what to make; or pass its fields as keywords (`precision="int8", calib=[...]`) and
@@ -80,6 +82,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     ExportError and leaves the model under a `.failed.onnx` name. `engine`: then a TensorRT
     engine is built beside the .onnx after the parity check. `overwrite=False` refuses to
     replace any file the export would write. Everything is checked before anything is written.
+    `progress`: called with a line as each long step starts (the CLI prints them); else they are logged.
     """
     from mslseg.checkpoint import file_sha256, load_model
 
@@ -91,7 +94,9 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     out = Path(out) if out is not None else ckpt.with_suffix(".onnx")
     _check_outputs(ckpt, out, spec, overwrite)
     engine, size = spec.engine, spec.static
+    step = progress or log.info
     given = [read_image(p) for p in spec.samples or []]
+    step(f"loading {ckpt}")
     model, meta = load_model(ckpt, factory=spec.factory)
     if engine is not None:  # the profile needs the training size: checked now, built after parity
         resolve_profile(meta, ProfilePoint(spec.batch, size) if size else None, min_size=engine.min_size,
@@ -101,21 +106,25 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     calib_set = None
     held: list[np.ndarray] = []
     if spec.precision == "int8":
+        step(f"reading {spec.calib_frames} calibration frames from {', '.join(str(c) for c in spec.calib)}")
         frames = load_frames(spec.calib, spec.calib_frames + (0 if given else 2), size=run_size,
-                             max_side=CALIB_MAX_SIDE, interpolation=meta.interpolation)
+                             max_side=CALIB_MAX_SIDE, interpolation=meta.interpolation, topic=spec.calib_topic)
         calib_set, held = (frames, []) if given else _split_holdout(frames)
     parity = _parity_frames(given, held, size, run_size)
+    step(f"tracing to ONNX ({spec.precision}" + (f", calibrating on {len(calib_set)} frames)" if calib_set else ")"))
     path = export_onnx(model, meta, out, input_kind=spec.input_kind, input_order=spec.input_order,
                        output_kind=spec.output_kind, confidence=spec.confidence, precision=spec.precision,
                        static=size, batch=spec.batch, opset=spec.opset, calib=calib_set,
                        calib_method=spec.calib_method, int8_layout=spec.layout or "tensorrt", slim=spec.slim,
                        source_sha256=file_sha256(ckpt),
                        for_tensorrt=engine is not None or spec.int8_layout == "tensorrt")
+    step(f"checking parity against PyTorch on {len(parity)} frames")
     report = check_parity(path, model, parity, gate=spec.gate)
     for stale in onnx_outputs(out)[2:]:  # an earlier failed export of this name, now replaced
         stale.unlink(missing_ok=True)
     built = None
     if engine is not None:
+        step(f"building the TensorRT engine {engine_path(out)} (minutes for a large model)")
         built = build_engine(path, engine_path(out), **engine.as_kwargs())
     return ExportResult(path, report, spec.layout, spec.layout_reason, built)
 

@@ -33,6 +33,7 @@ class ExportSpec:
     opset: int = 17  # ONNX opset (MIN_OPSET..MAX_OPSET of onnx_export)
     calib: Sequence[str | Path] | None = None  # int8 calibration sources: image folders, dataset roots, videos
     calib_frames: int = 64  # frames sampled across calib
+    calib_topic: str | None = None  # the image topic of the bags among calib (--topic)
     calib_method: str = "minmax"  # int8 activation ranges: minmax, percentile or entropy
     int8_layout: str = "auto"  # auto: tensorrt with an engine, cpu without; or tensorrt, cpu
     samples: Sequence[str | Path] | None = None  # images for the parity check (default: held-out or generated)

@@ -54,6 +54,33 @@ def save_checkpoint(path: str | Path, model: SegModel, meta: ModelMeta, *,
     return path
 
 
+# torch.save writes a zip archive (or, before PyTorch 1.6, a pickle): such bytes are a checkpoint
+# whatever the file is called
+_TORCH_HEADERS = (b"PK\x03\x04", b"\x80")
+_ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def exported_kind(path: str | Path) -> str | None:
+    """'an ONNX model' or 'a TensorRT engine' when `path` is an exported model rather than a checkpoint
+    (its bytes, or its name where its bytes are no checkpoint's); None otherwise. Reads 4 bytes."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_TORCH_HEADERS):
+        return None
+    # a ModelProto opens with ir_version (field 1, varint: tag 0x08) and a small number
+    if path.suffix.lower() == ".onnx" or (len(head) > 1 and head[0] == 0x08 and head[1] < 0x80):
+        return "an ONNX model"
+    return "a TensorRT engine" if path.suffix.lower() in _ENGINE_SUFFIXES else None
+
+
+def refuse_exported(path: str | Path, advice: str) -> None:
+    """ModelFormatError when `path` is an exported model (exported_kind), with `advice` after it."""
+    kind = exported_kind(path) if Path(path).is_file() else None
+    if kind is not None:
+        raise ModelFormatError(f"{path} is {kind}; {advice}")
+
+
 def read_weights_file(path: str | Path) -> Any:
     """torch.load with weights_only=True and messages a user can act on; nothing is executed."""
     path = Path(path)
@@ -61,6 +88,7 @@ def read_weights_file(path: str | Path) -> Any:
         raise ModelFormatError(f"checkpoint {path} does not exist; check the path")
     if path.stat().st_size == 0:
         raise ModelFormatError(f"checkpoint {path} is empty (0 bytes); it was not written fully")
+    refuse_exported(path, "a .pt checkpoint is needed here (use the checkpoint it was exported from)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -4,9 +4,11 @@ What `mslseg infer` runs. Layout of the output folder:
 
     <stem>_overlay.mp4          per video / camera / stream source
     overlays/<image>.jpg        per image of an image source
-    labels/<stem>/<frame>.png   --labels png (frame = 6-digit index, or the image's name)
-    labels/<stem>.npz           --labels npz
+    labels/<stem>/<frame>.png   --labels png (frame = 6-digit index, or the image's name; a bag's
+                                frames: <index>_<header stamp ns>, e.g. 000012_1700000000400000000)
+    labels/<stem>.npz           --labels npz (a bag's: with its frames' stamp_ns)
     areas.csv | areas.jsonl     class pixel fractions per frame (--areas csv | json)
+    <stem>.mcap                 --bag-out: labels, overlay and class map as ROS 2 messages (io/bag_writer.py)
     summary.json                frames, FPS, per-stage ms, per-source problems
 
 Each file appears under its final name only when complete; a failure removes the partial ones.
@@ -32,6 +34,7 @@ import numpy as np
 
 from mslseg.runtime.errors import InputError
 from mslseg.runtime.io.atomic import atomic_write_bytes, atomic_write_text, refuse_existing
+from mslseg.runtime.io.bag_writer import McapOut, check_bag_out
 from mslseg.runtime.io.result_writers import AreaTable, LabelNpz, LabelPngFolder
 from mslseg.runtime.io.video_writer import open_video_writer
 from mslseg.runtime.io.viz import overlay, palette_lut
@@ -60,12 +63,16 @@ class InferOptions:
     resume: bool = False  # continue an interrupted run in `out`: skip the sources already complete
     show: bool = False  # a live window
     queue_size: int = 4  # batches waiting between decode, inference and encode
+    bag_out: bool = False  # an MCAP per source: labels, overlay, class map as ROS 2 messages (io/bag_writer.py)
+    bag_out_source: bool = False  # with bag_out: the camera topic copied into that MCAP too
 
     def __post_init__(self) -> None:
         if self.labels not in LABEL_FORMATS:
             raise InputError(f"unknown label format '{self.labels}'; valid: {', '.join(LABEL_FORMATS)}")
         if self.areas not in AREA_FORMATS:
             raise InputError(f"unknown areas format '{self.areas}'; valid: {', '.join(AREA_FORMATS)}")
+        if self.bag_out_source and not self.bag_out:
+            raise InputError("--bag-out-source copies the camera into the MCAP that --bag-out writes; add --bag-out")
 
 
 @dataclass
@@ -154,6 +161,13 @@ class _SourceOutputs:
                            else LabelNpz(label_dir / f"{stem}.npz", self.meta))
         if opts.overlay and self.still:
             (opts.out / "overlays").mkdir(parents=True, exist_ok=True)
+        self.mcap: McapOut | None = None  # --bag-out; if it cannot start, the writers above are dropped
+        try:
+            self.mcap = (McapOut(opts.out / f"{stem}.mcap", source, self.meta, overlay=opts.overlay,
+                                 copy_source=opts.bag_out_source) if opts.bag_out else None)
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, item: StreamResult, areas: AreaTable | None) -> np.ndarray | None:
         frame, labels = item.frame, item.result.labels
@@ -172,29 +186,39 @@ class _SourceOutputs:
                 self.video = open_video_writer(self.video_path, self.source.fps, picture.shape[:2],
                                                self.opts.codec)
             self.video.write(picture)
+        stamp = getattr(frame, "stamp_ns", None)  # bag frames; plain arrays and older Frames have none
         if isinstance(self.labels, LabelPngFolder):
-            self.labels.write(Path(frame.name).stem if frame.name else f"{frame.index:06d}", labels)
+            self.labels.write(label_name(frame.index, frame.name, stamp), labels)
         elif isinstance(self.labels, LabelNpz):
-            self.labels.write(frame.index, labels)
+            self.labels.write(frame.index, labels, stamp)
         if areas is not None:
             areas.write(self.source.name, frame.index, frame.time_s, frame.name,
-                        item.result.class_fractions(self.meta.num_classes))
+                        item.result.class_fractions(self.meta.num_classes), stamp)
+        if self.mcap is not None:  # --bag-out
+            self.mcap.write(frame, labels, picture if self.opts.overlay else None)
         return picture
 
     def close(self) -> list[str]:
-        done = [w.close() for w in (self.video, self.labels) if w is not None]
+        done = [w.close() for w in (self.video, self.labels, self.mcap) if w is not None]
         if self.opts.overlay and self.still:
             done.append(self.opts.out / "overlays")
         return [str(p) for p in done]
 
     def abort(self) -> None:
-        for w in (self.video, self.labels):
+        for w in (self.video, self.labels, self.mcap):
             if w is not None:
                 with suppress(Exception):
                     w.abort()
         for folder in ("overlays", "labels"):  # made for this source; shared, so only when empty
             with suppress(OSError):
                 (self.opts.out / folder).rmdir()
+
+
+def label_name(index: int, name: str, stamp_ns: int | None) -> str:
+    """A frame's label PNG name: the image's stem, a bag frame's `000012_<stamp ns>`, else `000012`."""
+    if name:
+        return Path(name).stem
+    return f"{index:06d}" if stamp_ns is None else f"{index:06d}_{stamp_ns}"
 
 
 def unique_stems(stems: list[str]) -> list[str]:
@@ -289,6 +313,8 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
 def _run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions,
                on_frame: Callable[[SourceReport], None] | None, stop: threading.Event) -> InferSummary:
     check_output_folder(opts.out, opts.overwrite or opts.resume)
+    if opts.bag_out:
+        check_bag_out(sources)
     window = None
     if opts.show:
         from mslseg.runtime.io.display import Window

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from mslseg.runtime.errors import DataError
-from mslseg.runtime.io.media import LABEL_SUFFIXES, MEDIA_KINDS, is_image, is_label, is_video, kind_of
+from mslseg.runtime.io.media import LABEL_SUFFIXES, MEDIA_KINDS, is_bag, is_image, is_label, is_video, kind_of
 
 ROOT = Path(__file__).resolve().parents[1]
-OTHER = (".txt", ".json", ".npz", ".gif", ".jp2", ".mcap", ".db3", ".bag", ".onnx", "")
+OTHER = (".txt", ".json", ".npz", ".gif", ".jp2", ".yaml", ".onnx", "")
 SUFFIXES = sorted({*(s for kind in MEDIA_KINDS.values() for s in kind), *LABEL_SUFFIXES, *OTHER})
 NAMES = [f"f{i}{s}" for i, s in enumerate(SUFFIXES)] + [f"u{i}{s.upper()}" for i, s in enumerate(SUFFIXES)]
 
@@ -37,14 +37,23 @@ def test_the_owner_knows_images_videos_and_lossless_labels():
     assert kind_of("https://host/clip.mp4?sig=a.png") == "video"
     assert set(LABEL_SUFFIXES) <= set(MEDIA_KINDS["image"]) and not {".jpg", ".jpeg", ".webp"} & set(LABEL_SUFFIXES)
     assert not set(MEDIA_KINDS["image"]) & set(MEDIA_KINDS["video"])
+    assert kind_of("run.MCAP") == kind_of("old.bag") == kind_of("x.db3") == "bag"
+
+
+def test_a_rosbag2_folder_is_a_bag(tmp_path):
+    (tmp_path / "run_0412").mkdir()
+    assert not is_bag(tmp_path / "run_0412")
+    (tmp_path / "run_0412" / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    assert is_bag(tmp_path / "run_0412") and kind_of(tmp_path / "run_0412") == "bag"
 
 
 def test_infer_sources_sort_as_the_owner(mixed):
     from mslseg.runtime.cluster.units import _is_video_url
     from mslseg.runtime.io.sources import local_files
 
-    videos, images = local_files(str(mixed))
+    videos, images, bags = local_files(str(mixed))
     assert ({p.name for p in images}, {p.name for p in videos}) == _owner(mixed)
+    assert {p.name for p in bags} == {n for n in NAMES if is_bag(mixed / n)} and len(bags) == 6
     assert {n for n in NAMES if _is_video_url(f"https://host/{n}?sig=1")} == _owner(mixed)[1]
 
 

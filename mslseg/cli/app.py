@@ -6,7 +6,9 @@ import errno
 import functools
 import logging
 import os
+import re
 import signal
+import sys
 
 # OpenCV's own log lines (e.g. FFmpeg's "can't be used to capture by name") would break the
 # one-line error contract; mslseg reports what failed itself
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup, TyperOption
+from typer.core import TyperGroup, TyperOption, _TyperParameter
 
 from mslseg import __version__
 from mslseg.runtime.errors import MslsegError, require
@@ -73,7 +75,25 @@ def _no_flag_type(display_type_rich: Callable[..., str | None]) -> Callable[...,
     return shown
 
 
+# Typer names some types as Python spells them: `<list[Path]>` for a repeatable option, `<int range>`
+# beside its own `[x>=1]`. A user reads the value one flag takes: `<path>`, `<int>` (the range stays).
+_TYPE_NAMES = ((re.compile(r"<list\[str\]>"), "<text>"), (re.compile(r"<list\[Path\]>"), "<path>"),
+               (re.compile(r"<list\[(\w+)\]>"), r"<\1>"), (re.compile(r"<(int|float) range>"), r"<\1>"))
+
+
+def _plain_type_names(display_type: Callable[..., str]) -> Callable[..., str]:
+    @functools.wraps(display_type)
+    def shown(self: Any, ctx: Any) -> str:
+        text = display_type(self, ctx)
+        for pattern, plain in _TYPE_NAMES:
+            text = pattern.sub(plain, text)
+        return text
+
+    return shown
+
+
 TyperOption.display_type_rich = _no_flag_type(TyperOption.display_type_rich)  # type: ignore[method-assign]
+_TyperParameter.display_type = _plain_type_names(_TyperParameter.display_type)  # type: ignore[method-assign]
 
 app = typer.Typer(
     cls=_Group,
@@ -157,4 +177,20 @@ def main() -> None:
     # instead of killing the process (CPython ignores SIGXFSZ already; embedding code may not)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    _wide_help_when_piped()
     app()
+
+
+HELP_WIDTH_PIPED = 120  # wide enough that no option name or default of any command is cut
+
+
+def _wide_help_when_piped() -> None:
+    """Rich lays help out at 80 columns when stdout is no terminal (`mslseg export --help | tee`), and
+    cuts option names there (`--version-compa…`); a file or a pipe has no width, so give it one.
+    A width the user set (COLUMNS, or Typer's TERMINAL_WIDTH) wins."""
+    import typer.rich_utils
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS") or os.environ.get("TERMINAL_WIDTH"):
+        return
+    if typer.rich_utils.MAX_WIDTH is None:  # Typer reads TERMINAL_WIDTH once, at import
+        typer.rich_utils.MAX_WIDTH = HELP_WIDTH_PIPED

@@ -64,7 +64,7 @@ def bench(
         help="Models to compare: .pt (PyTorch), .onnx (fp32/fp16/int8), .engine/.plan (TensorRT).")],
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
     size: Annotated[list[str] | None, typer.Option(
-        help="Input size WIDTHxHEIGHT; repeat for several (default 512x256).")] = None,
+        metavar="WIDTHxHEIGHT", help="Input size WIDTHxHEIGHT; repeat for several (default 512x256).")] = None,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed runs before timing.")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs; the median is reported, with min-max.")] = 5,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",

@@ -31,11 +31,13 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
+    from mslseg.checkpoint import refuse_exported
     from mslseg.data.config import DataConfig
     from mslseg.runtime.io.atomic import refuse_existing
     from mslseg.runtime.sizes import parse_run_size
     from mslseg.training.eval_run import evaluate_checkpoint
 
+    refuse_exported(checkpoint, "mslseg evaluate scores a .pt checkpoint (evaluate the checkpoint it was exported from)")
     out = out if out is not None else default_eval_folder(checkpoint, data, split)
     refuse_existing(out, overwrite, folder=True)
     run_size = parse_run_size(size)

@@ -46,9 +46,12 @@ def export(
     precision: Annotated[Precision, typer.Option(help="fp32, fp16 (weights and compute) or int8 (Q/DQ, "
                                                  "needs --calib).")] = Precision.fp32,
     calib: Annotated[list[Path] | None, typer.Option(
-        help="int8 calibration frames from the target domain: an image folder, a dataset root or a "
-        "video; repeat for several.")] = None,
+        help="int8 calibration frames from the target domain: an image folder, a dataset root, a "
+        "video or a robot bag (with --topic); repeat for several.")] = None,
     calib_frames: Annotated[int, typer.Option(min=1, help="Frames sampled across --calib.")] = 64,
+    topic: Annotated[str | None, typer.Option(
+        metavar="NAME", help="The image topic of the robot bags among --calib (.mcap, .bag, .db3, a rosbag2 "
+        "folder), as in mslseg infer and adapt.")] = None,
     calib_method: Annotated[CalibMethod, typer.Option(
         help="int8 activation ranges: minmax, percentile (clips outliers) or entropy.")] = CalibMethod.minmax,
     int8_layout: Annotated[Int8Layout, typer.Option(
@@ -126,13 +129,17 @@ def export(
     given = {"--input": ("input_kind", input_kind.value), "--rgb": ("input_order", "rgb" if rgb else "bgr"),
              "--output": ("output_kind", output_kind.value), "--confidence": ("confidence", confidence),
              "--precision": ("precision", precision.value), "--calib": ("calib", calib or None),
-             "--calib-frames": ("calib_frames", calib_frames), "--calib-method": ("calib_method", calib_method.value),
+             "--calib-frames": ("calib_frames", calib_frames), "--topic": ("calib_topic", topic), "--calib-method": ("calib_method", calib_method.value),
              "--int8-layout": ("int8_layout", int8_layout.value), "--static": ("static", static),
              "--static-batch": ("batch", static_batch or 1), "--sample": ("samples", sample or None),
              "--gate": ("gate", None if gate is None else gate / 100.0), "--opset": ("opset", opset),
              "--slim/--no-slim": ("slim", slim), "--factory": ("factory", factory)}
     if src.suffix.lower() == ".onnx":
         from mslseg.export.spec import ExportSpec  # the class only: no torch for an engine build
+        from mslseg.runtime.onnx_reader import check_not_torch
+
+        if src.is_file():  # by its bytes, as infer does: a .pt renamed .onnx is said to be one, with or without --trt
+            check_not_torch(src)
 
         defaults = ExportSpec.defaults()
         _refuse_export_options(src, trt, [opt for opt, (name, value) in given.items() if value != defaults[name]])
@@ -142,7 +149,9 @@ def export(
     from mslseg.export.spec import ExportSpec
 
     spec = ExportSpec(**dict(given.values()), engine=engine)
-    result = export_checkpoint(src, out, spec, overwrite=overwrite)
+    # 20-30 s of loading, calibrating, tracing and checking: say what runs (stderr: stdout keeps the result)
+    result = export_checkpoint(src, out, spec, overwrite=overwrite,
+                               progress=lambda line: typer.echo(f"export: {line}", err=True))
     what = precision.value
     if result.int8_layout:
         what += f", {result.int8_layout} layout: {result.layout_reason}"

@@ -1,4 +1,4 @@
-"""`mslseg infer`: segment videos, images, cameras and streams with an exported model."""
+"""`mslseg infer`: segment videos, images, robot bags, cameras and streams with an exported model."""
 
 from __future__ import annotations
 
@@ -19,15 +19,20 @@ Codec = choice_enum("Codec", CODECS)
 
 def infer(
     sources: Annotated[list[str], typer.Argument(
-        help="Videos, images, folders, globs (quoted), a camera index (0) or an rtsp:// / http:// URL.")],
+        help="Videos, images, robot bags (.mcap, .bag, .db3, a rosbag2 folder; with --topic), folders, globs "
+        "(quoted), a camera index (0) or an rtsp:// / http:// URL.")],
     model: Annotated[Path, typer.Option(
         "--model", "-m", help="Model: .onnx, .engine/.plan (with its .json), or .pt.")],
     out: Annotated[Path, typer.Option(
         "--out", "-o", help="Output folder (refused if it exists and is not empty).")] = Path("mslseg_out"),
     batch: Annotated[int, typer.Option(min=1, help="Frames per model run.")] = 1,
+    topic: Annotated[str | None, typer.Option(
+        metavar="NAME", help="The image topic to segment in each bag (sensor_msgs/Image or CompressedImage). "
+        "A bag given without it: the error (exit 1) lists its image topics with type, count and size.")] = None,
     stride: Annotated[int, typer.Option(min=1, help="Take every K-th frame.")] = 1,
     start: Annotated[str | None, typer.Option(
-        help="First frame: a frame number (120) or a time (2.5s, 1:30).")] = None,
+        help="First frame: a frame number (120) or a time (2.5s, 1:30); in a bag, the message index or "
+        "seconds from the topic's first stamp.")] = None,
     end: Annotated[str | None, typer.Option(help="Stop before this frame number or time.")] = None,
     stall_timeout: Annotated[float, typer.Option(
         min=0.001, metavar="SECONDS", help="A camera or stream that delivers no frame for this long has "
@@ -46,6 +51,16 @@ def infer(
     legend: Annotated[bool, typer.Option(
         help="Outline the classes and append a legend strip of the classes present below each overlay "
         "(taller than the source); --no-legend: the plain blend at the source's size.")] = True,
+    bag_out: Annotated[bool, typer.Option(
+        "--bag-out", help="Also write <stem>.mcap per source for Foxglove / ROS 2: labels (sensor_msgs/Image mono8) "
+        "on TOPIC/mslseg/labels, the overlay (jpeg) on TOPIC/mslseg/overlay/compressed, the class map on "
+        "TOPIC/mslseg/classes, stamped with each frame's header stamp and frame_id. Videos, cameras and streams "
+        "too (TOPIC /<stem>/image, frame_id camera, the frame's time, or the wall clock live); images are "
+        "refused: they have no times.")] = False,
+    bag_out_source: Annotated[bool, typer.Option(
+        "--bag-out-source", help="(--bag-out) Copy the camera into the MCAP too: a bag's topic as recorded, "
+        "from the first segmented frame to the last; other sources' frames as jpeg on /<stem>/image/compressed.")
+    ] = False,
     codec: Annotated[Codec, typer.Option(
         help="Overlay codec: auto (H.264 via PyAV, else mp4v), h264, mp4v.")] = Codec.auto,
     size: Annotated[str | None, typer.Option(
@@ -89,7 +104,8 @@ def infer(
     from mslseg.runtime.sizes import parse_run_size
 
     opts = InferOptions(out=out, labels=labels.value, areas=areas.value, overlay=overlay, alpha=alpha, legend=legend,
-                        codec=codec.value, overwrite=overwrite, resume=resume, show=show)
+                        codec=codec.value, overwrite=overwrite, resume=resume, show=show,
+                        bag_out=bag_out, bag_out_source=bag_out_source)
     check_output_folder(out, overwrite or resume)
     if factory and model.suffix.lower() != ".pt":
         raise InputError(f"--factory names the code of a .pt checkpoint; {model.name} is an exported model, "
@@ -108,11 +124,14 @@ def infer(
             sources, model, opts, ClusterOptions(address=cluster, workers=workers, cpus_per_worker=cpus_per_worker,
                                                  gpus_per_worker=gpus_per_worker),
             segmenter_options={"device": device, "batch_size": batch, "size": model_size,
-                               **backend_options}, frames=frames)
+                               **backend_options}, frames=frames, topic=topic)
     else:
         try:
             for spec in sources:
-                opened.extend(open_sources(spec, frames, live))
+                opened.extend(open_sources(spec, frames, live, topic=topic))
+            if topic is not None and not any(s.kind == "bag" for s in opened):
+                raise InputError(f"--topic {topic} names a bag's image topic, but no bag (.mcap, .bag, .db3 or "
+                                 "a rosbag2 folder) was given; drop --topic or give a bag")
             with Segmenter(model, device=device, batch_size=batch, size=model_size,
                            **backend_options) as segmenter:
                 summary, signum = _run_with_progress(opened, segmenter, opts, run_infer)

@@ -18,8 +18,9 @@ PLAIN_EVERY_S = 30.0  # outside a terminal: a progress line this often
 
 
 def run_on_cluster(specs: list[str], model: Path, opts, cluster, *, segmenter_options: dict[str, Any],
-                   frames) -> tuple[Any, int, int]:
-    """Run the archive on the cluster; returns (summary, the first stop signal or SIGINT, number of sources)."""
+                   frames, topic: str | None = None) -> tuple[Any, int, int]:
+    """Run the archive on the cluster; returns (summary, the first stop signal or SIGINT, number of sources).
+    `topic`: the image topic of the bags among `specs` (each bag and its topic is one unit)."""
     from mslseg.runtime.cluster import connect, run_cluster
     from mslseg.runtime.cluster.run import ray_target
     from mslseg.runtime.cluster.units import plan_units
@@ -27,7 +28,7 @@ def run_on_cluster(specs: list[str], model: Path, opts, cluster, *, segmenter_op
     from mslseg.runtime.signals import stop_signals
 
     ray = require("ray", "cluster", "--cluster")  # before anything else: one line when it is not installed
-    units = plan_units(specs)
+    units = plan_units(specs, topic)
     if not ray.is_initialized():  # Ray takes seconds to start or reach: say so before the wait
         typer.echo(connecting_line(ray_target(cluster.address)), err=True)
     # entered before ray.init, so that its exit restores the handlers from before Ray's own

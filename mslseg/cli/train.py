@@ -13,14 +13,14 @@ import typer
 from mslseg.architectures import models_help
 from mslseg.cli.progress import run_progress
 from mslseg.methods import methods_help
-from mslseg.runtime.io.media import is_video
+from mslseg.runtime.io.media import is_bag, is_video
 from mslseg.runtime.signals import exit_code, stopped_by
 
 if TYPE_CHECKING:
     from mslseg.training.resume import RunInterrupted
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file or the name of a shipped one (see docs).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set method.lambda_target=0.2 (repeatable).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any config key: --set method.lambda_target=0.2 (repeatable).")]
 SourceOpt = Annotated[Path | None, typer.Option(help="Labelled source dataset root.")]
 SourceKindOpt = Annotated[str | None, typer.Option(help="Source layout: gta5 | synthia | cityscapes | folder.")]
 ValOpt = Annotated[Path | None, typer.Option(help="Labelled target split to evaluate on (e.g. a Cityscapes root).")]
@@ -41,7 +41,7 @@ InitFmtOpt = Annotated[str | None, typer.Option(help="Format of a foreign --init
 # to name, in a message, the flag a user typed instead of the key it set (--size, not source.size).
 FLAG_KEYS: dict[str, tuple[str, ...]] = {
     "--source": ("source.root",), "--source-kind": ("source.kind",), "--target": ("target.root",),
-    "--target-kind": ("target.kind",), "--target-val": ("target_val.root", "target_val.kind"),
+    "--target-kind": ("target.kind",), "--topic": ("target.topic",), "--target-val": ("target_val.root", "target_val.kind"),
     "--val-kind": ("target_val.kind",), "--model": ("model.arch",), "--backbone": ("model.backbone",),
     "--iterations": ("train.iterations",), "--batch": ("train.batch_source", "train.batch_target"),
     "--size": ("source.size", "target.size", "target_val.size"), "--out": ("out",),
@@ -171,8 +171,9 @@ def train(
 
 def adapt(
     config: ConfigOpt = None, source: SourceOpt = None, source_kind: SourceKindOpt = None,
-    target: Annotated[Path | None, typer.Option(help="Unlabelled target data: a dataset root, an image folder, or video file(s)/glob.")] = None,
-    target_kind: Annotated[str | None, typer.Option(help="Target layout: cityscapes | folder | video | nthu.")] = None,
+    target: Annotated[Path | None, typer.Option(help="Unlabelled target data: a dataset root, an image folder, video file(s)/glob, or robot bag(s) with --topic.")] = None,
+    target_kind: Annotated[str | None, typer.Option(help="Target layout: cityscapes | folder | video | bag | nthu.")] = None,
+    topic: Annotated[str | None, typer.Option(metavar="NAME", help="(bag targets) The image topic to sample frames from, as for videos: every 30th, at least 100 per bag.")] = None,
     target_val: ValOpt = None, val_kind: ValKindOpt = None,
     method: Annotated[str | None, typer.Option(help=f"Target loss: {methods_help()} (none: BN statistics only). Default: the config's, else iw-msl with multi-level guidance where the model has an aux head.")] = None,
     multi_level: Annotated[bool | None, typer.Option("--multi-level/--single-level", help="Multi-level self-produced guidance on the aux head (default: the config's; with the default method, on where the model has an aux head). A network without an aux head runs single-level; asking for multi-level there is an error.")] = None,
@@ -192,6 +193,7 @@ def adapt(
         typed.overrides["target.labelled"] = False
         typed.overrides["target.kind"] = target_kind_for(target)
         typed.flag("--target-kind", target_kind)
+    typed.flag("--topic", topic)
     _common(typed, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
             model=model, backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,
             init=init, init_format=init_format)
@@ -200,5 +202,6 @@ def adapt(
 
 def target_kind_for(target: Path) -> str:
     """The target layout `--target` names when --target-kind is not given: a video file or a glob of
-    videos is read as video (runtime/io/media.py says which suffixes), anything else as a Cityscapes root."""
-    return "video" if is_video(target) else "cityscapes"
+    videos is read as video, a bag file, rosbag2 folder or glob of bags as bag (runtime/io/media.py says
+    which suffixes), anything else as a Cityscapes root."""
+    return "video" if is_video(target) else "bag" if is_bag(target) else "cityscapes"

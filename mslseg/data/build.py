@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from mslseg.classes import default_class_names
 from mslseg.data import folder, layouts
+from mslseg.data.bag_frames import BagFrames, find_bags
 from mslseg.data.config import DATASET_KINDS, DataConfig
 from mslseg.data.datasets import ImageFiles, SegmentationDataset
 from mslseg.data.transforms import Augment
@@ -27,7 +28,7 @@ def build_dataset(cfg: DataConfig, normalization: Normalization, *, train: bool,
     """The dataset `cfg` describes, checked eagerly (layout, pairing, emptiness, PNG sizes).
 
     `train` turns on the random crop, flip and blur `cfg` asks for; `seed` is mixed into their
-    RNG (see `mslseg.data.datasets`). Video sources are always unlabelled.
+    RNG (see `mslseg.data.datasets`). Video and bag sources are always unlabelled.
     """
     if cfg.kind not in DATASET_KINDS:
         raise ConfigError(f"dataset kind '{cfg.kind}' is not one of {', '.join(DATASET_KINDS)}")
@@ -39,6 +40,9 @@ def build_dataset(cfg: DataConfig, normalization: Normalization, *, train: bool,
                       interpolation=cfg.interpolation, resize_labels=cfg.resize_labels)
     if cfg.kind == "video":
         frames = VideoFrames(find_videos(cfg.root), cfg.video_stride, cfg.video_frames, cfg.limit)
+        names = default_class_names(cfg.classes)
+    elif cfg.kind == "bag":
+        frames = BagFrames(find_bags(cfg.root), cfg.topic, cfg.video_stride, cfg.video_frames, cfg.limit)
         names = default_class_names(cfg.classes)
     else:
         index = LAYOUTS[cfg.kind](cfg)

@@ -8,13 +8,14 @@ from typing import Any
 from mslseg.runtime.errors import ConfigError, MslsegError
 from mslseg.runtime.sizes import EXAMPLE, Size
 
-DATASET_KINDS = ("gta5", "cityscapes", "synthia", "nthu", "folder", "video")
+DATASET_KINDS = ("gta5", "cityscapes", "synthia", "nthu", "folder", "video", "bag")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    kind: str = "gta5"  # gta5 | cityscapes | synthia | nthu | folder | video
-    root: str = ""  # dataset root as downloaded (for video: a file, a folder of videos or a glob)
+    kind: str = "gta5"  # gta5 | cityscapes | synthia | nthu | folder | video | bag
+    root: str = ""  # dataset root as downloaded (video / bag: a file, a folder of them or a glob; a rosbag2 folder)
+    topic: str | None = None  # bag: the image topic to read (sensor_msgs/Image or CompressedImage)
     split: str = "train"  # cityscapes: train/val/test; nthu: Train/Test; others: ignored
     list_file: str | None = None  # optional file of names, one per line, selecting a subset
     city: str | None = None  # nthu: Rome | Rio | Tokyo | Taipei
@@ -29,7 +30,7 @@ class DataConfig:
     # with size: resize the labels too, scoring at `size` (the MaxSquareLoss reference); false: labels
     # keep their own resolution and predictions are resized to them (ADVENT, `mslseg evaluate`)
     resize_labels: bool = True
-    # video: every k-th frame; None (auto): every 30th (1 a second at 30 fps), but at least 100
+    # video and bag: every k-th frame; None (auto): every 30th (1 a second at 30 fps), but at least 100
     # frames of each file (all of a clip under 100 frames) ...
     video_stride: int | None = None
     video_frames: int | None = None  # ... or N frames spread evenly over each file (overrides the stride)

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import logging
 import sys
-from collections.abc import Callable
+import sysconfig
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -74,25 +79,74 @@ def resolve_factory(name: str) -> Callable[..., nn.Module]:
     """The callable `python:MODULE:FACTORY` names, imported; ModelFormatError with what to fix."""
     ref = FactoryRef.parse(name)
     module_name, attr = ref.module, ref.function
-    try:
-        if ref.is_file:
-            path = Path(module_name)
-            if not path.is_file():
-                raise ModelFormatError(f"{name}: {path} does not exist (looked in {Path.cwd()}); "
-                                       "give the file's path from here, or its absolute path")
-            spec = importlib.util.spec_from_file_location(f"mslseg_user_{path.stem}", path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelFormatError(f"{name}: cannot import {module_name} ({exc}); install it, run from the folder "
-                               "that holds it, or give its .py file (python:path/to/nets.py:FUNCTION)") from None
+    if ref.is_file:
+        path = Path(module_name)
+        if not path.is_file():
+            raise ModelFormatError(f"{name}: {path} does not exist (looked in {Path.cwd()}); "
+                                   "give the file's path from here, or its absolute path")
+        spec = importlib.util.spec_from_file_location(f"mslseg_user_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        try:
+            with user_code(name):
+                spec.loader.exec_module(module)
+        except ModelFormatError:
+            sys.modules.pop(spec.name, None)  # a fixed file imports afresh in the same process
+            raise
+    else:
+        try:
+            with user_code(name, missing=module_name):
+                module = importlib.import_module(module_name)
+        except _NoSuchModule as exc:
+            raise ModelFormatError(f"{name}: cannot import {module_name} ({exc}); install it, run from the "
+                                   "folder that holds it, or give its .py file (python:path/to/nets.py:FUNCTION)") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ModelFormatError(f"{name}: {module_name} has no function {attr}")
     return fn
+
+
+class _NoSuchModule(Exception):
+    """The module a factory names (or a package above it) is not there at all."""
+
+
+@contextmanager
+def user_code(name: str, missing: str | None = None) -> Iterator[None]:
+    """Runs the user's code (importing their module, calling their factory): whatever it raises is
+    theirs to fix, said in one line with where it was raised, not as mslseg's traceback. `missing`:
+    the module being imported, whose own absence is _NoSuchModule (a different fix)."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if missing and exc.name and (missing == exc.name or missing.startswith(exc.name + ".")):
+            raise _NoSuchModule(str(exc)) from None
+        raise _user_error(name, exc) from None
+    except Exception as exc:
+        raise _user_error(name, exc) from None
+
+
+def _user_error(name: str, exc: Exception) -> ModelFormatError:
+    detail = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
+    return ModelFormatError(f"{name} could not be loaded: {detail[:200]}{_raised_in(exc.__traceback__)}; "
+                            "install what it imports or fix the module")
+
+
+def _raised_in(tb: TracebackType | None) -> str:
+    """' (raised in nets.py line 3)': the innermost frame of the user's own code (outside the standard
+    library, installed packages and mslseg), else the innermost frame of all."""
+    frames = [f for f, _ in traceback.walk_tb(tb) if not f.f_code.co_filename.startswith("<")]
+    if not frames:
+        return ""
+    installed = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    installed.add(str(Path(__file__).parents[1]))  # mslseg itself
+    own = [f for f in frames if not any(f.f_code.co_filename.startswith(p) for p in installed if p)]
+    frame = (own or frames)[-1]
+    path = Path(frame.f_code.co_filename)
+    try:
+        shown = path.relative_to(Path.cwd())
+    except ValueError:
+        shown = path
+    return f" (raised in {shown} line {frame.f_lineno})"
 
 
 class FactoryModel(SegModel):
@@ -104,9 +158,13 @@ class FactoryModel(SegModel):
         self._num_classes = num_classes
         fn = build or resolve_factory(factory)
         try:
-            net = fn(num_classes=num_classes)
+            inspect.signature(fn).bind(num_classes=num_classes)
         except TypeError as exc:
             raise ModelFormatError(f"{factory} must accept num_classes=N ({exc})") from None
+        except ValueError:  # a builtin or C callable without a signature: calling it will tell
+            pass
+        with user_code(factory):
+            net = fn(num_classes=num_classes)
         if not isinstance(net, nn.Module):
             raise ModelFormatError(f"{factory} returned {type(net).__name__}, not a torch nn.Module")
         self.net = net
@@ -153,8 +211,6 @@ class FactoryModel(SegModel):
             raise ModelFormatError(f"{self.arch} gives logits of shape {tuple(main.shape)}; expected "
                                    f"(N, {self._num_classes}, h, w) for {self._num_classes} classes")
         return aux is not None
-
-
 
 
 @dataclass(frozen=True)

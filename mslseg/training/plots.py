@@ -66,8 +66,55 @@ def confusion_title(split: str, checkpoint: str | Path, iteration: int | None, m
     return f"{split}: {name}{at}, mIoU {100 * miou:.1f}%"
 
 
+def run_title(run_dir: Path) -> str:
+    """`runs/a: iw-msl + multi-level, lambda_T 0.09, deeplabv2-resnet18`, from the run's config.yaml
+    (written into every run directory), so that a curves.png away from its folder says what ran."""
+    import yaml
+
+    name = f"{run_dir.parent.name}/{run_dir.name}" if run_dir.parent.name else run_dir.name
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return name
+    method, model = cfg.get("method") or {}, cfg.get("model") or {}
+    loss, multi = method.get("target_loss", "none"), method.get("multi_level", False)
+    if not cfg.get("target"):
+        what = "source only"
+    elif loss == "none":
+        what = "BatchNorm statistics only" if not multi else "no target loss + multi-level guidance"
+    else:
+        what = f"{loss}{' + multi-level' if multi else ''}, lambda_T {method.get('lambda_target', 0):g}"
+    arch = model.get("arch")
+    return f"{name}: {what}" + (f", {arch}" if arch else "")
+
+
+def _integer_iterations(ax, its: list[int]) -> None:
+    """Iterations are whole numbers: no 1.5 or 1.975 ticks on a short run. A few points get a tick
+    each (MaxNLocator falls back to fractions over a span under 1, e.g. one point)."""
+    from matplotlib.ticker import MaxNLocator
+
+    shown = sorted(set(its))
+    if len(shown) <= 10:
+        ax.set_xticks(shown)
+        if len(shown) == 1:
+            ax.set_xlim(shown[0] - 1, shown[0] + 1)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_curves(metrics: Path, out: Path) -> Path | None:
-    """Losses per iteration and target mIoU per evaluation from metrics.jsonl."""
+    """Losses per iteration and target mIoU per evaluation from metrics.jsonl, titled with the run."""
+    fig = curves_figure(metrics)
+    if fig is None:
+        return None
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out
+
+
+def curves_figure(metrics: Path):  # -> matplotlib Figure | None (no records of steps)
+    """The figure plot_curves writes."""
     if not metrics.exists():
         return None
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -88,17 +135,21 @@ def plot_curves(metrics: Path, out: Path) -> Path | None:
             drawn |= draw_series(ax, its, values, label=name)
     ax.set_xlabel("iteration")
     ax.set_title("losses")
+    _integer_iterations(ax, its)
     finish_panel(ax, drawn)
     if evals:
         ax = axes[0, 1]
-        draw_series(ax, [r["iteration"] for r in evals], [100 * r["eval"]["miou"] for r in evals], marker="o")
+        eval_its, mious = [r["iteration"] for r in evals], [100 * r["eval"]["miou"] for r in evals]
+        draw_series(ax, eval_its, mious, marker="o")
         ax.set_xlabel("iteration")
         ax.set_title("target mIoU (%)")
+        _integer_iterations(ax, eval_its)
+        low, high = np.nanmin(mious), np.nanmax(mious)
+        if high - low < 2:  # a flat curve is drawn flat, not magnified to 3.80..4.20
+            ax.set_ylim(max(0.0, (low + high) / 2 - 1), (low + high) / 2 + 1)
+    fig.suptitle(run_title(metrics.parent), fontsize=9, x=0.01, ha="left")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def plot_confusion(conf: np.ndarray, class_names: tuple[str, ...], out: Path, title: str = "") -> Path:

@@ -3,8 +3,10 @@
 - `LabelPngFolder`: one lossless PNG per frame (8-bit, 16-bit past 255 classes) into a hidden
   partial folder that is renamed to its final name when the source is complete.
 - `LabelNpz`: one compressed .npz per video, streamed: each frame is its own array entry
-  (``frame_000123``), plus ``frame_index`` and ``class_names``; nothing accumulates in memory.
-- `AreaTable`: per frame, the fraction of pixels of each class, as CSV or JSON Lines.
+  (``frame_000123``), plus ``frame_index``, ``class_names`` and, for a bag, ``stamp_ns`` (the frames'
+  header stamps, ns); nothing accumulates in memory.
+- `AreaTable`: per frame, the fraction of pixels of each class, as CSV or JSON Lines; `stamp_ns` is a
+  bag frame's header stamp (empty / null for other sources).
 Every writer has `close()` (publish under the final name, or drop the partial file if that fails)
 and `abort()` (drop the partial file).
 A full disk, a file-size limit or a read-only folder raises OutputError (runtime/io/atomic.py).
@@ -70,20 +72,25 @@ class LabelNpz:
         with writing(path):
             self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
         self._indices: list[int] = []
+        self._stamps: list[int] = []  # bag frames only: every frame of a bag has one
         self._names = np.asarray(meta.class_names)
 
     def _put(self, name: str, array: np.ndarray) -> None:
         with writing(self.path), self._zip.open(f"{name}.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
 
-    def write(self, index: int, labels: np.ndarray) -> None:
+    def write(self, index: int, labels: np.ndarray, stamp_ns: int | None = None) -> None:
         self._put(f"frame_{index:06d}", labels)
         self._indices.append(index)
+        if stamp_ns is not None:
+            self._stamps.append(stamp_ns)
 
     def close(self) -> Path:
         try:
             self._put("frame_index", np.asarray(self._indices, np.int64))
             self._put("class_names", self._names)
+            if self._stamps:
+                self._put("stamp_ns", np.asarray(self._stamps, np.int64))
             with writing(self.path):
                 self._zip.close()
                 with open(self._tmp, "rb+") as f:
@@ -100,7 +107,7 @@ class LabelNpz:
 
 
 class AreaTable:
-    """fmt "csv": columns source, frame, time_s, image, then one per class; "json": one object a line."""
+    """fmt "csv": columns source, frame, time_s, image, stamp_ns, then one per class; "json": one object a line."""
 
     def __init__(self, path: Path, meta: ModelMeta, fmt: str, *, keep_sources: set[str] = frozenset()) -> None:
         """`keep_sources`: start with those sources' rows of an existing table at `path` (a resumed run)."""
@@ -112,7 +119,7 @@ class AreaTable:
         try:
             with writing(path):
                 if self._csv:
-                    self._csv.writerow(["source", "frame", "time_s", "image", *self._names])
+                    self._csv.writerow(["source", "frame", "time_s", "image", "stamp_ns", *self._names])
                 if keep_sources and path.is_file():
                     self._keep(keep_sources)
         except BaseException:
@@ -120,12 +127,18 @@ class AreaTable:
             raise
 
     def _keep(self, sources: set[str]) -> None:
+        """Copy `sources`' rows; a table written before rows had stamp_ns gets an empty one."""
         with open(self.path, newline="", encoding="utf-8") as old:
             if self._csv:
-                rows = list(csv.reader(old))[1:]
-                self._csv.writerows(r for r in rows if r and r[0] in sources)
-            else:
-                self._file.writelines(line for line in old if json.loads(line)["source"] in sources)
+                header, *rows = list(csv.reader(old)) or [[]]
+                stamped = header[4:5] == ["stamp_ns"]
+                self._csv.writerows(r if stamped else [*r[:4], "", *r[4:]] for r in rows if r and r[0] in sources)
+                return
+            for line in old:
+                row = json.loads(line)
+                if row["source"] in sources:
+                    row = {k: row.get(k) for k in ("source", "frame", "time_s", "image", "stamp_ns")} | row
+                    self._file.write(json.dumps(row) + "\n")
 
     def snapshot(self) -> Path:
         """Publish the rows so far under the final name (the table keeps growing in its temp file)."""
@@ -135,20 +148,22 @@ class AreaTable:
             shutil.copyfile(self._tmp, copy)
         return self.path
 
-    def _write(self, source: str, index: int, time_s: float | None, image: str, fractions: np.ndarray) -> None:
+    def _write(self, source: str, index: int, time_s: float | None, image: str, fractions: np.ndarray,
+               stamp_ns: int | None) -> None:
         t = None if time_s is None else round(time_s, 4)
         if self._csv:
-            self._csv.writerow([source, index, "" if t is None else t, image,
+            self._csv.writerow([source, index, "" if t is None else t, image, "" if stamp_ns is None else stamp_ns,
                                 *(f"{v:.6f}" for v in fractions)])
         else:
             areas = {n: round(float(v), 6) for n, v in zip(self._names, fractions, strict=True)}
             row: dict[str, Any] = {"source": source, "frame": index, "time_s": t, "image": image,
-                                   "areas": areas}
+                                   "stamp_ns": stamp_ns, "areas": areas}
             self._file.write(json.dumps(row) + "\n")
 
-    def write(self, source: str, index: int, time_s: float | None, image: str, fractions: np.ndarray) -> None:
+    def write(self, source: str, index: int, time_s: float | None, image: str, fractions: np.ndarray,
+              stamp_ns: int | None = None) -> None:
         with writing(self.path):
-            self._write(source, index, time_s, image, fractions)
+            self._write(source, index, time_s, image, fractions, stamp_ns)
 
     def close(self) -> Path:
         try:

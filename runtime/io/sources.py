@@ -1,11 +1,12 @@
-"""Frame sources: video files, images, folders, globs, a camera index, an RTSP/HTTP URL.
+"""Frame sources: video files, images, robot bags, folders, globs, a camera index, an RTSP/HTTP URL.
 
 `open_sources(spec, ...)` turns one SOURCE argument into sources, each an iterable of `Frame`s
 (BGR uint8) with a name, fps and size. Frame stride and a start/end range (frame numbers, or
 times like "2.5s", "1:30") apply to each source. Problems that do not stop a run (an unreadable
 image skipped, a video whose decoding stopped early) are collected in `source.problems`.
 A camera or stream is read through `live.LiveReader`: a stall timeout and reconnects (`LivePolicy`);
-files never time out.
+files never time out. A bag (.mcap, .bag, .db3, a rosbag2 folder) is one source per image topic
+asked for (`topic`), read by `bags.BagSource`; without a topic, the error lists the bag's image topics.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mslseg.runtime.errors import DataError, InputError
 from mslseg.runtime.io.live import LivePolicy, LiveReader
-from mslseg.runtime.io.media import is_image, is_video, suffix_list, suggest_glob
+from mslseg.runtime.io.media import is_bag, is_image, is_video, suffix_list, suggest_glob
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class Frame:
     index: int  # position in the source, counted before stride and range
     time_s: float | None  # timestamp in the source (index / fps); None for still images
     name: str = ""  # the image file's name; empty for video frames
+    stamp_ns: int | None = None  # a bag message's header stamp (ns since the epoch); None for files and cameras
+    frame_id: str = ""  # a bag message's header frame_id (the camera's TF frame); empty elsewhere
 
 
 def parse_position(text: str | None) -> tuple[str, float] | None:
@@ -259,27 +263,31 @@ def safe_stem(name: str) -> str:
     return stem
 
 
-def local_files(spec: str) -> tuple[list[Path], list[Path]]:
-    """(videos, images) of a file, folder or glob argument, sorted: what `open_sources` opens, and what a
-    cluster run splits (runtime/cluster/units.py). A glob's `**` matches folders at any depth."""
+def local_files(spec: str) -> tuple[list[Path], list[Path], list[Path]]:
+    """(videos, images, bags) of a file, folder or glob argument, sorted: what `open_sources` opens, and
+    what a cluster run splits (runtime/cluster/units.py). A glob's `**` matches folders at any depth; a
+    rosbag2 folder (metadata.yaml inside) is one bag, whether given, in a folder or matched by a glob."""
     path = Path(spec)
-    if path.is_dir():
-        paths = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if path.is_dir() and is_bag(path):
+        paths = [path]
+    elif path.is_dir():
+        paths = sorted(p for p in path.iterdir() if not p.name.startswith(".") and (p.is_file() or is_bag(p)))
     elif path.is_file():
         paths = [path]
     elif glob.has_magic(spec):
-        paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file() or is_bag(p))
         if not paths:
             raise DataError(f"no files match {spec}; check the pattern "
                             "(quote it so the shell leaves it alone)")
     else:
-        raise DataError(f"{spec} does not exist; give a video, an image, a folder, a glob, "
+        raise DataError(f"{spec} does not exist; give a video, an image, a bag, a folder, a glob, "
                         "a camera index or a URL")
     images = [p for p in paths if is_image(p)]
-    videos = [p for p in paths if p not in images and (is_video(p) or p == path)]
-    if not images and not videos:
-        raise DataError(f"{spec} holds no images or videos{_nested_hint(path)}")
-    return videos, images
+    bags = [p for p in paths if is_bag(p)]
+    videos = [p for p in paths if p not in images and p not in bags and (is_video(p) or p == path)]
+    if not images and not videos and not bags:
+        raise DataError(f"{spec} holds no images, videos or bags{_nested_hint(path)}")
+    return videos, images, bags
 
 
 def _nested_hint(path: Path) -> str:
@@ -291,11 +299,24 @@ def _nested_hint(path: Path) -> str:
     return f"; its sub-folders do: quote a glob, e.g. \"{pattern}\" (matches {count} {kind}s)"
 
 
-def open_sources(spec: str, frames: FrameRange | None = None,
-                 live: LivePolicy | None = None) -> list[ImageSequence | VideoSource]:
-    """One SOURCE argument -> its sources (a video each; the images of one argument together).
+def topic_required(bags: list[Path]) -> InputError:
+    """The error for bags given without a topic: the first bag's image topics, one a line."""
+    from mslseg.runtime.io.bags import list_image_topics
+
+    topics = list_image_topics(bags[0])
+    more = f" (the first of {len(bags)} bags)" if len(bags) > 1 else ""
+    if not topics:
+        return InputError(f"{bags[0]}{more} has no image topics (sensor_msgs/Image or CompressedImage) to segment")
+    lines = "".join(f"\n  {t.line()}" for t in topics)
+    return InputError(f"{bags[0]}{more} holds {len(topics)} image topic(s); choose one with --topic:{lines}")
+
+
+def open_sources(spec: str, frames: FrameRange | None = None, live: LivePolicy | None = None,
+                 topic: str | None = None) -> list[Any]:
+    """One SOURCE argument -> its sources (a video or a bag's `topic` each; the images of one argument together).
 
     live: stall timeout and reconnects of a camera or stream (default: LivePolicy()).
+    topic: the image topic to read from bags; bags without it: InputError listing their image topics.
     """
     frames = frames or FrameRange()
     spec = str(spec)
@@ -304,8 +325,14 @@ def open_sources(spec: str, frames: FrameRange | None = None,
     if spec.lower().startswith(URL_SCHEMES):
         is_file = is_video(spec) and spec.startswith("http")
         return [VideoSource(spec, spec, "video" if is_file else "stream", frames, live)]
-    videos, images = local_files(spec)
-    sources: list[ImageSequence | VideoSource] = [VideoSource(p, str(p), "video", frames) for p in videos]
+    videos, images, bags = local_files(spec)
+    if bags and topic is None:
+        raise topic_required(bags)
+    sources: list[Any] = [VideoSource(p, str(p), "video", frames) for p in videos]
     if images:
         sources.append(ImageSequence(images, spec, frames))
+    if bags:
+        from mslseg.runtime.io.bags import BagSource
+
+        sources.extend(BagSource(p, topic, frames) for p in bags)
     return sources

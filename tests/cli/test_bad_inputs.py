@@ -60,7 +60,7 @@ def _one_line_error(result, code=1):
 
 @pytest.mark.parametrize("name, needle", [("zero.mp4", "cannot decode"),
                                           ("corrupt.mp4", "cannot decode"),
-                                          ("empty", "holds no images or videos"),
+                                          ("empty", "holds no images, videos or bags"),
                                           ("missing.mp4", "missing.mp4")])
 def test_infer_bad_sources(files, tmp_path, name, needle):
     r = runner.invoke(app, ["infer", str(files["root"] / name), "--model", str(files["onnx"]),

@@ -147,7 +147,7 @@ def test_a_cityscapes_root_hints_its_camera_images_not_its_labels(tmp_path):
 def test_a_folder_without_media_lists_the_suffixes(tmp_path):
     (tmp_path / "notes" / "deep").mkdir(parents=True)
     (tmp_path / "notes" / "deep" / "a.txt").write_text("x")
-    with pytest.raises(DataError, match=r"holds no images or videos \(images: \.png .*; videos: \.mp4 "):
+    with pytest.raises(DataError, match=r"holds no images, videos or bags \(images: \.png .*; videos: \.mp4 .*; bags: \.mcap "):
         open_sources(str(tmp_path / "notes"))
 
 
