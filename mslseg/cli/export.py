@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -149,9 +151,7 @@ def export(
     from mslseg.export.spec import ExportSpec
 
     spec = ExportSpec(**dict(given.values()), engine=engine)
-    # 20-30 s of loading, calibrating, tracing and checking: say what runs (stderr: stdout keeps the result)
-    result = export_checkpoint(src, out, spec, overwrite=overwrite,
-                               progress=lambda line: typer.echo(f"export: {line}", err=True))
+    result = export_checkpoint(src, out, spec, overwrite=overwrite, progress=_progress())
     what = precision.value
     if result.int8_layout:
         what += f", {result.int8_layout} layout: {result.layout_reason}"
@@ -159,6 +159,18 @@ def export(
     if result.engine is not None:
         line += f"; engine {result.engine}"
     typer.echo(line)
+
+
+def _progress() -> Callable[[str], None] | None:
+    """20-30 s of loading, calibrating, tracing and checking: a line as each starts, on stderr (stdout
+    keeps the one result line) where a person watches it; piped or captured, the steps stay log lines."""
+    if not _stderr_is_terminal():
+        return None
+    return lambda line: typer.echo(f"export: {line}", err=True)
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 def _refuse_export_options(src: Path, trt: bool, named: list[str]) -> None:
