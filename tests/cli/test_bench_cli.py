@@ -34,6 +34,7 @@ def test_bench_torch_and_onnx(tmp_path):
     assert "pipeline float_logits.onnx" in result.output and "wrote" in result.output
 
 
+@pytest.mark.slow
 def test_bench_bad_arguments(tmp_path):
     result = runner.invoke(app, ["bench", str(models.onnx_model("float_logits")), "--batch", "0,x"])
     assert result.exit_code == 1 and "--batch" in result.output

@@ -50,6 +50,7 @@ def test_a_pipeline_ratio_whose_spread_includes_one_is_noise():
     assert d["size"] == "48x32" and d["within_noise"] is False and d["ratio_range"] == [0.686, 0.816]
 
 
+@pytest.mark.slow
 def test_bench_prints_the_cpu_and_skips_bf16_without_it(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmark, "cpu_flags", lambda: {"avx2", "fma"})
     out = tmp_path / "bench.json"

@@ -69,6 +69,7 @@ def test_int8_uint8_labels_from_footage(ckpt, footage, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.parity.json"]
 
 
+@pytest.mark.slow
 def test_static_width_by_height_with_a_batch_samples_and_default_output(ckpt, footage, tmp_path):
     import onnx
 

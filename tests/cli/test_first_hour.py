@@ -127,6 +127,7 @@ def test_evaluate_an_onnx_model_names_the_checkpoint(cli_onnx, synth_data, tmp_p
     _one_line_error(r, f"{engine} is a TensorRT engine; mslseg evaluate scores a .pt checkpoint")
 
 
+@pytest.mark.slow
 def test_export_says_each_long_step_on_stderr(cli_ckpt, tmp_path, monkeypatch):
     import mslseg.cli.export as export_cli
 

@@ -30,8 +30,9 @@ VARIANTS = [
 
 
 @pytest.mark.parametrize("precision,output_kind,input_kind,confidence,order,slim", [
-    # one int8 variant in the default tier; the other two (seconds each: calibration) in the full one
-    pytest.param(*v, marks=pytest.mark.slow) if v[0] == "int8" and v[1] != "labels" else v for v in VARIANTS],
+    # the default tier keeps one float and one int8 variant (the 3-minute budget); the rest run in the full one
+    v if (v[0], v[1]) in (("fp32", "logits"), ("int8", "labels")) else pytest.param(*v, marks=pytest.mark.slow)
+    for v in VARIANTS],
                          ids=["-".join(map(str, v[:4])) + ("-slim" if v[5] else "") for v in VARIANTS])
 def test_variant_matches_pytorch(model_meta, frames, calib_frames, tmp_path, precision, output_kind,
                                  input_kind, confidence, order, slim):
@@ -104,6 +105,7 @@ class _SlowFirstCall(torch.nn.Module):
         return self.model(x)
 
 
+@pytest.mark.slow
 def test_parity_times_each_side_after_a_warm_up(model_meta, frames, tmp_path):
     model, meta = model_meta
     path = export_onnx(model, meta, tmp_path / "m.onnx", slim=False)

@@ -102,6 +102,7 @@ def _cfg(*sets):
     return load_config(None, ["source.root=x", *sets])
 
 
+@pytest.mark.slow
 def test_prepare_net_single_process():
     model = deeplabv2("resnet18", num_classes=3, multi_level=False)
     assert prepare_net(model, _cfg(), torch.device("cpu"), Dist()) is model

@@ -53,7 +53,9 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights_bitwise(synth_da
     assert [r["loss_target"] for r in lines if "loss_source" in r] == [r["loss_target"] for r in ref if "loss_source" in r]
 
 
-@pytest.mark.parametrize("method, multi", [("none", False), ("minent", False), ("msl", False), ("iw-msl", True)])
+@pytest.mark.parametrize("method, multi", [  # the default tier runs the full method; the others in the full tier
+    pytest.param("none", False, marks=pytest.mark.slow), pytest.param("minent", False, marks=pytest.mark.slow),
+    pytest.param("msl", False, marks=pytest.mark.slow), ("iw-msl", True)])
 def test_each_method_runs_and_writes_the_run_dir(synth_data, tmp_path, method, multi):
     cfg = _cfg(synth_data, tmp_path / method, **{"method.target_loss": method, "method.multi_level": multi,
                                                  "train.iterations": 2, "train.eval_every": 2})
