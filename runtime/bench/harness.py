@@ -24,6 +24,7 @@ nothing a user would choose. The CPU's model and SIMD flags go into the report.
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import tempfile
 import time
@@ -222,6 +223,13 @@ def bench_pipeline(seg: Segmenter, label: str, size: Size, frames: int, model: B
     return PipelineRow(label, seg.batch_size, size, done, tuple(rates), model.fps, (round(lo, 2), round(hi, 2)))
 
 
+def _has_onnx() -> bool:
+    try:
+        return importlib.util.find_spec("onnx") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["onnx"] is None (blocked)
+        return False
+
+
 def _flops_counter(path: Path, factory: str | None, notes: list[str]) -> Callable[[Size], float | None]:
     """size -> GFLOPs per frame of `path`, counted once per size; a failed count is a note, not an error."""
     counts: dict[Size, float | None] = {}
@@ -233,6 +241,10 @@ def _flops_counter(path: Path, factory: str | None, notes: list[str]) -> Callabl
             except Exception as exc:  # noqa: BLE001 - a missing column must not lose minutes of timings
                 notes.append(f"GFLOPs of {path.name} at {size} not counted: {exc}")
                 value = None
+            if value is None and path.suffix.lower() == ".onnx" and not _has_onnx():
+                note = "GFLOPs not counted: counting reads the graph with the onnx package (pip install onnx)"
+                if note not in notes:  # a runtime-only install lacks it; say so once, not per size
+                    notes.append(note)
             counts[size] = None if value is None else round(value, 2)
         return counts[size]
     return count
