@@ -78,10 +78,15 @@ class RunProgress:
         parts = [f"src {stats.loss_source:.3f}"]
         if info.multi_level:
             parts.append(f"aux {stats.loss_source_aux:.3f}")
-        if info.target_images is not None and info.target_loss != "none":
+        if info.target_images is not None and info.loss != "none":
             parts.append(f"tgt {stats.loss_target:.4f}")
-        if info.target_images is not None and info.multi_level:
+        if info.target_images is not None and info.multi_level and (info.loss != "none" or not info.self_training):
             parts.append(f"guide {stats.loss_guidance:.4f}")
+        if stats.loss_pseudo is not None:
+            parts.append(f"pseudo {stats.loss_pseudo:.3f}")
+            if stats.loss_mic:
+                parts.append(f"mic {stats.loss_mic:.3f}")
+            parts.append(f"conf {stats.confident:.2f}")
         return "  ".join(parts)
 
     def _start_bar(self, info: RunStart) -> None:

@@ -53,6 +53,7 @@ class OptimConfig(OptimRecipe):
     # poly_power, norm_decay), defined and defaulted there once; every one a config leaves unset takes
     # the architecture's recipe (apply_recipe)
     lr_scale: float = 1.0  # multiplies lr (and the heads'): short runs from scratch, as the synthetic config, take 10
+    warmup_iters: int | None = None  # linear lr warm-up (from 1e-6 x lr); unset: the method's (DAFormer: 1500 of 40000 as a share)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,16 @@ class MethodConfig:
     multi_level: bool = False  # aux-head source CE, and with target data the self-produced guidance
     lambda_seg: float = 0.1  # weight of the aux head's losses
     threshold: float = 0.95  # guidance: a pixel counts where either head is this confident
+    # self-training (dacs, daformer, mic, iw-msl+daformer; mslseg.training.self_training)
+    teacher_alpha: float = 0.999  # the EMA teacher's momentum (DACS/DAFormer/MIC: 0.999; 0.99 in DACS's code)
+    pseudo_threshold: float = 0.968  # a target pixel is confident at this max probability (DACS, DAFormer)
+    pseudo_ignore_top: int = 0  # rows at the top of target crops the pseudo-labels ignore (DAFormer, Cityscapes: 15)
+    pseudo_ignore_bottom: int = 0  # rows at the bottom (DAFormer, Cityscapes: 120, the ego car)
+    rcs_temperature: float = 0.01  # rare class sampling's T (DAFormer)
+    mic_ratio: float = 0.7  # MIC: the share of blocks masked
+    mic_block: int | None = None  # MIC's block side in pixels; unset: an eighth of the crop's shorter side (64 on 512)
+    lambda_mic: float = 1.0  # MIC's weight of the masked image's loss
+    deploy: str = "teacher"  # self-training: the network best.pt holds and evaluations score, teacher | student
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,17 @@ class RunConfig:
              f"{n('method.lambda_target')} and method.lambda_seg must be >= 0"),
             (math.isfinite(self.method.iw_ratio), "method.iw_ratio must be a finite number"),
             (0 < self.method.threshold < 1, "method.threshold must be in (0, 1)"),
+            (0 <= self.method.teacher_alpha < 1, "method.teacher_alpha must be in [0, 1) (the papers: 0.999)"),
+            (0 < self.method.pseudo_threshold < 1, "method.pseudo_threshold must be in (0, 1) (the papers: 0.968)"),
+            (self.method.pseudo_ignore_top >= 0 and self.method.pseudo_ignore_bottom >= 0,
+             "method.pseudo_ignore_top and method.pseudo_ignore_bottom must be >= 0 rows"),
+            (self.method.rcs_temperature > 0, "method.rcs_temperature must be > 0 (DAFormer: 0.01)"),
+            (0 <= self.method.mic_ratio < 1, "method.mic_ratio must be in [0, 1) (MIC: 0.7)"),
+            (self.method.mic_block is None or self.method.mic_block >= 1, "method.mic_block must be >= 1 pixel"),
+            (self.method.lambda_mic >= 0, "method.lambda_mic must be >= 0"),
+            (self.method.deploy in ("teacher", "student"), "method.deploy must be teacher or student"),
+            (self.optim.warmup_iters is None or 0 <= self.optim.warmup_iters < self.train.iterations,
+             f"optim.warmup_iters must be in [0, {n('train.iterations')})"),
             (self.model.bn in ("train", "frozen"), "model.bn must be train or frozen"),
             (self.train.amp in ("auto", "bf16", "fp16", "off"), "train.amp must be auto, bf16, fp16 or off"),
             (not (self.train.sync_bn and self.model.bn == "frozen"),

@@ -21,6 +21,7 @@ from mslseg.checkpoint import load_checkpoint, model_from_checkpoint, save_check
 from mslseg.classes import palette_for
 from mslseg.data import build_dataset
 from mslseg.data.video_frames import VideoFrames
+from mslseg.methods import METHODS
 from mslseg.models.base import SegModel
 from mslseg.runtime.errors import ConfigError, TrainingError
 from mslseg.runtime.io.atomic import atomic_write_text, remove_temporary, temporaries
@@ -41,7 +42,9 @@ from mslseg.training.resume import (
     wait_for_peers,
 )
 from mslseg.training.run_log import RunStart, append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
+from mslseg.training.rare_class import RareClassSampler, source_class_counts
 from mslseg.training.sampling import stream_loader
+from mslseg.training.self_training import SelfTrainer, mic_block, warmup_iters
 from mslseg.training.step import StepStats, adapt_step, build_optimizer, set_poly_lr
 
 log = logging.getLogger(__name__)
@@ -146,6 +149,15 @@ class _Setup:
     channels_last: bool
     start: int = 0
     best: float | None = None
+    self_training: SelfTrainer | None = None  # the mean teacher of the self-training methods
+    warmup: int = 0  # lr warm-up iterations
+
+    @property
+    def deployed(self) -> SegModel:
+        """The network evaluations score and best.pt holds: the teacher where method.deploy says so."""
+        if self.self_training is not None and self.cfg.method.deploy == "teacher":
+            return self.self_training.teacher.model
+        return self.model
 
 
 def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
@@ -194,7 +206,7 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
             result = _train(s, net, dist, board, pos, on_step, stops)
             if result.iterations == cfg.train.iterations and dist.main:
                 if s.target_val is None:
-                    save_checkpoint(out / "best.pt", s.model, s.meta)
+                    save_checkpoint(out / "best.pt", s.deployed, s.meta)
                 plot_run(out)
         except KeyboardInterrupt as stop:  # the agreed signal, else this process's first (a second Ctrl-C)
             signum = getattr(stop, "signum", None) or stops.signum or signal.SIGINT
@@ -214,7 +226,7 @@ def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Positio
     """
     cfg, out = s.cfg, Path(s.cfg.out)
     last = out / "last.pt"
-    src_iter = _loader(s, s.source, cfg.train.batch_source, cfg.train.seed, dist)
+    src_iter = _loader(s, s.source, cfg.train.batch_source, cfg.train.seed, dist, pick=_rare_class_pick(s, dist))
     tgt_iter = _loader(s, s.target, cfg.train.batch_target, cfg.train.seed + 1, dist) if s.target else None
     result = RunResult(out, s.start, best_miou=s.best)
     total, end = cfg.train.iterations, _stop(cfg, s.start)
@@ -223,12 +235,12 @@ def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Positio
     t0, seen = time.perf_counter(), 0
     stops.holding = True
     for it in range(s.start, end):
-        lr = set_poly_lr(s.optimizer, cfg.optim, it, total)
+        lr = set_poly_lr(s.optimizer, cfg.optim, it, total, s.warmup)
         source, target = next(src_iter), next(tgt_iter) if tgt_iter else None
         pos.in_step = True
         stats = adapt_step(net, s.optimizer, source, target, cfg.method, iteration=it + 1, lr=lr,
                            device=s.device, amp_dtype=s.amp_dtype, scaler=s.scaler,
-                           channels_last=s.channels_last)
+                           channels_last=s.channels_last, self_training=s.self_training)
         pos.in_step, pos.done = False, it + 1
         if not stats.finite:
             raise TrainingError(f"the loss became non-finite at iteration {it + 1} ({stats.to_dict()}); "
@@ -286,7 +298,28 @@ def _run_start(s: _Setup, dist: Dist) -> RunStart:
         target_images=len(s.target) if s.target is not None else None,
         target_video=(frames.available, frames.videos) if isinstance(frames, VideoFrames) else None,
         val_images=len(s.target_val) if s.target_val is not None else None,
-        images_per_step=_images_per_step(s, dist), run_dir=Path(cfg.out), optimizer=describe_optim(cfg.optim))
+        images_per_step=_images_per_step(s, dist), run_dir=Path(cfg.out),
+        optimizer=describe_optim(cfg.optim) + (f", warm-up {s.warmup} it" if s.warmup else ""),
+        self_training=describe_self_training(s))
+
+
+def describe_self_training(s: _Setup) -> str:
+    """'teacher alpha 0.999, pseudo-labels >= 0.968, ClassMix, rare class sampling T 0.01, deploys the
+    teacher': the mean teacher's settings as the method entry and the config chose them."""
+    if s.self_training is None:
+        return ""
+    m, spec = s.cfg.method, s.self_training.spec
+    parts = [f"teacher alpha {m.teacher_alpha:g}", f"pseudo-labels >= {m.pseudo_threshold:g}", "ClassMix + jitter/blur"]
+    if m.pseudo_ignore_top or m.pseudo_ignore_bottom:
+        parts.append(f"ignoring {m.pseudo_ignore_top} top / {m.pseudo_ignore_bottom} bottom rows")
+    if spec.rare_class:
+        parts.append(f"rare class sampling T {m.rcs_temperature:g}")
+    if spec.mic:
+        size = (s.cfg.target.crop or s.cfg.target.size) if s.cfg.target is not None else None
+        block = f"{mic_block((size.height, size.width), m.mic_block)}-px" if size else "1/8-side"
+        parts.append(f"MIC {m.mic_ratio:g} of {block} blocks x{m.lambda_mic:g}")
+    parts.append(f"deploys the {m.deploy}")
+    return ", ".join(parts)
 
 
 def describe_optim(optim: OptimConfig) -> str:
@@ -342,6 +375,17 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None,
         own = device.index if dist.world > 1 and device.type == "cuda" else None
         s.start, s.best = restore_training(saved, s.model, s.optimizer, s.scaler, own_cuda=own,
                                            rank=dist.rank, world=dist.world)
+    if target is not None:
+        s.self_training = SelfTrainer.for_run(s.model, cfg.method, norm, cfg.train.seed, dist.rank)
+    if s.self_training is not None:
+        s.self_training.to(device)
+        if saved is not None:
+            teacher = (saved.get("training") or {}).get("teacher")
+            if teacher is None:
+                raise ConfigError(f"{cfg.out}/last.pt holds no teacher, so it was not written by a "
+                                  f"{cfg.method.target_loss} run; start a new run with --init {cfg.out}/last.pt")
+            s.self_training.load_state_dict(teacher)
+    s.warmup = warmup_iters(cfg.method, cfg.optim, cfg.train.iterations)
     return s
 
 
@@ -360,27 +404,53 @@ def follow_network(cfg: RunConfig, what: str, explicit: frozenset[str]) -> RunCo
     return dataclasses.replace(cfg, method=method)
 
 
-def _loader(s: _Setup, dataset: Any, batch: int, seed: int, dist: Dist):
+def _loader(s: _Setup, dataset: Any, batch: int, seed: int, dist: Dist, pick: Callable[[int], int] | None = None):
     return stream_loader(dataset, batch, seed=seed, start=s.start * batch * dist.world,
                          workers=s.cfg.train.workers, rank=dist.rank, world=dist.world,
-                         pin_memory=s.device.type == "cuda")
+                         pin_memory=s.device.type == "cuda", pick=pick)
+
+
+def _rare_class_pick(s: _Setup, dist: Dist) -> Callable[[int], int] | None:
+    """The source image at each global sample position under rare class sampling, or None."""
+    spec = METHODS[s.cfg.method.target_loss].self_training
+    if spec is None or not spec.rare_class or s.target is None:
+        return None
+    counts = source_class_counts(s.source, s.meta.num_classes, Path(s.cfg.out), write=dist.main)
+    sampler = RareClassSampler(counts, s.cfg.method.rcs_temperature)
+    seed = s.cfg.train.seed
+    return lambda position: sampler.indices_at(seed, [position])[0]
 
 
 def _evaluate(s: _Setup, out: Path, board: Any, done: int, result: RunResult) -> None:
-    scores, _ = evaluate(s.model, s.target_val, device=s.device, num_classes=s.meta.num_classes,
-                         class_names=tuple(s.meta.class_names), amp_dtype=s.amp_dtype)
-    append_metrics(out / "metrics.jsonl", {"iteration": done, "eval": scores.to_dict() | {"protocol": scores.protocol}})
+    """Scores the deployed network (`_Setup.deployed`); with a teacher, the other network too, so
+    that which one to deploy stays a measurement (metrics.jsonl: "eval" and "eval_other")."""
+    def score(net: SegModel):
+        return evaluate(net, s.target_val, device=s.device, num_classes=s.meta.num_classes,
+                        class_names=tuple(s.meta.class_names), amp_dtype=s.amp_dtype)[0]
+
+    scores = score(s.deployed)
+    record: dict[str, Any] = {"iteration": done, "eval": scores.to_dict() | {"protocol": scores.protocol}}
+    if s.self_training is not None:
+        other = "student" if s.cfg.method.deploy == "teacher" else "teacher"
+        record["eval"]["network"] = s.cfg.method.deploy
+        other_scores = score(s.model if other == "student" else s.self_training.teacher.model)
+        record["eval_other"] = {"network": other, "miou": other_scores.miou}
+        if board is not None:
+            board.add_scalar(f"eval/miou_{other}", other_scores.miou, done)
+    append_metrics(out / "metrics.jsonl", record)
     result.final_miou, result.eval_protocol = scores.miou, scores.protocol
     if board is not None:
         board.add_scalar("eval/miou", scores.miou, done)
     if s.best is None or scores.miou > s.best:
         s.best = result.best_miou = scores.miou
-        save_checkpoint(out / "best.pt", s.model, s.meta)
+        save_checkpoint(out / "best.pt", s.deployed, s.meta)
 
 
 def _save_last(s: _Setup, last: Path, done: int, dist: Dist, *, gather: bool = True) -> None:
     """Rank 0 writes last.pt with every rank's RNG states (`gather`: a collective, all ranks call it)."""
     ranks = gather_rng(dist.world) if gather else None
+    if gather and dist.world > 1 and s.self_training is not None:
+        _check_teachers_agree(s.self_training, done, s.device)
     if not dist.main:
         return
     if not all(torch.isfinite(t).all() for t in s.model.state_dict().values() if t.is_floating_point()):
@@ -388,8 +458,22 @@ def _save_last(s: _Setup, last: Path, done: int, dist: Dist, *, gather: bool = T
     training = {"iteration": done, "optimizer": s.optimizer.state_dict(), "rng": capture_rng(),
                 "scaler": s.scaler.state_dict() if s.scaler else None, "best_miou": s.best,
                 "world": dist.world, "config": to_dict(s.cfg),
-                **({"rng_ranks": ranks} if ranks and dist.world > 1 else {})}
+                **({"rng_ranks": ranks} if ranks and dist.world > 1 else {}),
+                **({"teacher": s.self_training.state_dict()} if s.self_training is not None else {})}
     save_checkpoint(last, s.model, s.meta, training=training)
+
+
+def _check_teachers_agree(st: SelfTrainer, done: int, device: torch.device) -> None:
+    """Every rank's teacher follows its own student, which DDP keeps equal to the others': a sum of
+    the teacher's weights must then be the same on every rank (a collective; cheap, per checkpoint)."""
+    import torch.distributed as tdist
+
+    total = sum(p.detach().double().sum() for p in st.teacher.model.parameters()).to(device)
+    spread = torch.stack([total, -total])
+    tdist.all_reduce(spread, op=tdist.ReduceOp.MAX)
+    if float(spread[0] + spread[1]) != 0.0:  # max - min over the ranks
+        raise TrainingError(f"the ranks' teachers differ at iteration {done}; their students must too: "
+                            "check that every rank runs the same mslseg and config")
 
 
 def _last_good(last: Path) -> str:

@@ -13,14 +13,22 @@ data (keyed by the file list), it is all the sampler needs.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from mslseg.data.files import read_label
 from mslseg.runtime.errors import ConfigError
+from mslseg.runtime.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 TEMPERATURE = 0.01  # DAFormer
 
@@ -103,3 +111,33 @@ class RareClassSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+COUNTS_FILE = "source_class_counts.pt"  # in the run directory: a resumed run reads it instead of the labels
+
+
+def source_class_counts(dataset: Any, num_classes: int, run_dir: Path, *, write: bool = True) -> Tensor:
+    """(num_images, num_classes) pixel counts of a labelled source dataset (a SegmentationDataset
+    over image files), read once from its label files and kept in `run_dir` (keyed by the sample
+    names, so another source set is counted anew). `write`: this process keeps the file (rank 0)."""
+    frames = dataset.frames
+    samples, codec = getattr(frames, "samples", None), getattr(frames, "codec", None)
+    if samples is None or codec is None:
+        raise ConfigError("rare class sampling counts the source's label files, and this source has none; "
+                          "use a labelled image source or a method without rare class sampling (dacs)")
+    names = [s.name for s in samples]
+    path = Path(run_dir) / COUNTS_FILE
+    if path.is_file():
+        cached = torch.load(path, weights_only=True)
+        if cached.get("names") == names and cached["counts"].shape == (len(names), num_classes):
+            return cached["counts"]
+    started = time.perf_counter()
+    labels = (codec.decode(read_label(s.label), s.label) if s.label is not None else np.zeros(0, np.int64)
+              for s in samples)  # an image without a label file holds no class: never drawn
+    counts = class_pixel_counts(labels, num_classes)
+    log.info("rare class sampling: counted the classes of %d source label files in %.1f s", len(names),
+             time.perf_counter() - started)
+    if write:
+        with atomic_path(path) as tmp:
+            torch.save({"names": names, "counts": counts}, tmp)
+    return counts

@@ -36,15 +36,28 @@ class RunStart:
     images_per_step: int  # over all ranks
     run_dir: Path
     optimizer: str = ""  # sgd lr 0.0025 (heads x10): what the recipe and the config chose
+    self_training: str = ""  # the mean teacher's settings (mslseg.training.self_training), or ""
 
     @property
     def has_target_loss(self) -> bool:
-        return self.target_images is not None and (self.target_loss != "none" or self.multi_level)
+        return self.target_images is not None and (self.loss != "none" or (self.multi_level and not self.self_training))
+
+    @property
+    def loss(self) -> str:
+        """The method's own target loss (none for BN-only and the pure self-training methods)."""
+        from mslseg.methods import METHODS
+
+        entry = METHODS.get(self.target_loss)
+        return entry.loss if entry is not None else self.target_loss
 
     def describe(self) -> str:
         """One line: method, lambda, model, device, iterations, images, run dir."""
         if self.target_images is None:
             method = "source only"
+        elif self.self_training:
+            method = f"{self.target_loss} ({self.self_training})"
+            if self.loss != "none":
+                method += " + multi-level" if self.multi_level else ""
         elif self.target_loss == "none":  # in words: "none + multi-level" read as BN-only to users
             method = ("no target loss, multi-level guidance on the aux head (BN statistics only: --single-level)"
                       if self.multi_level else "BatchNorm statistics only (no target loss)")

@@ -12,7 +12,7 @@ it, so it too is independent of worker count, rank and resume point.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -32,9 +32,11 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
 class StreamBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batches of (epoch, index) keys for one rank, starting at global sample `start`."""
 
-    def __init__(self, n: int, batch: int, *, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, batch: int, *, seed: int, start: int = 0, rank: int = 0, world: int = 1,
+                 pick: Callable[[int], int] | None = None):
         self.n, self.batch, self.seed = n, batch, seed
         self.start, self.rank, self.world = start, rank, world
+        self.pick = pick  # global position -> index (rare class sampling); None: epoch permutations
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         step = self.batch * self.world
@@ -43,6 +45,9 @@ class StreamBatchSampler(Sampler[list[tuple[int, int]]]):
         while True:
             keys = []
             for g in range(pos + self.rank * self.batch, pos + (self.rank + 1) * self.batch):
+                if self.pick is not None:  # the position is the key's "epoch": each draw its own augmentation
+                    keys.append((g, self.pick(g)))
+                    continue
                 epoch, offset = divmod(g, self.n)
                 if epoch not in cache:
                     cache.clear()
@@ -84,9 +89,11 @@ class SeededItems(Dataset):
 
 
 def stream_loader(dataset: Dataset, batch: int, *, seed: int, start: int, workers: int,
-                  rank: int = 0, world: int = 1, pin_memory: bool = False) -> Iterator[dict[str, Any]]:
-    """An endless iterator of collated batches for this rank, from global sample `start`."""
-    sampler = StreamBatchSampler(len(dataset), batch, seed=seed, start=start, rank=rank, world=world)
+                  rank: int = 0, world: int = 1, pin_memory: bool = False,
+                  pick: Callable[[int], int] | None = None) -> Iterator[dict[str, Any]]:
+    """An endless iterator of collated batches for this rank, from global sample `start`; `pick`
+    chooses the item of each global position instead of epoch permutations (rare class sampling)."""
+    sampler = StreamBatchSampler(len(dataset), batch, seed=seed, start=start, rank=rank, world=world, pick=pick)
     loader = DataLoader(
         SeededItems(dataset, seed), batch_sampler=sampler, num_workers=workers,
         pin_memory=pin_memory, persistent_workers=workers > 0,

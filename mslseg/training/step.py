@@ -1,5 +1,6 @@
-"""One optimisation step of source-supervised, target-adapted training. Methods differ only by
-their target loss, which their registry entry names (mslseg.methods, `losses.target_loss_fn`)."""
+"""One optimisation step of source-supervised, target-adapted training. Methods differ by their
+target loss, which their registry entry names (mslseg.methods, `losses.target_loss_fn`), and the
+self-training family by its mean teacher (mslseg.training.self_training)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from torch import Tensor, nn
 
 from mslseg.classes import IGNORE_INDEX
 from mslseg.losses import multi_level_guidance_loss, target_loss_fn
+from mslseg.methods import METHODS
 from mslseg.training.config import MethodConfig, OptimConfig
+from mslseg.training.self_training import SelfTrainer
 
 
 @dataclass
@@ -24,14 +27,19 @@ class StepStats:
     loss_source_aux: float = 0.0
     loss_target: float = 0.0
     loss_guidance: float = 0.0
+    # self-training only (absent from metrics.jsonl otherwise)
+    loss_pseudo: float | None = None  # the student's weighted CE on ClassMix images
+    loss_mic: float | None = None  # MIC's masked-image loss (0 for methods without it)
+    confident: float | None = None  # share of target pixels the teacher labels above the threshold
+    teacher_alpha: float | None = None  # the teacher's EMA momentum at this step
 
     @property
     def finite(self) -> bool:
-        return all(math.isfinite(v) for v in (self.loss_source, self.loss_source_aux,
-                                                self.loss_target, self.loss_guidance))
+        return all(math.isfinite(v) for v in (self.loss_source, self.loss_source_aux, self.loss_target,
+                                                self.loss_guidance, self.loss_pseudo or 0.0, self.loss_mic or 0.0))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -46,9 +54,18 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def set_poly_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, iteration: int, total: int) -> float:
-    """lr = base * (1 - it / total) ** power, per group times its multiplier; returns the base."""
+WARMUP_RATIO = 1e-6  # DAFormer's (mmcv's) linear warm-up starts at this share of the lr
+
+
+def set_poly_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, iteration: int, total: int,
+                warmup: int = 0) -> float:
+    """lr = base * (1 - it / total) ** power, per group times its multiplier; returns the base.
+
+    `warmup` > 0: over the first `warmup` iterations the lr rises linearly from 1e-6 x that value
+    (mmcv's linear warm-up, as DAFormer trains)."""
     lr = cfg.lr * cfg.lr_scale * (1 - iteration / total) ** cfg.poly_power
+    if iteration < warmup:
+        lr *= 1 - (1 - WARMUP_RATIO) * (1 - iteration / warmup)
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
     return lr
@@ -57,12 +74,17 @@ def set_poly_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, iteration: i
 def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, source: dict[str, Tensor],
                target: dict[str, Tensor] | None, method: MethodConfig, *, iteration: int, lr: float,
                device: torch.device, amp_dtype: torch.dtype | None = None,
-               scaler: torch.amp.GradScaler | None = None, channels_last: bool = False) -> StepStats:
+               scaler: torch.amp.GradScaler | None = None, channels_last: bool = False,
+               self_training: SelfTrainer | None = None) -> StepStats:
     """Source CE (+ aux CE), then the target loss (+ guidance), one SGD step.
 
     Two backward passes, as the reference: source and target activations are never held together,
     which halves the peak memory at the paper's crop sizes. Under DDP the first pass skips the
     gradient all-reduce (`no_sync`), so each step communicates once.
+
+    `self_training`: the target pass is the mean teacher's (ClassMix pseudo-labels, MIC), with the
+    method's own target loss beside it where it has one (iw-msl+daformer); the teacher follows the
+    student after the optimiser step.
     """
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -84,16 +106,22 @@ def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, source: dict[
 
     if target is not None:
         image_t = target["image"].to(device, non_blocking=True).contiguous(memory_format=fmt)
-        with autocast:
-            main_t, aux_t = _forward(model, image_t, with_aux=method.multi_level)
-            loss_t = target_loss_fn(method)(main_t)
-            loss_g = (multi_level_guidance_loss(main_t, aux_t, method.threshold)
-                      if aux_t is not None else torch.zeros((), device=device))
-            total_t = method.lambda_target * loss_t + method.lambda_seg * method.lambda_target * loss_g
+        total_t = torch.zeros((), device=device)
+        if self_training is not None:
+            loss_st, st = self_training.losses(model, image, label, image_t, iteration, autocast)
+            total_t = total_t + loss_st
+            stats.loss_pseudo, stats.loss_mic, stats.confident = st.loss_pseudo, st.loss_mic, st.confident
+        if self_training is None or METHODS[method.target_loss].loss != "none":
+            with autocast:
+                main_t, aux_t = _forward(model, image_t, with_aux=method.multi_level)
+                loss_t = target_loss_fn(method)(main_t)
+                loss_g = (multi_level_guidance_loss(main_t, aux_t, method.threshold)
+                          if aux_t is not None else torch.zeros((), device=device))
+                total_t = total_t + method.lambda_target * loss_t + method.lambda_seg * method.lambda_target * loss_g
+            stats.loss_target, stats.loss_guidance = loss_t.item(), loss_g.item()
         # a graph that no parameter needs (method none: BN statistics only) still runs backward
         # so that DDP's all-reduce happens on every rank
         scale(total_t).backward()
-        stats.loss_target, stats.loss_guidance = loss_t.item(), loss_g.item()
 
     if stats.finite:
         if scaler is not None:
@@ -101,6 +129,8 @@ def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, source: dict[
             scaler.update()
         else:
             optimizer.step()
+        if self_training is not None:
+            stats.teacher_alpha = self_training.update(model, iteration)
     return stats
 
 
