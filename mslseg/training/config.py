@@ -378,7 +378,18 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] =
     cfg = apply_options(cfg, file_model - over_model, "arch" in over_model, names)
     if adapt:
         cfg = adapt_method(cfg, set(data.get("method") or ()))
+    cfg = method_warmup(cfg)
     return cfg.validate(names)
+
+
+def method_warmup(cfg: RunConfig) -> RunConfig:
+    """`cfg` with optim.warmup_iters, where unset, the method's warm-up (mslseg.methods: DAFormer's
+    1500 of 40000 iterations, as that share of this run's), else 0: the written config holds the number."""
+    if cfg.optim.warmup_iters is not None:
+        return cfg
+    entry = METHODS.get(cfg.method.target_loss)
+    share = entry.self_training.warmup_share if entry is not None and entry.self_training is not None else 0.0
+    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, warmup_iters=math.ceil(share * cfg.train.iterations)))
 
 
 def shipped_configs() -> dict[str, Path]:

@@ -44,7 +44,7 @@ from mslseg.training.resume import (
 from mslseg.training.run_log import RunStart, append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
 from mslseg.training.rare_class import RareClassSampler, source_class_counts
 from mslseg.training.sampling import stream_loader
-from mslseg.training.self_training import SelfTrainer, mic_block, warmup_iters
+from mslseg.training.self_training import SelfTrainer, mic_block
 from mslseg.training.step import StepStats, adapt_step, build_optimizer, set_poly_lr
 
 log = logging.getLogger(__name__)
@@ -385,7 +385,7 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None,
                 raise ConfigError(f"{cfg.out}/last.pt holds no teacher, so it was not written by a "
                                   f"{cfg.method.target_loss} run; start a new run with --init {cfg.out}/last.pt")
             s.self_training.load_state_dict(teacher)
-    s.warmup = warmup_iters(cfg.method, cfg.optim, cfg.train.iterations)
+    s.warmup = cfg.optim.warmup_iters or 0  # the method's, resolved by load_config (method_warmup)
     return s
 
 

@@ -20,7 +20,6 @@ Randomness (which classes, which blocks, jitter, blur) comes from a generator se
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,11 +120,3 @@ class SelfTrainer:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.teacher.load_state_dict(state)
-
-
-def warmup_iters(method: Any, optim: Any, iterations: int) -> int:
-    """The lr warm-up of a run: `optim.warmup_iters` where set, else the method's share of the run."""
-    if optim.warmup_iters is not None:
-        return optim.warmup_iters
-    spec = METHODS[method.target_loss].self_training
-    return math.ceil(spec.warmup_share * iterations) if spec is not None else 0
