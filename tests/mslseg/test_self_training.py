@@ -78,6 +78,39 @@ def test_evaluations_score_the_deployed_network_and_the_other(synth_data, tmp_pa
     assert "teacher" in last["training"]
 
 
+def test_sigterm_mid_run_saves_student_and_teacher_and_the_teacher_exports(synth_data, tmp_path, monkeypatch):
+    """A self-trained best.pt is a plain checkpoint: export and infer take it unchanged."""
+    import signal
+
+    import numpy as np
+
+    from mslseg.training import loop
+
+    real = loop.adapt_step
+
+    def sigterm_during(*args, iteration, **kwargs):
+        if iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, iteration=iteration, **kwargs)
+
+    out = tmp_path / "cut"
+    monkeypatch.setattr(loop, "adapt_step", sigterm_during)
+    r = runner.invoke(app, _adapt(synth_data, out, "dacs", 3))
+    assert r.exit_code == 143, r.output
+    training = load_checkpoint(out / "last.pt")["training"]
+    assert training["iteration"] == 2 and training["teacher"]
+    monkeypatch.undo()
+    r = runner.invoke(app, ["adapt", "--resume", str(out)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["export", str(out / "best.pt"), "-o", str(tmp_path / "st.onnx")])
+    assert r.exit_code == 0, r.output
+    from mslseg.runtime import Segmenter
+
+    frame = np.random.default_rng(0).integers(0, 255, (32, 64, 3), dtype=np.uint8)
+    labels = Segmenter(tmp_path / "st.onnx", threads=1)(frame).labels
+    assert labels.shape == (32, 64) and labels.max() < 19
+
+
 def test_a_run_without_a_teacher_is_not_resumed_as_a_self_training_run(synth_data, tmp_path):
     out = tmp_path / "msl"
     r = runner.invoke(app, _adapt(synth_data, out, "msl", 2, "--set", "train.stop_after=1"))
