@@ -376,7 +376,7 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None,
         s.start, s.best = restore_training(saved, s.model, s.optimizer, s.scaler, own_cuda=own,
                                            rank=dist.rank, world=dist.world)
     if target is not None:
-        s.self_training = SelfTrainer.for_run(s.model, cfg.method, norm, cfg.train.seed, dist.rank)
+        s.self_training = SelfTrainer.for_run(s.model, cfg.method, norm, cfg.train.seed, dist.rank, bn=cfg.model.bn)
     if s.self_training is not None:
         s.self_training.to(device)
         if saved is not None:

@@ -5,7 +5,8 @@ The parts are tested on their own (mslseg.training.teacher, mslseg.data.mixing,
 mslseg.training.rare_class); this module puts them in the order the papers give:
 
 1. the teacher labels the un-augmented target batch (its BatchNorm on the batch's statistics, as
-   the references' train-mode teacher), each pixel weighted by the share of confident pixels;
+   the references' train-mode teacher; on its stored ones with model.bn: frozen), each pixel
+   weighted by the share of confident pixels;
 2. ClassMix: half of each source image's classes pasted onto a target image, the labels mixed the
    same way (source pixels weigh 1), then colour jitter and Gaussian blur on the mixed image;
 3. the student's pixel-weighted cross-entropy on the mixed image (weight 1, as the papers; with
@@ -53,17 +54,19 @@ class SelfTrainer:
     """A run's mean teacher and what it does each step; built once per run (`for_run`)."""
 
     def __init__(self, student: nn.Module, method: Any, spec: SelfTraining, norm: Normalization, seed: int,
-                 rank: int = 0):
+                 rank: int = 0, *, batch_stats: bool = True):
         self.method, self.spec, self.norm = method, spec, norm
         self.seed, self.rank = seed, rank
+        self.batch_stats = batch_stats  # the teacher's BatchNorm on the target batch's statistics
         self.teacher = EmaTeacher(student, alpha_max=method.teacher_alpha)
 
     @classmethod
     def for_run(cls, student: nn.Module, method: Any, norm: Normalization, seed: int,
-                rank: int = 0) -> SelfTrainer | None:
-        """The trainer a method (a MethodConfig) needs, or None for MSL's family."""
+                rank: int = 0, *, bn: str = "train") -> SelfTrainer | None:
+        """The trainer a method (a MethodConfig) needs, or None for MSL's family. `bn` (model.bn):
+        frozen BatchNorm keeps the teacher on its stored statistics too."""
         spec = METHODS[method.target_loss].self_training
-        return cls(student, method, spec, norm, seed, rank) if spec is not None else None
+        return cls(student, method, spec, norm, seed, rank, batch_stats=bn == "train") if spec is not None else None
 
     def to(self, device: torch.device) -> SelfTrainer:
         self.teacher.model.to(device)
@@ -77,9 +80,10 @@ class SelfTrainer:
                iteration: int, autocast: Any) -> tuple[Tensor, SelfTrainingStats]:
         """The self-training loss of one step (a scalar to backpropagate) and what it measured."""
         m, g = self.method, self.generator(iteration)
-        labels, weight = pseudo_label(self.teacher, target_image, threshold=m.pseudo_threshold,
-                                      ignore_top=m.pseudo_ignore_top, ignore_bottom=m.pseudo_ignore_bottom,
-                                      batch_stats=True)
+        with autocast:  # the pseudo-labels' softmax is taken in float32 (pseudo_label_from_logits)
+            labels, weight = pseudo_label(self.teacher, target_image, threshold=m.pseudo_threshold,
+                                          ignore_top=m.pseudo_ignore_top, ignore_bottom=m.pseudo_ignore_bottom,
+                                          batch_stats=self.batch_stats)
         stats = SelfTrainingStats(confident=float(weight.flatten(1).amax(dim=1).mean()))
         n = min(source_image.shape[0], target_image.shape[0])
         mask = classmix_masks(source_label[:n], g)  # (n, H, W): True where the source is pasted
