@@ -1,0 +1,126 @@
+"""Which label-free signal tells a good adapted model from a bad one? Validated on labelled runs.
+
+    python benchmarks/label_free.py runs/methods [runs/methods-sf ...] --out runs/label-free
+
+Takes the run folders of `benchmarks/methods.py` (each run's best.pt with its eval/scores.json, and
+the table's source/best.pt as the reference). For every run it measures the label-free signals
+(mslseg.training.label_free) on held-out target frames that no run trained on (a fresh draw of the
+synthetic target domain, read without labels), then, per candidate score and per table: the
+Spearman correlation with the true target mIoU and the regret of its pick (the true mIoU of the
+best run minus that of the run the score picks). The collapse check (classes vanishing against
+the source model's shares) is reported per run. Prints and writes OUT/table.md and OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# candidate scores: (name, signal key, sign: +1 when higher should mean better)
+CANDIDATES = [
+    ("confidence", "confidence", 1), ("negative entropy", "entropy", -1), ("IM (info. max.)", "im", 1),
+    ("flip agreement", "flip_agreement", 1), ("scale agreement", "scale_agreement", 1),
+    ("class-wise confidence", "class_confidence", 1), ("ATC (est. pixel acc.)", "atc", 1),
+    ("agreement with source", "agreement", 1), ("disagreement with source", "agreement", -1),
+]
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = _ranks(np.asarray(a)), _ranks(np.asarray(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = x.argsort(kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x))
+    for v in np.unique(x):  # ties share their mean rank
+        ranks[x == v] = ranks[x == v].mean()
+    return ranks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("tables", type=Path, nargs="+", help="output folders of benchmarks/methods.py")
+    ap.add_argument("--out", type=Path, default=Path("runs/label-free"))
+    ap.add_argument("--frames", type=int, default=64, help="held-out target frames")
+    ap.add_argument("--source-frames", type=int, default=32, help="labelled source frames for ATC")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from mslseg.checkpoint import load_checkpoint, model_from_checkpoint
+    from mslseg.data import build_dataset
+    from mslseg.data.config import DataConfig
+    from mslseg.data.synthetic import write_cityscapes_layout
+    from mslseg.runtime.sizes import Size
+    from mslseg.training.label_free import atc_threshold, measure
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cpu")
+    report: dict = {"tables": {}}
+    lines = []
+    for table in args.tables:
+        source_ckpt = table / "source" / "best.pt"
+        runs = sorted(p.parent for p in table.glob("*/best.pt") if (p.parent / "eval" / "scores.json").is_file())
+        if not runs:
+            raise SystemExit(f"{table} holds no scored runs (RUN/best.pt with RUN/eval/scores.json)")
+        src_model, meta = model_from_checkpoint(load_checkpoint(source_ckpt), str(source_ckpt))
+        size = meta.train_size or Size(128, 64)
+        held = args.out / "heldout"
+        if not (held / "leftImg8bit").exists():
+            write_cityscapes_layout(held, 1, args.frames, Size(2 * size.width, 2 * size.height), seed=4242)
+        frames = build_dataset(DataConfig(kind="cityscapes", root=str(held), split="val", labelled=False,
+                                          size=size), meta.normalization, train=False)
+        images = [torch.stack([frames[i]["image"] for i in range(k, min(k + 8, len(frames)))])
+                  for k in range(0, len(frames), 8)]
+        cfg = json.loads(json.dumps(__import__("yaml").safe_load((runs[0] / "config.yaml").read_text())))
+        src = build_dataset(DataConfig(kind=cfg["source"]["kind"], root=cfg["source"]["root"], size=size),
+                            meta.normalization, train=False)
+        labelled = [(torch.stack([src[i]["image"] for i in range(k, k + 8)]),
+                     torch.stack([src[i]["label"] for i in range(k, k + 8)]))
+                    for k in range(0, min(args.source_frames, len(src)) - 7, 8)]
+        reference = measure(src_model, images, meta.num_classes, device=device)
+        rows = []
+        for run in runs:  # the source model's own run among them
+            model, _ = model_from_checkpoint(load_checkpoint(run / "best.pt"), str(run / "best.pt"))
+            t = atc_threshold(model, labelled, device=device)
+            s = measure(model, images, meta.num_classes, device=device, reference=reference.class_share,
+                        other=src_model, atc_threshold=t)
+            truth = json.loads((run / "eval" / "scores.json").read_text())["miou"]
+            rows.append({"run": run.name, "miou": truth, **s.to_dict()})
+            print(f"{table.name}/{run.name}: mIoU {100 * truth:.2f}  conf {s.confidence:.3f}  ent {s.entropy:.3f}  "
+                  f"im {s.im:.3f}  flip {s.flip_agreement:.3f}  cw-conf {s.class_confidence:.3f}  atc {s.atc:.3f}  "
+                  f"vanished {s.vanished}", flush=True)
+        truth = [r["miou"] for r in rows]
+        best = max(truth)
+        scored = []
+        for name, key, sign in CANDIDATES:
+            values = [sign * r[key] for r in rows]
+            pick = int(np.argmax(values))
+            scored.append({"score": name, "spearman": spearman(values, truth),
+                           "regret": 100 * (best - truth[pick]), "picked": rows[pick]["run"]})
+        report["tables"][str(table)] = {"runs": rows, "scores": scored}
+        lines += [f"### {table}", "", f"{len(rows)} runs (source only included); true mIoU "
+                  f"{100 * min(truth):.1f} to {100 * best:.1f}; flagged as collapsed: "
+                  f"{', '.join(r['run'] for r in rows if r['vanished']) or 'none'}", "",
+                  "| label-free score | Spearman with mIoU | regret of its pick (mIoU) | picked |", "|---|---|---|---|"]
+        lines += [f"| {s['score']} | {s['spearman']:.2f} | {s['regret']:.2f} | {s['picked']} |" for s in scored]
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    (args.out / "table.md").write_text(text + "\n")
+    (args.out / "results.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
