@@ -20,15 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mslseg.label_free_scores import LABEL_FREE_SCORES
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# candidate scores: (name, signal key, sign: +1 when higher should mean better)
-CANDIDATES = [
-    ("confidence", "confidence", 1), ("negative entropy", "entropy", -1), ("IM (info. max.)", "im", 1),
-    ("flip agreement", "flip_agreement", 1), ("scale agreement", "scale_agreement", 1),
-    ("class-wise confidence", "class_confidence", 1), ("ATC (est. pixel acc.)", "atc", 1),
-    ("agreement with source", "agreement", 1), ("disagreement with source", "agreement", -1),
-]
+# candidate scores: (name, key for Signals.score, sign); the registry's, and the source agreement both ways
+CANDIDATES = [(key, key, 1) for key in LABEL_FREE_SCORES] + [
+    ("agreement with source", "agreement", 1), ("disagreement with source", "agreement", -1)]
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -105,7 +103,7 @@ def main() -> None:
         best = max(truth)
         scored = []
         for name, key, sign in CANDIDATES:
-            values = [sign * r[key] for r in rows]
+            values = [sign * (-r["entropy"] if key == "neg_entropy" else r[key]) for r in rows]
             pick = int(np.argmax(values))
             scored.append({"score": name, "spearman": spearman(values, truth),
                            "regret": 100 * (best - truth[pick]), "picked": rows[pick]["run"]})

@@ -135,6 +135,8 @@ def _launch(command: str, config: Path | None, typed: _Typed, sets: list[str] | 
         return
     miou = (f", target mIoU {100 * result.final_miou:.2f} (best {100 * result.best_miou:.2f}; "
             f"{result.eval_protocol})" if result.final_miou is not None else "")
+    if result.best_by:
+        miou += f"; best.pt: {result.best_by}"
     typer.echo(f"wrote {result.run_dir}/last.pt and best.pt after {result.iterations} iterations{miou}")
 
 

@@ -21,6 +21,7 @@ import yaml
 
 from mslseg.architectures import OPTIMIZERS, OPTION_DEFAULTS, PAPER, OptimRecipe, architecture, option_error
 from mslseg.data.config import DATASET_KINDS, DataConfig, as_size
+from mslseg.label_free_scores import LABEL_FREE_SCORES
 from mslseg.methods import ADAPT_DEFAULT, METHODS
 from mslseg.runtime.errors import ConfigError, ModelFormatError
 from mslseg.runtime.sizes import Size
@@ -97,6 +98,16 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """Label-free validation: how a run without target labels (no target_val) picks best.pt and
+    guards against collapse (mslseg.training.label_free_run)."""
+
+    holdout: int = 64  # target frames held out of training for it (at most a tenth of the target); 0: off
+    score: str = "class_confidence"  # the label-free score that picks best.pt: a key of label_free.SCORES
+    stop_on_collapse: bool = True  # a collapse (classes vanishing against the source model) stops the run
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -105,6 +116,7 @@ class RunConfig:
     source: DataConfig = field(default_factory=DataConfig)
     target: DataConfig | None = None  # unlabelled target images or videos
     target_val: DataConfig | None = None  # labelled target split for evaluation (optional)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)  # without target_val: label-free
     out: str = "runs/run"  # run directory
 
     def validate(self, names: Names | None = None) -> RunConfig:
@@ -142,6 +154,9 @@ class RunConfig:
             (self.method.mic_block is None or self.method.mic_block >= 1, "method.mic_block must be >= 1 pixel"),
             (self.method.lambda_mic >= 0, "method.lambda_mic must be >= 0"),
             (self.method.deploy in ("teacher", "student"), "method.deploy must be teacher or student"),
+            (self.validation.holdout >= 0, "validation.holdout must be >= 0 frames (0: no label-free validation)"),
+            (self.validation.score in LABEL_FREE_SCORES,
+             f"validation.score '{self.validation.score}' is not one of {', '.join(LABEL_FREE_SCORES)}"),
             (self.optim.warmup_iters is None or 0 <= self.optim.warmup_iters < self.train.iterations,
              f"optim.warmup_iters must be in [0, {n('train.iterations')})"),
             (self.model.bn in ("train", "frozen"), "model.bn must be train or frozen"),

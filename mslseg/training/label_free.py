@@ -57,6 +57,13 @@ class Signals:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def score(self, name: str) -> float | None:
+        """A label-free score (mslseg.label_free_scores), higher is better; None where not measured."""
+        if name == "neg_entropy":
+            return -self.entropy
+        value = getattr(self, name)
+        return float(value) if value is not None else None
+
 
 def _logits(model: nn.Module, image: Tensor) -> Tensor:
     out = split_output(model(image), "the model")[0].float()

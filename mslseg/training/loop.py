@@ -42,6 +42,7 @@ from mslseg.training.resume import (
     wait_for_peers,
 )
 from mslseg.training.run_log import RunStart, append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
+from mslseg.training.label_free_run import LabelFreeValidation, split_holdout
 from mslseg.training.rare_class import RareClassSampler, source_class_counts
 from mslseg.training.sampling import stream_loader
 from mslseg.training.self_training import SelfTrainer, mic_block
@@ -69,6 +70,7 @@ class RunResult:
     iterations: int
     final_miou: float | None = None
     best_miou: float | None = None
+    best_by: str = ""  # without target labels: what picked best.pt ("class_confidence 0.71 at iteration 400 ...")
     history: list[dict[str, Any]] = field(default_factory=list)
     eval_protocol: str = ""  # how final_miou was scored (`protocol_of`), for the line that shows it
 
@@ -151,6 +153,8 @@ class _Setup:
     best: float | None = None
     self_training: SelfTrainer | None = None  # the mean teacher of the self-training methods
     warmup: int = 0  # lr warm-up iterations
+    label_free: LabelFreeValidation | None = None  # no target labels: held-out frames pick best.pt
+    best_iteration: int | None = None  # the iteration best.pt holds (label-free runs)
 
     @property
     def deployed(self) -> SegModel:
@@ -205,7 +209,7 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         try:
             result = _train(s, net, dist, board, pos, on_step, stops)
             if result.iterations == cfg.train.iterations and dist.main:
-                if s.target_val is None:
+                if s.target_val is None and s.label_free is None:
                     save_checkpoint(out / "best.pt", s.deployed, s.meta)
                 plot_run(out)
         except KeyboardInterrupt as stop:  # the agreed signal, else this process's first (a second Ctrl-C)
@@ -228,7 +232,7 @@ def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Positio
     last = out / "last.pt"
     src_iter = _loader(s, s.source, cfg.train.batch_source, cfg.train.seed, dist, pick=_rare_class_pick(s, dist))
     tgt_iter = _loader(s, s.target, cfg.train.batch_target, cfg.train.seed + 1, dist) if s.target else None
-    result = RunResult(out, s.start, best_miou=s.best)
+    result = RunResult(out, s.start, best_miou=s.best if s.label_free is None else None)
     total, end = cfg.train.iterations, _stop(cfg, s.start)
     images_per_step = _images_per_step(s, dist)
     net.train()
@@ -254,10 +258,13 @@ def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Positio
             log_record(out, board, record, result)
             t0, seen = time.perf_counter(), 0
         if dist.main:
-            if s.target_val is not None and ((cfg.train.eval_every and done % cfg.train.eval_every == 0)
-                                             or done == total):
+            due = (cfg.train.eval_every and done % cfg.train.eval_every == 0) or done == total
+            if due and (s.target_val is not None or s.label_free is not None):
                 with stops.released() if dist.world == 1 else contextlib.nullcontext():
-                    _evaluate(s, out, board, done, result)
+                    if s.target_val is not None:
+                        _evaluate(s, out, board, done, result)
+                    else:
+                        _evaluate_label_free(s, out, board, done, result)
                 net.train()
         if done % cfg.train.checkpoint_every == 0 or done in (total, end):
             _save_last(s, last, done, dist)  # every rank: each gives its RNG state, rank 0 writes
@@ -299,6 +306,8 @@ def _run_start(s: _Setup, dist: Dist) -> RunStart:
         target_video=(frames.available, frames.videos) if isinstance(frames, VideoFrames) else None,
         val_images=len(s.target_val) if s.target_val is not None else None,
         images_per_step=_images_per_step(s, dist), run_dir=Path(cfg.out),
+        validation=(f"best.pt by {cfg.validation.score} on {len(s.label_free.heldout)} held-out target frames "
+                    "(no labels)" if s.label_free is not None else ""),
         optimizer=describe_optim(cfg.optim) + (f", warm-up {s.warmup} it" if s.warmup else ""),
         self_training=describe_self_training(s))
 
@@ -359,6 +368,9 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None,
     source = probe if norm == _normalization(cfg) else build_dataset(cfg.source, norm, train=True, seed=cfg.train.seed)
     target = build_dataset(cfg.target, norm, train=True, seed=cfg.train.seed + 1) if cfg.target else None
     target_val = build_dataset(cfg.target_val, norm, train=False) if cfg.target_val else None
+    heldout = None
+    if target is not None and target_val is None and cfg.validation.holdout > 0:
+        target, heldout = split_holdout(target, build_dataset(cfg.target, norm, train=False), cfg.validation.holdout)
     if target_val is not None and tuple(target_val.class_names) != class_names:
         raise ConfigError(f"target_val has classes {target_val.class_names}, the source {class_names}")
 
@@ -386,6 +398,16 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None,
                                   f"{cfg.method.target_loss} run; start a new run with --init {cfg.out}/last.pt")
             s.self_training.load_state_dict(teacher)
     s.warmup = cfg.optim.warmup_iters or 0  # the method's, resolved by load_config (method_warmup)
+    if heldout is not None:
+        s.label_free = LabelFreeValidation(heldout, build_dataset(cfg.source, norm, train=False),
+                                           meta.num_classes, class_names, device)
+        state = (saved.get("training") or {}).get("label_free") if saved is not None else None
+        if state:
+            s.label_free.load(state)
+            s.best_iteration = state.get("best_iteration")
+            s.best = saved["training"].get("best_score")
+        elif dist.main:  # the reference: the model the run starts from, before any step
+            s.label_free.set_reference(s.deployed)
     return s
 
 
@@ -446,6 +468,41 @@ def _evaluate(s: _Setup, out: Path, board: Any, done: int, result: RunResult) ->
         save_checkpoint(out / "best.pt", s.deployed, s.meta)
 
 
+def _evaluate_label_free(s: _Setup, out: Path, board: Any, done: int, result: RunResult) -> None:
+    """No target labels: the label-free signals of the deployed network on the held-out frames;
+    `validation.score` picks best.pt, and a collapse never becomes it (and stops the run unless
+    validation.stop_on_collapse is off)."""
+    lf, name = s.label_free, s.cfg.validation.score
+    other = None
+    if s.self_training is not None:
+        other = s.model if s.cfg.method.deploy == "teacher" else s.self_training.teacher.model
+    signals = lf.measure(s.deployed, other=other)
+    value = signals.score(name)
+    collapsed = lf.collapse(signals)
+    record: dict[str, Any] = {"iteration": done, "label_free": signals.to_dict() | {"score": name, "value": value}}
+    if collapsed:
+        record["collapse"] = collapsed
+    append_metrics(out / "metrics.jsonl", record)
+    if board is not None:
+        for key in ("confidence", "entropy", "im", "flip_agreement", "class_confidence", "atc"):
+            if getattr(signals, key) is not None:
+                board.add_scalar(f"label_free/{key}", getattr(signals, key), done)
+    if collapsed:
+        kept = (f"best.pt holds iteration {s.best_iteration}, from before it" if s.best_iteration is not None
+                else "no healthy checkpoint was kept: use the model you started from")
+        if s.cfg.validation.stop_on_collapse:
+            raise TrainingError(f"adaptation collapsed by iteration {done}: {collapsed}; {kept}. Lower "
+                                "method.lambda_target or try another method (validation.stop_on_collapse: false "
+                                "runs on)")
+        log.warning("adaptation collapsed by iteration %d: %s; %s", done, collapsed, kept)
+        return
+    if value is not None and (s.best is None or value > s.best):
+        s.best, s.best_iteration = value, done
+        save_checkpoint(out / "best.pt", s.deployed, s.meta)
+    result.best_by = (f"{name} {s.best:.3f} at iteration {s.best_iteration} on {len(lf.heldout)} held-out target "
+                      f"frames, no labels used" if s.best_iteration is not None else "")
+
+
 def _save_last(s: _Setup, last: Path, done: int, dist: Dist, *, gather: bool = True) -> None:
     """Rank 0 writes last.pt with every rank's RNG states (`gather`: a collective, all ranks call it)."""
     ranks = gather_rng(dist.world) if gather else None
@@ -456,10 +513,13 @@ def _save_last(s: _Setup, last: Path, done: int, dist: Dist, *, gather: bool = T
     if not all(torch.isfinite(t).all() for t in s.model.state_dict().values() if t.is_floating_point()):
         raise TrainingError(f"the weights became non-finite by iteration {done}; {_last_good(last)}")
     training = {"iteration": done, "optimizer": s.optimizer.state_dict(), "rng": capture_rng(),
-                "scaler": s.scaler.state_dict() if s.scaler else None, "best_miou": s.best,
+                "scaler": s.scaler.state_dict() if s.scaler else None,
+                "best_score" if s.label_free is not None else "best_miou": s.best,
                 "world": dist.world, "config": to_dict(s.cfg),
                 **({"rng_ranks": ranks} if ranks and dist.world > 1 else {}),
-                **({"teacher": s.self_training.state_dict()} if s.self_training is not None else {})}
+                **({"teacher": s.self_training.state_dict()} if s.self_training is not None else {}),
+                **({"label_free": s.label_free.state() | {"best_iteration": s.best_iteration}}
+                   if s.label_free is not None else {})}
     save_checkpoint(last, s.model, s.meta, training=training)
 
 

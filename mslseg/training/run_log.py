@@ -37,6 +37,7 @@ class RunStart:
     run_dir: Path
     optimizer: str = ""  # sgd lr 0.0025 (heads x10): what the recipe and the config chose
     self_training: str = ""  # the mean teacher's settings (mslseg.training.self_training), or ""
+    validation: str = ""  # without target labels: how best.pt is picked (label-free validation), or ""
 
     @property
     def has_target_loss(self) -> bool:
@@ -88,6 +89,8 @@ class RunStart:
             frames, videos = self.target_video
             text += f" (target: {self.target_images} of {frames} frames from {videos} video{'s' * (videos != 1)})"
         parts.append(text)
+        if self.validation:
+            parts.append(self.validation)
         return ", ".join(parts) + f" -> {self.run_dir}"
 
 

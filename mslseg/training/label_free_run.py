@@ -1,0 +1,98 @@
+"""Label-free validation inside a run that has no target labels (no target_val).
+
+A slice of the unlabelled target (the last `validation.holdout` frames, at most a tenth) is held
+out of training. At the run's start the initial (source) model is measured on it: the reference.
+At every evaluation the deployed network is measured on the same frames (mslseg.training.label_free);
+`validation.score` picks best.pt, and the collapse guard compares the predicted class shares with
+the reference's: a class holding >= 1% of the reference's pixels that falls below a tenth of that,
+or a class distribution whose entropy falls below half the reference's, is a collapse. A collapse
+never becomes best.pt, is recorded in metrics.jsonl, and (validation.stop_on_collapse) stops the run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from mslseg.training.label_free import Signals, atc_threshold, measure
+
+BATCH = 8
+SOURCE_FRAMES = 32  # labelled source frames that set the ATC threshold
+ENTROPY_DROP = 0.5  # the class distribution's entropy below this share of the reference's: collapse
+
+
+def split_holdout(target: Dataset, target_eval: Dataset, holdout: int) -> tuple[Dataset, Dataset | None]:
+    """(training frames, held-out frames): the last min(holdout, len // 10) frames are held out.
+
+    `target` is the training dataset (augmented), `target_eval` the same frames read as evaluation
+    reads them (resized, never augmented): the held-out frames come from it."""
+    n = len(target)
+    k = min(holdout, n // 10)
+    if k < 1:
+        return target, None
+    return Subset(target, range(n - k)), Subset(target_eval, range(n - k, n))
+
+
+def distribution_entropy(shares: tuple[float, ...] | list[float]) -> float:
+    return -sum(p * math.log(p) for p in shares if p > 0)
+
+
+class LabelFreeValidation:
+    """The held-out frames, the reference measured on them, and what each evaluation finds."""
+
+    def __init__(self, heldout: Dataset, source: Dataset, num_classes: int, class_names: tuple[str, ...],
+                 device: torch.device):
+        """`heldout`: the held-out target frames; `source`: labelled source frames as evaluation reads
+        them (for the ATC threshold)."""
+        self.heldout, self.source = heldout, source
+        self.num_classes, self.class_names, self.device = num_classes, class_names, device
+        self.reference: Signals | None = None
+
+    def _images(self):
+        for k in range(0, len(self.heldout), BATCH):
+            yield torch.stack([self.heldout[i]["image"] for i in range(k, min(k + BATCH, len(self.heldout)))])
+
+    def _labelled(self):
+        n = min(SOURCE_FRAMES, len(self.source))
+        for k in range(0, n, BATCH):
+            items = [self.source[i] for i in range(k, min(k + BATCH, n))]
+            yield torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
+
+    def measure(self, model: nn.Module, other: nn.Module | None = None) -> Signals:
+        ref = self.reference.class_share if self.reference is not None else None
+        with torch.random.fork_rng(devices=[]):  # the training's random stream is not touched
+            threshold = atc_threshold(model, self._labelled(), device=self.device)
+            return measure(model, self._images(), self.num_classes, device=self.device, reference=ref, other=other,
+                           atc_threshold=threshold)
+
+    def set_reference(self, model: nn.Module) -> Signals:
+        self.reference = self.measure(model)
+        return self.reference
+
+    def collapse(self, signals: Signals) -> str | None:
+        """What collapsed, in words, or None."""
+        ref = self.reference
+        if ref is None:
+            return None
+        if signals.vanished:
+            names = ", ".join(f"{self.class_names[k]} ({100 * ref.class_share[k]:.1f}% -> "
+                              f"{100 * signals.class_share[k]:.2f}%)" for k in signals.vanished)
+            return f"{names} vanished from the predictions on the held-out target frames"
+        before, now = distribution_entropy(ref.class_share), distribution_entropy(signals.class_share)
+        if before > 0 and now < ENTROPY_DROP * before:
+            return (f"the predicted classes narrowed: their distribution's entropy fell from {before:.2f} to "
+                    f"{now:.2f} nats on the held-out target frames")
+        return None
+
+    def state(self) -> dict[str, Any]:
+        return {"reference": self.reference.to_dict()} if self.reference is not None else {}
+
+    def load(self, state: dict[str, Any]) -> None:
+        ref = state.get("reference")
+        if ref:
+            ref = dict(ref) | {"class_share": tuple(ref["class_share"]), "vanished": tuple(ref.get("vanished", ()))}
+            self.reference = Signals(**ref)
