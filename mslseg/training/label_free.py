@@ -53,6 +53,8 @@ class Signals:
     agreement: float | None = None  # with the `other` model
     atc: float | None = None  # needs a threshold from labelled source data
     vanished: tuple[int, ...] = field(default_factory=tuple)  # classes collapsed against the reference
+    source_accuracy: float | None = None  # pixel accuracy on the labelled source frames ATC used
+    confidence_by_class: tuple[float, ...] = ()  # mean confidence of the pixels predicted as each class (0: none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,10 +135,11 @@ def measure(model: nn.Module, batches: Iterable[Tensor], num_classes: int, *, de
                       scale_agreement=scale_same / n_pix, class_share=tuple(float(v) for v in shares),
                       agreement=agree / n_pix if other is not None else None,
                       atc=above / n_pix if atc_threshold is not None else None)
+    per_class = torch.where(share > 0, conf_by_class / share.clamp_min(1), torch.zeros_like(share))
+    signals.confidence_by_class = tuple(float(v) for v in per_class)
     if reference is not None:
         ref = torch.tensor(list(reference), dtype=torch.float64)
         present = ref >= PRESENT
-        per_class = torch.where(share > 0, conf_by_class / share.clamp_min(1), torch.zeros_like(share))
         signals.class_confidence = float(per_class[present].mean()) if present.any() else None
         signals.vanished = collapse(shares.tolist(), reference)
     return signals
@@ -149,14 +152,30 @@ def collapse(shares: Sequence[float], reference: Sequence[float], *, present: fl
     return tuple(k for k, (s, r) in enumerate(zip(shares, reference, strict=True)) if r >= present and s < vanished * r)
 
 
+@dataclass(frozen=True)
+class SourceFit:
+    """How a model does on labelled source frames: ATC's threshold, its pixel accuracy, and the share
+    of the most frequent class (the accuracy of a model that predicts only it)."""
+
+    threshold: float
+    accuracy: float
+    majority: float
+
+    @property
+    def knows_source(self) -> bool:
+        """At least halfway from predicting the majority class everywhere to a perfect source
+        accuracy: a model whose class shares mean something (a fresh head's do not)."""
+        return self.accuracy >= (1 + self.majority) / 2
+
+
 @torch.no_grad()
-def atc_threshold(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, device: torch.device,
-                  ignore_index: int = 255) -> float:
-    """ATC's threshold from labelled source batches (image, label): the confidence t at which the
-    share of pixels above t equals the model's pixel accuracy on them."""
+def source_fit(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, device: torch.device,
+               ignore_index: int = 255) -> SourceFit:
+    """`model` (eval mode) on labelled source batches (image, label): see SourceFit. ATC's threshold
+    is the confidence t at which the share of pixels above t equals the model's pixel accuracy."""
     was = model.training
     model.eval()
-    confs, correct = [], 0
+    confs, correct, counts = [], 0, None
     try:
         for image, label in batches:
             image, label = image.to(device), label.to(device)
@@ -165,6 +184,8 @@ def atc_threshold(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *,
             valid = label != ignore_index
             confs.append(top[valid].flatten().cpu())
             correct += int((pred[valid] == label[valid]).sum())
+            seen = torch.bincount(label[valid].flatten().cpu(), minlength=prob.shape[1])
+            counts = seen if counts is None else counts + seen
     finally:
         model.train(was)
     conf = torch.cat(confs) if confs else torch.zeros(0)
@@ -172,4 +193,11 @@ def atc_threshold(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *,
         raise ValueError("no labelled source pixel to set the ATC threshold on")
     accuracy = correct / conf.numel()
     # the share above t equals accuracy: t is the (1 - accuracy) quantile of the confidences
-    return float(torch.quantile(conf.double()[:2_000_000], 1 - accuracy)) if accuracy < 1 else 0.0
+    threshold = float(torch.quantile(conf.double()[:2_000_000], 1 - accuracy)) if accuracy < 1 else 0.0
+    return SourceFit(threshold, accuracy, float(counts.max()) / conf.numel())
+
+
+def atc_threshold(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, device: torch.device,
+                  ignore_index: int = 255) -> float:
+    """ATC's threshold from labelled source batches (image, label) (see source_fit)."""
+    return source_fit(model, batches, device=device, ignore_index=ignore_index).threshold

@@ -1,7 +1,8 @@
 """Label-free validation inside a run that has no target labels (no target_val).
 
 A slice of the unlabelled target (the last `validation.holdout` frames, at most a tenth) is held
-out of training. At the run's start the initial (source) model is measured on it: the reference.
+out of training. At the run's start the initial (source) model is measured on it: the reference
+(a run that starts with a fresh head, whose predictions are noise, takes its first evaluation).
 At every evaluation the deployed network is measured on the same frames (mslseg.training.label_free);
 `validation.score` picks best.pt, and the collapse guard compares the predicted class shares with
 the reference's: a class holding >= 1% of the reference's pixels that falls below a tenth of that,
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from mslseg.training.label_free import Signals, atc_threshold, measure
+from mslseg.training.label_free import PRESENT, Signals, SourceFit, measure, source_fit
 
 BATCH = 8
 SOURCE_FRAMES = 32  # labelled source frames that set the ATC threshold
@@ -42,15 +43,21 @@ def distribution_entropy(shares: tuple[float, ...] | list[float]) -> float:
 
 
 class LabelFreeValidation:
-    """The held-out frames, the reference measured on them, and what each evaluation finds."""
+    """The held-out frames, the reference measured on them, and what each evaluation finds.
+
+    The reference is the first model measured (the starting model, else an evaluation's) that knows
+    the source (label_free.SourceFit.knows_source): a fresh head's class shares are noise, and a
+    from-scratch run's first steps swing between classes, so nothing is judged against them."""
 
     def __init__(self, heldout: Dataset, source: Dataset, num_classes: int, class_names: tuple[str, ...],
                  device: torch.device):
         """`heldout`: the held-out target frames; `source`: labelled source frames as evaluation reads
-        them (for the ATC threshold)."""
+        them (for the ATC threshold and the source fit)."""
         self.heldout, self.source = heldout, source
         self.num_classes, self.class_names, self.device = num_classes, class_names, device
         self.reference: Signals | None = None
+        self.reference_iteration: int | None = None  # 0: the starting model
+        self.fit: SourceFit | None = None  # the last measured model's
 
     def _images(self):
         for k in range(0, len(self.heldout), BATCH):
@@ -65,18 +72,50 @@ class LabelFreeValidation:
     def measure(self, model: nn.Module, other: nn.Module | None = None) -> Signals:
         ref = self.reference.class_share if self.reference is not None else None
         with torch.random.fork_rng(devices=[]):  # the training's random stream is not touched
-            threshold = atc_threshold(model, self._labelled(), device=self.device)
-            return measure(model, self._images(), self.num_classes, device=self.device, reference=ref, other=other,
-                           atc_threshold=threshold)
+            self.fit = source_fit(model, self._labelled(), device=self.device)
+            signals = measure(model, self._images(), self.num_classes, device=self.device, reference=ref,
+                              other=other, atc_threshold=self.fit.threshold)
+        signals.source_accuracy = self.fit.accuracy
+        return signals
 
-    def set_reference(self, model: nn.Module) -> Signals:
-        self.reference = self.measure(model)
-        return self.reference
+    def start(self, model: nn.Module) -> None:
+        """Measure the model the run starts from; it is the reference if it knows the source."""
+        self.take_reference(self.measure(model), 0)
+
+    def take_reference(self, signals: Signals, iteration: int) -> bool:
+        """`signals` (of the model just measured) become the reference if there is none yet and the
+        model knows the source; their class confidence is then measured against themselves."""
+        if self.reference is not None or self.fit is None or not self.fit.knows_source:
+            return False
+        self.reference, self.reference_iteration = signals, iteration
+        present = [k for k, p in enumerate(signals.class_share) if p >= PRESENT]
+        signals.class_confidence = signals.class_confidence if signals.class_confidence is not None else (
+            sum(signals.confidence_by_class[k] for k in present) / len(present) if present else None)
+        return True
+
+    def reference_from(self) -> str:
+        if self.reference_iteration == 0:
+            return "the starting model"
+        if self.reference_iteration is not None:
+            return f"iteration {self.reference_iteration}"
+        return ("the first evaluation whose model knows the source (the starting model does not: "
+                f"{self.fit_words()})" if self.fit is not None else "the first evaluation whose model knows the source")
+
+    def fit_words(self) -> str:
+        f = self.fit
+        return (f"source pixel accuracy {100 * f.accuracy:.0f}%, needs {100 * (1 + f.majority) / 2:.0f}%, "
+                f"halfway from the majority class's {100 * f.majority:.0f}% to 100%")
+
+    def unpicked(self) -> str:
+        """Why no evaluation picked best.pt, in words."""
+        if self.reference is None and self.fit is not None:
+            return f"no evaluated model knew the source yet: {self.fit_words()}; train longer or start from a source model"
+        return "no evaluation could be scored"
 
     def collapse(self, signals: Signals) -> str | None:
         """What collapsed, in words, or None."""
         ref = self.reference
-        if ref is None:
+        if ref is None or signals is ref:
             return None
         if signals.vanished:
             names = ", ".join(f"{self.class_names[k]} ({100 * ref.class_share[k]:.1f}% -> "
@@ -89,10 +128,14 @@ class LabelFreeValidation:
         return None
 
     def state(self) -> dict[str, Any]:
-        return {"reference": self.reference.to_dict()} if self.reference is not None else {}
+        if self.reference is None:
+            return {}
+        return {"reference": self.reference.to_dict(), "reference_iteration": self.reference_iteration}
 
     def load(self, state: dict[str, Any]) -> None:
         ref = state.get("reference")
         if ref:
-            ref = dict(ref) | {"class_share": tuple(ref["class_share"]), "vanished": tuple(ref.get("vanished", ()))}
+            ref = dict(ref) | {"class_share": tuple(ref["class_share"]), "vanished": tuple(ref.get("vanished", ())),
+                               "confidence_by_class": tuple(ref.get("confidence_by_class", ()))}
             self.reference = Signals(**ref)
+            self.reference_iteration = state.get("reference_iteration", 0)

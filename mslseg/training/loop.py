@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch.utils.data import Subset
 
 from mslseg import __version__
 from mslseg.architectures import MODELS, architecture, is_factory
@@ -30,6 +31,8 @@ from mslseg.runtime.sizes import Size
 from mslseg.training.config import ModelConfig, OptimConfig, RunConfig, recipe_lambda_target, to_dict
 from mslseg.training.device import amp_dtype, capture_rng, rank_device, resolve_device
 from mslseg.training.evaluate import evaluate
+from mslseg.training.label_free_run import LabelFreeValidation, split_holdout
+from mslseg.training.rare_class import RareClassSampler, source_class_counts
 from mslseg.training.resume import (
     Position,
     RunInterrupted,
@@ -42,8 +45,6 @@ from mslseg.training.resume import (
     wait_for_peers,
 )
 from mslseg.training.run_log import RunStart, append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
-from mslseg.training.label_free_run import LabelFreeValidation, split_holdout
-from mslseg.training.rare_class import RareClassSampler, source_class_counts
 from mslseg.training.sampling import stream_loader
 from mslseg.training.self_training import SelfTrainer, mic_block
 from mslseg.training.step import StepStats, adapt_step, build_optimizer, set_poly_lr
@@ -211,6 +212,9 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
             if result.iterations == cfg.train.iterations and dist.main:
                 if s.target_val is None and s.label_free is None:
                     save_checkpoint(out / "best.pt", s.deployed, s.meta)
+                elif s.label_free is not None and s.best_iteration is None:  # no evaluation could pick one
+                    save_checkpoint(out / "best.pt", s.deployed, s.meta)
+                    result.best_by = f"the last iteration ({s.label_free.unpicked()})"
                 plot_run(out)
         except KeyboardInterrupt as stop:  # the agreed signal, else this process's first (a second Ctrl-C)
             signum = getattr(stop, "signum", None) or stops.signum or signal.SIGINT
@@ -295,7 +299,9 @@ def _interrupted(s: _Setup, dist: Dist, pos: Position, signum: int, *, agreed: b
 
 
 def _run_start(s: _Setup, dist: Dist) -> RunStart:
-    cfg, frames = s.cfg, getattr(s.target, "frames", None)
+    cfg = s.cfg
+    target = s.target.dataset if isinstance(s.target, Subset) else s.target  # held-out frames split off
+    frames = getattr(target, "frames", None)
     amp = f" {str(s.amp_dtype).removeprefix('torch.')}" if s.amp_dtype is not None else ""
     return RunStart(
         target_loss=cfg.method.target_loss, multi_level=cfg.method.multi_level,
@@ -306,8 +312,9 @@ def _run_start(s: _Setup, dist: Dist) -> RunStart:
         target_video=(frames.available, frames.videos) if isinstance(frames, VideoFrames) else None,
         val_images=len(s.target_val) if s.target_val is not None else None,
         images_per_step=_images_per_step(s, dist), run_dir=Path(cfg.out),
-        validation=(f"best.pt by {cfg.validation.score} on {len(s.label_free.heldout)} held-out target frames "
-                    "(no labels)" if s.label_free is not None else ""),
+        validation=(f"best.pt by {cfg.validation.score} on the held-out frames (no labels), collapse judged "
+                    f"against {s.label_free.reference_from()}" if s.label_free is not None else ""),
+        heldout_images=len(s.label_free.heldout) if s.label_free is not None else 0,
         optimizer=describe_optim(cfg.optim) + (f", warm-up {s.warmup} it" if s.warmup else ""),
         self_training=describe_self_training(s))
 
@@ -406,8 +413,8 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None,
             s.label_free.load(state)
             s.best_iteration = state.get("best_iteration")
             s.best = saved["training"].get("best_score")
-        elif dist.main:  # the reference: the model the run starts from, before any step
-            s.label_free.set_reference(s.deployed)
+        elif dist.main:  # the reference: the model the run starts from, if it knows the source
+            s.label_free.start(s.deployed)
     return s
 
 
@@ -477,9 +484,14 @@ def _evaluate_label_free(s: _Setup, out: Path, board: Any, done: int, result: Ru
     if s.self_training is not None:
         other = s.model if s.cfg.method.deploy == "teacher" else s.self_training.teacher.model
     signals = lf.measure(s.deployed, other=other)
-    value = signals.score(name)
+    # a run that started from a model that did not know the source takes its reference now, if it can
+    became = lf.take_reference(signals, done)
+    # before there is a reference nothing is judged: the model does not know the source yet
+    value = signals.score(name) if lf.reference is not None else None
     collapsed = lf.collapse(signals)
     record: dict[str, Any] = {"iteration": done, "label_free": signals.to_dict() | {"score": name, "value": value}}
+    if became:
+        record["reference"] = True
     if collapsed:
         record["collapse"] = collapsed
     append_metrics(out / "metrics.jsonl", record)

@@ -38,6 +38,7 @@ class RunStart:
     optimizer: str = ""  # sgd lr 0.0025 (heads x10): what the recipe and the config chose
     self_training: str = ""  # the mean teacher's settings (mslseg.training.self_training), or ""
     validation: str = ""  # without target labels: how best.pt is picked (label-free validation), or ""
+    heldout_images: int = 0  # target frames held out of training for label-free validation
 
     @property
     def has_target_loss(self) -> bool:
@@ -81,13 +82,14 @@ class RunStart:
             parts.append(f"stopping at {self.stop} (train.stop_after)")
         images = [f"{self.source_images} source"]
         if self.target_images is not None:
-            images.append(f"{self.target_images} target")
+            images.append(f"{self.target_images} target" + (f" + {self.heldout_images} held-out"
+                                                             if self.heldout_images else ""))
         if self.val_images is not None:
             images.append(f"{self.val_images} val")
         text = " / ".join(images) + " images"
         if self.target_video is not None:
             frames, videos = self.target_video
-            text += f" (target: {self.target_images} of {frames} frames from {videos} video{'s' * (videos != 1)})"
+            text += f" (target: {self.target_images + self.heldout_images} of {frames} frames from {videos} video{'s' * (videos != 1)})"
         parts.append(text)
         if self.validation:
             parts.append(self.validation)

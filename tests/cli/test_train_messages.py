@@ -57,7 +57,8 @@ def test_video_target_says_how_many_frames_of_how_many(synth_data, tmp_path):
                             "--iterations", "1", "--set", "target_val=null", *TINY])
     assert r.exit_code == 0, r.output
     # a 120-frame clip keeps every frame (the default stride keeps >= 100 per video)
-    assert "12 source / 120 target images (target: 120 of 120 frames from 1 video)" in r.output.splitlines()[0]
+    # 12 of them held out for label-free validation (no target_val)
+    assert "12 source / 108 target + 12 held-out images (target: 120 of 120 frames from 1 video)" in r.output.splitlines()[0]
 
 
 def _sigint_during(iterations, times=1):

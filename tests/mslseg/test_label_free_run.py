@@ -1,0 +1,92 @@
+"""Label-free validation inside `mslseg adapt` without target labels: a run that collapses on
+purpose (MinEnt at a large lambda_T) is stopped with the checkpoint from before the collapse; a
+healthy run (the default IW-MSL) is not flagged; a run from a fresh head is not judged against it."""
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from mslseg.cli.app import app
+from mslseg.data.synthetic import write_cityscapes_layout, write_gta5_layout
+
+runner = CliRunner()
+TINY = ["--size", "64x32", "--batch", "2", "--device", "cpu", "--set", "train.workers=0",
+        "--set", "target_val=null"]
+
+
+@pytest.fixture(scope="module")
+def source_model(tmp_path_factory):
+    """A DeepLab trained on the synthetic source (it predicts several classes on the target), and
+    40 unlabelled target frames (4 held out)."""
+    root = tmp_path_factory.mktemp("lf")
+    write_gta5_layout(root / "gta5", 12, "64x32", seed=0)
+    write_cityscapes_layout(root / "target", 40, 1, "64x32", seed=1)
+    r = runner.invoke(app, ["train", "-c", "synthetic", "--source", str(root / "gta5"), "--out", str(root / "src"),
+                            "--iterations", "40", *TINY])
+    assert r.exit_code == 0, r.output
+    return root
+
+
+def _adapt(root, out, *extra):
+    return runner.invoke(app, ["adapt", "-c", "synthetic", "--source", str(root / "gta5"), "--target",
+                               str(root / "target"), "--init", str(root / "src" / "best.pt"), "--out", str(out),
+                               "--set", "train.eval_every=1", *TINY, *extra])
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+            if "label_free" in line]
+
+
+def test_minent_at_a_large_lambda_collapses_and_stops_with_the_checkpoint_from_before(source_model, tmp_path):
+    out = tmp_path / "minent"
+    r = _adapt(source_model, out, "--method", "minent", "--iterations", "30", "--set", "method.lambda_target=1")
+    assert r.exit_code == 1
+    line = r.output.strip().splitlines()[-1]
+    m = re.fullmatch(r"error: adaptation collapsed by iteration (\d+): (.+) vanished from the predictions on the "
+                     r"held-out target frames; best\.pt holds iteration (\d+), from before it\. Lower "
+                     r"method\.lambda_target .*", line)
+    assert m, line
+    collapsed_at, kept = int(m[1]), int(m[3])
+    assert kept < collapsed_at < 30
+    records = _records(out)
+    assert [rec["iteration"] for rec in records] == list(range(1, collapsed_at + 1))
+    assert "collapse" in records[-1] and not any("collapse" in rec for rec in records[:-1])
+    # best.pt is the healthy evaluation with the highest score
+    healthy = records[:-1]
+    assert max(healthy, key=lambda rec: rec["label_free"]["value"])["iteration"] == kept
+    assert (out / "best.pt").is_file()
+    assert "collapse judged against the starting model" in r.output.splitlines()[0]
+
+
+def test_a_healthy_run_is_not_flagged_and_says_which_score_chose_best(source_model, tmp_path):
+    out = tmp_path / "iwmsl"
+    r = _adapt(source_model, out, "--iterations", "12")
+    assert r.exit_code == 0, r.output
+    records = _records(out)
+    assert len(records) == 12 and not any("collapse" in rec for rec in records)
+    assert all(rec["label_free"]["vanished"] == [] for rec in records)
+    best = max(records, key=lambda rec: rec["label_free"]["value"])
+    assert (f"best.pt: class_confidence {best['label_free']['value']:.3f} at iteration {best['iteration']} on 4 "
+            "held-out target frames, no labels used") in r.output
+
+
+def test_a_run_from_a_fresh_head_is_not_judged_before_its_model_knows_the_source(source_model, tmp_path):
+    """A random head's class shares are noise, and its first steps swing between classes: no
+    reference, no collapse, and best.pt is the last iteration, saying why."""
+    out = tmp_path / "fresh"
+    r = runner.invoke(app, ["adapt", "-c", "synthetic", "--source", str(source_model / "gta5"), "--target",
+                            str(source_model / "target"), "--out", str(out), "--iterations", "3",
+                            "--set", "train.eval_every=1", *TINY])
+    assert r.exit_code == 0, r.output
+    first, last = r.output.splitlines()[0], r.output.strip().splitlines()[-1]
+    assert "collapse judged against the first evaluation whose model knows the source (the starting model does " \
+           "not: source pixel accuracy" in first
+    assert re.search(r"best\.pt: the last iteration \(no evaluated model knew the source yet: source pixel "
+                     r"accuracy \d+%, needs \d+%, .*; train longer or start from a source model\)$", last), last
+    records = _records(out)
+    assert len(records) == 3 and not any("collapse" in rec or "reference" in rec for rec in records)
+    assert all(rec["label_free"]["value"] is None for rec in records)
+    assert (out / "best.pt").is_file()
