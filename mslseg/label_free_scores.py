@@ -16,3 +16,5 @@ LABEL_FREE_SCORES: dict[str, str] = {
     "atc": "ATC: estimated pixel accuracy from a confidence threshold set on labelled source pixels",
 }
 
+# the score validation.score and `mslseg rank --score` default to (benchmarks/label_free.py chose it)
+DEFAULT_SCORE = "class_confidence"

@@ -138,6 +138,7 @@ NEEDS_TORCH: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "train": ("Training", lambda args: True),
     "adapt": ("Adaptation", lambda args: True),
     "evaluate": ("Evaluating a checkpoint", lambda args: True),
+    "rank": ("Ranking checkpoints", lambda args: True),
     "convert": ("Converting foreign weights", lambda args: True),
     "export": ("Exporting a checkpoint", lambda args: args["src"].suffix.lower() != ".onnx"),
     "infer": ("Running a .pt checkpoint", lambda args: _is_pt(args["model"])),
@@ -160,10 +161,10 @@ def _guarded(name: str, command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _register() -> None:
-    from mslseg.cli import bench, convert, demo, evaluate, export, infer, synth, train
+    from mslseg.cli import bench, convert, demo, evaluate, export, infer, rank, synth, train
 
     commands = {"demo": demo.demo, "synth": synth.synth, "train": train.train, "adapt": train.adapt,
-                "evaluate": evaluate.evaluate, "export": export.export, "infer": infer.infer,
+                "evaluate": evaluate.evaluate, "rank": rank.rank, "export": export.export, "infer": infer.infer,
                 "bench": bench.bench, "convert": convert.convert}
     for name, command in commands.items():
         app.command(name)(_guarded(name, command))

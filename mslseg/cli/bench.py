@@ -120,13 +120,10 @@ def bench(
 
 
 def _print_report(report, threads: int | None) -> None:
-    from rich.console import Console
-
+    from mslseg.cli.choices import table_console
     from mslseg.runtime.bench.harness import describe_cpu
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # a pipe or a file gets the whole table, not an 80-column cut
+    console = table_console()
     typer.echo(describe_cpu(report.machine))
     console.print(_table(report, threads))
     for note in report.notes:

@@ -28,10 +28,10 @@ def evaluate(
     factory: Annotated[str | None, typer.Option(metavar="python:MODULE:FUNCTION", help=FACTORY_OPTION_HELP)] = None,
 ) -> None:
     """Score a checkpoint: confusion matrix over the whole split, IoU per class, mIoU."""
-    from rich.console import Console
     from rich.table import Table
 
     from mslseg.checkpoint import refuse_exported
+    from mslseg.cli.choices import table_console
     from mslseg.data.config import DataConfig
     from mslseg.runtime.io.atomic import refuse_existing
     from mslseg.runtime.sizes import parse_run_size
@@ -53,7 +53,7 @@ def evaluate(
     table.add_row("mIoU", f"{100 * scores.miou:.2f}", style="bold")
     if scores.miou13 is not None:
         table.add_row("mIoU* (13)", f"{100 * scores.miou13:.2f}", style="bold")
-    Console().print(table)
+    table_console().print(table)
     typer.echo(f"mIoU {100 * scores.miou:.2f} ({scores.protocol}); wrote {out}/scores.json and {out}/confusion.png")
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from mslseg.architectures import OPTIMIZERS, OPTION_DEFAULTS, PAPER, OptimRecipe, architecture, option_error
 from mslseg.data.config import DATASET_KINDS, DataConfig, as_size
-from mslseg.label_free_scores import LABEL_FREE_SCORES
+from mslseg.label_free_scores import DEFAULT_SCORE, LABEL_FREE_SCORES
 from mslseg.methods import ADAPT_DEFAULT, METHODS
 from mslseg.runtime.errors import ConfigError, ModelFormatError
 from mslseg.runtime.sizes import Size
@@ -103,7 +103,7 @@ class ValidationConfig:
     guards against collapse (mslseg.training.label_free_run)."""
 
     holdout: int = 64  # target frames held out of training for it (at most a tenth of the target); 0: off
-    score: str = "class_confidence"  # the label-free score that picks best.pt: a key of label_free.SCORES
+    score: str = DEFAULT_SCORE  # the label-free score that picks best.pt: a key of LABEL_FREE_SCORES
     stop_on_collapse: bool = True  # a collapse (classes vanishing against the source model) stops the run
 
 

@@ -42,6 +42,21 @@ def distribution_entropy(shares: tuple[float, ...] | list[float]) -> float:
     return -sum(p * math.log(p) for p in shares if p > 0)
 
 
+def describe_collapse(signals: Signals, reference: Signals, class_names: tuple[str, ...],
+                      where: str = "the held-out target frames") -> str | None:
+    """What collapsed against the reference's class shares, in words, or None: vanished classes
+    (`signals.vanished`, measured against the reference), else an entropy drop below ENTROPY_DROP."""
+    if signals.vanished:
+        names = ", ".join(f"{class_names[k]} ({100 * reference.class_share[k]:.1f}% -> "
+                          f"{100 * signals.class_share[k]:.2f}%)" for k in signals.vanished)
+        return f"{names} vanished from the predictions on {where}"
+    before, now = distribution_entropy(reference.class_share), distribution_entropy(signals.class_share)
+    if before > 0 and now < ENTROPY_DROP * before:
+        return (f"the predicted classes narrowed: their distribution's entropy fell from {before:.2f} to "
+                f"{now:.2f} nats on {where}")
+    return None
+
+
 class LabelFreeValidation:
     """The held-out frames, the reference measured on them, and what each evaluation finds.
 
@@ -114,18 +129,9 @@ class LabelFreeValidation:
 
     def collapse(self, signals: Signals) -> str | None:
         """What collapsed, in words, or None."""
-        ref = self.reference
-        if ref is None or signals is ref:
+        if self.reference is None or signals is self.reference:
             return None
-        if signals.vanished:
-            names = ", ".join(f"{self.class_names[k]} ({100 * ref.class_share[k]:.1f}% -> "
-                              f"{100 * signals.class_share[k]:.2f}%)" for k in signals.vanished)
-            return f"{names} vanished from the predictions on the held-out target frames"
-        before, now = distribution_entropy(ref.class_share), distribution_entropy(signals.class_share)
-        if before > 0 and now < ENTROPY_DROP * before:
-            return (f"the predicted classes narrowed: their distribution's entropy fell from {before:.2f} to "
-                    f"{now:.2f} nats on the held-out target frames")
-        return None
+        return describe_collapse(signals, self.reference, self.class_names)
 
     def state(self) -> dict[str, Any]:
         if self.reference is None:

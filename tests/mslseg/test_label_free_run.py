@@ -1,15 +1,17 @@
 """Label-free validation inside `mslseg adapt` without target labels: a run that collapses on
 purpose (MinEnt at a large lambda_T) is stopped with the checkpoint from before the collapse; a
-healthy run (the default IW-MSL) is not flagged; a run from a fresh head is not judged against it."""
+healthy run (the default IW-MSL) is not flagged; a run from a fresh head is not judged against it.
+And `mslseg rank`, which ranks such checkpoints on unlabelled footage."""
 
 import json
 import re
 
+import cv2
 import pytest
 from typer.testing import CliRunner
 
 from mslseg.cli.app import app
-from mslseg.data.synthetic import write_cityscapes_layout, write_gta5_layout
+from mslseg.data.synthetic import write_cityscapes_layout, write_gta5_layout, write_target_video
 
 runner = CliRunner()
 TINY = ["--size", "64x32", "--batch", "2", "--device", "cpu", "--set", "train.workers=0",
@@ -90,3 +92,49 @@ def test_a_run_from_a_fresh_head_is_not_judged_before_its_model_knows_the_source
     assert len(records) == 3 and not any("collapse" in rec or "reference" in rec for rec in records)
     assert all(rec["label_free"]["value"] is None for rec in records)
     assert (out / "best.pt").is_file()
+
+
+def test_rank_puts_the_collapsed_checkpoint_last_and_shows_why(source_model, tmp_path):
+    root = source_model
+    write_target_video(tmp_path / "drive.mp4", 40, "64x32", seed=5)
+    fresh = tmp_path / "fresh"  # 2 steps from a random head: it predicts one or two classes
+    r = runner.invoke(app, ["adapt", "-c", "synthetic", "--source", str(root / "gta5"), "--target",
+                            str(root / "target"), "--out", str(fresh), "--iterations", "2", *TINY])
+    assert r.exit_code == 0, r.output
+    healthy = tmp_path / "healthy"
+    assert _adapt(root, healthy, "--iterations", "2").exit_code == 0
+    out = tmp_path / "rank"
+    r = runner.invoke(app, ["rank", str(tmp_path / "drive.mp4"), str(fresh / "best.pt"), str(healthy / "best.pt"),
+                            "--reference", str(root / "src" / "best.pt"), "--source", str(root / "gta5"),
+                            "--frames", "8", "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "rank.json").read_text())
+    order = [row["checkpoint"] for row in report["ranking"]]
+    assert order == [str(healthy / "best.pt"), str(fresh / "best.pt")]
+    assert report["frames"] == 8 and report["reference"] == str(root / "src" / "best.pt")
+    first, last = report["ranking"]
+    assert first["collapse"] is None and "vanished from the predictions on the footage" in last["collapse"]
+    assert first["score"] > last["score"]
+    low, high = first["atc_interval"]
+    assert 0 <= low <= first["atc"] <= high <= 1  # ATC with its 95% interval over the frames
+    assert 0.5 < first["source_accuracy"] <= 1
+    assert f"{fresh / 'best.pt'} collapsed: " in r.output
+    assert r.output.strip().splitlines()[-1].startswith(f"ship {healthy / 'best.pt'} (class_confidence ")
+    grid = cv2.imread(str(out / "disagreement.png"))
+    assert grid is not None and grid.shape[1] == 4 * 256  # frame | reference | model | where they differ
+    assert cv2.imread(str(out / "class_share.png")) is not None
+
+
+def test_rank_refuses_an_export_and_a_second_run_into_the_same_folder(source_model, tmp_path):
+    root = source_model
+    write_target_video(tmp_path / "drive.mp4", 10, "64x32", seed=5)
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"\x08\x07" + b"\x00" * 64)
+    r = runner.invoke(app, ["rank", str(tmp_path / "drive.mp4"), str(onnx), "--device", "cpu"])
+    assert r.exit_code != 0 and "rank the checkpoints the exports came from" in r.output
+    assert "Traceback" not in r.output
+    args = ["rank", str(tmp_path / "drive.mp4"), str(root / "src" / "best.pt"), "--frames", "2",
+            "--out", str(tmp_path / "r"), "--device", "cpu"]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args)
+    assert again.exit_code != 0 and "--overwrite" in again.output
