@@ -203,6 +203,15 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
                 remove_temporary(stale)
             atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
             truncate_metrics(out / "metrics.jsonl", s.start)
+            if s.label_free is not None and s.start == 0 and s.label_free.reference_iteration == 0:
+                # the starting model: where the curves start, and best.pt until adaptation scores higher
+                ref, name = s.label_free.reference, cfg.validation.score
+                value = ref.score(name)
+                append_metrics(out / "metrics.jsonl", {"iteration": 0, "label_free": ref.to_dict() | {
+                    "score": name, "value": value}, "reference": True})
+                if value is not None:
+                    s.best, s.best_iteration = value, 0
+                    save_checkpoint(out / "best.pt", s.deployed, s.meta)
         if on_start is not None:
             on_start(_run_start(s, dist))
         pos = Position(s.start, s.start if resume else None)
@@ -216,6 +225,10 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
                     save_checkpoint(out / "best.pt", s.deployed, s.meta)
                     result.best_by = f"the last iteration ({s.label_free.unpicked()})"
                 plot_run(out)
+        except TrainingError:  # a collapse, non-finite weights: the curves show how it came to that
+            if dist.main:
+                plot_run(out)
+            raise
         except KeyboardInterrupt as stop:  # the agreed signal, else this process's first (a second Ctrl-C)
             signum = getattr(stop, "signum", None) or stops.signum or signal.SIGINT
             raise _interrupted(s, dist, pos, signum, agreed=getattr(stop, "agreed", False)) from None
@@ -500,8 +513,9 @@ def _evaluate_label_free(s: _Setup, out: Path, board: Any, done: int, result: Ru
             if getattr(signals, key) is not None:
                 board.add_scalar(f"label_free/{key}", getattr(signals, key), done)
     if collapsed:
-        kept = (f"best.pt holds iteration {s.best_iteration}, from before it" if s.best_iteration is not None
-                else "no healthy checkpoint was kept: use the model you started from")
+        kept = ("best.pt holds the model the run started from, which scored higher than every evaluation "
+                "since" if s.best_iteration == 0 else f"best.pt holds iteration {s.best_iteration}, from before it"
+                if s.best_iteration is not None else "no healthy checkpoint was kept: use the model you started from")
         if s.cfg.validation.stop_on_collapse:
             raise TrainingError(f"adaptation collapsed by iteration {done}: {collapsed}; {kept}. Lower "
                                 "method.lambda_target or try another method (validation.stop_on_collapse: false "
@@ -511,8 +525,17 @@ def _evaluate_label_free(s: _Setup, out: Path, board: Any, done: int, result: Ru
     if value is not None and (s.best is None or value > s.best):
         s.best, s.best_iteration = value, done
         save_checkpoint(out / "best.pt", s.deployed, s.meta)
-    result.best_by = (f"{name} {s.best:.3f} at iteration {s.best_iteration} on {len(lf.heldout)} held-out target "
-                      f"frames, no labels used" if s.best_iteration is not None else "")
+    result.best_by = best_by(s)
+
+
+def best_by(s: _Setup) -> str:
+    """What picked best.pt in a label-free run, for the last line ("" before anything did)."""
+    if s.best_iteration is None:
+        return ""
+    at = ("iteration 0, the model the run started from (no evaluation scored higher: adaptation did not help "
+          "by this score)" if s.best_iteration == 0 else f"iteration {s.best_iteration}")
+    return (f"{s.cfg.validation.score} {s.best:.3f} at {at} on {len(s.label_free.heldout)} held-out target frames, "
+            "no labels used")
 
 
 def _save_last(s: _Setup, last: Path, done: int, dist: Dist, *, gather: bool = True) -> None:

@@ -122,14 +122,19 @@ def curves_figure(metrics: Path):  # -> matplotlib Figure | None (no records of 
     evals = [r for r in records if "eval" in r]
     if len(evals) < 2:  # one score is a number, not a curve
         evals = []
+    free = [r for r in records if "label_free" in r]  # no target labels: label-free validation
+    if len(free) < 2:
+        free = []
     if not steps:
         return None
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5.5, 3.6), squeeze=False)
+    panels = 1 + bool(evals) + bool(free)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 + 4.5 * (panels - 1), 3.6), squeeze=False)
     ax = axes[0, 0]
     its = [r["iteration"] for r in steps]
     drawn = False
     for key, name in (("loss_source", "source CE"), ("loss_source_aux", "source CE (aux)"),
-                      ("loss_target", "target loss"), ("loss_guidance", "guidance")):
+                      ("loss_target", "target loss"), ("loss_guidance", "guidance"),
+                      ("loss_pseudo", "pseudo-label CE"), ("loss_mic", "MIC")):
         values = [r.get(key, 0.0) for r in steps]
         if any(values):
             drawn |= draw_series(ax, its, values, label=name)
@@ -147,9 +152,38 @@ def curves_figure(metrics: Path):  # -> matplotlib Figure | None (no records of 
         low, high = np.nanmin(mious), np.nanmax(mious)
         if high - low < 2:  # a flat curve is drawn flat, not magnified to 3.80..4.20
             ax.set_ylim(max(0.0, (low + high) / 2 - 1), (low + high) / 2 + 1)
+    if free:
+        _label_free_panel(axes[0, panels - 1], free)
     fig.suptitle(run_title(metrics.parent), fontsize=9, x=0.01, ha="left")
     fig.tight_layout()
     return fig
+
+
+def _label_free_panel(ax, records: list[dict]) -> None:
+    """The label-free signals per evaluation (held-out target frames, no labels), the score that
+    picks best.pt in bold; a collapse is a red cross, the reference a black ring."""
+    its = [r["iteration"] for r in records]
+    score = records[-1]["label_free"].get("score", "score")
+    for key, name in (("confidence", "confidence"), ("flip_agreement", "flip agreement"), ("atc", "ATC accuracy")):
+        values = [r["label_free"].get(key) for r in records]
+        if any(v is not None for v in values):
+            draw_series(ax, its, [np.nan if v is None else v for v in values], label=name, alpha=0.6)
+    values = [r["label_free"].get("value") for r in records]
+    draw_series(ax, its, [np.nan if v is None else v for v in values], label=f"{score} (picks best.pt)",
+                marker="o", linewidth=2, color="black")
+    for r, v in zip(records, values, strict=True):
+        at = v if v is not None else r["label_free"]["confidence"]
+        if "collapse" in r:
+            ax.plot([r["iteration"]], [at], "x", color="red", markersize=10, mew=2, label="collapse")
+        if r.get("reference"):
+            ax.plot([r["iteration"]], [at], "o", mfc="none", color="black", markersize=11, label="reference")
+    ax.set_xlabel("iteration")
+    ax.set_title("label-free (held-out target, no labels)")
+    ax.set_ylim(0, 1.02)
+    _integer_iterations(ax, its)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=7)
 
 
 def plot_confusion(conf: np.ndarray, class_names: tuple[str, ...], out: Path, title: str = "") -> Path:

@@ -48,18 +48,22 @@ def test_minent_at_a_large_lambda_collapses_and_stops_with_the_checkpoint_from_b
     assert r.exit_code == 1
     line = r.output.strip().splitlines()[-1]
     m = re.fullmatch(r"error: adaptation collapsed by iteration (\d+): (.+) vanished from the predictions on the "
-                     r"held-out target frames; best\.pt holds iteration (\d+), from before it\. Lower "
+                     r"held-out target frames; best\.pt holds (iteration (\d+), from before it|the model the run "
+                     r"started from, which scored higher than every evaluation since)\. Lower "
                      r"method\.lambda_target .*", line)
     assert m, line
-    collapsed_at, kept = int(m[1]), int(m[3])
+    collapsed_at, kept = int(m[1]), int(m[4] or 0)
     assert kept < collapsed_at < 30
     records = _records(out)
-    assert [rec["iteration"] for rec in records] == list(range(1, collapsed_at + 1))
+    # the starting model (the reference, iteration 0), then every evaluation up to the collapse
+    assert [rec["iteration"] for rec in records] == list(range(0, collapsed_at + 1))
+    assert records[0]["reference"] and not any("reference" in rec for rec in records[1:])
     assert "collapse" in records[-1] and not any("collapse" in rec for rec in records[:-1])
     # best.pt is the healthy evaluation with the highest score
-    healthy = records[:-1]
+    healthy = records[:-1]  # the starting model is a candidate too: adaptation may not help
     assert max(healthy, key=lambda rec: rec["label_free"]["value"])["iteration"] == kept
     assert (out / "best.pt").is_file()
+    assert (out / "curves.png").is_file()  # how it came to the collapse
     assert "collapse judged against the starting model" in r.output.splitlines()[0]
 
 
@@ -67,12 +71,14 @@ def test_a_healthy_run_is_not_flagged_and_says_which_score_chose_best(source_mod
     out = tmp_path / "iwmsl"
     r = _adapt(source_model, out, "--iterations", "12")
     assert r.exit_code == 0, r.output
-    records = _records(out)
-    assert len(records) == 12 and not any("collapse" in rec for rec in records)
+    records = _records(out)  # the starting model's, then the 12 evaluations'
+    assert [rec["iteration"] for rec in records] == list(range(13)) and not any("collapse" in rec for rec in records)
     assert all(rec["label_free"]["vanished"] == [] for rec in records)
-    best = max(records, key=lambda rec: rec["label_free"]["value"])
-    assert (f"best.pt: class_confidence {best['label_free']['value']:.3f} at iteration {best['iteration']} on 4 "
-            "held-out target frames, no labels used") in r.output
+    best = max(records, key=lambda rec: rec["label_free"]["value"])  # the starting model competes
+    at = ("iteration 0, the model the run started from (no evaluation scored higher: adaptation did not help by "
+          "this score)" if best["iteration"] == 0 else f"iteration {best['iteration']}")
+    assert (f"best.pt: class_confidence {best['label_free']['value']:.3f} at {at} on 4 held-out target frames, no "
+            "labels used") in r.output
 
 
 def test_a_run_from_a_fresh_head_is_not_judged_before_its_model_knows_the_source(source_model, tmp_path):
