@@ -195,6 +195,10 @@ def adapt(
         typed.overrides["target.labelled"] = False
         typed.overrides["target.kind"] = target_kind_for(target)
         typed.flag("--target-kind", target_kind)
+        if target_val is None and not any(s.split("=")[0].strip().startswith("target_val") for s in set_ or []):
+            # the config's target_val belongs to the config's target, not this one: without labels of
+            # this target, the run validates without labels (docs/label-free.md)
+            typed.overrides["target_val"] = None
     typed.flag("--topic", topic)
     _common(typed, source=source, source_kind=source_kind, target_val=target_val, val_kind=val_kind,
             model=model, backbone=backbone, iterations=iterations, batch=batch, size=size, out=out, device=device,

@@ -54,10 +54,11 @@ def test_video_target_says_how_many_frames_of_how_many(synth_data, tmp_path):
     write_target_video(tmp_path / "clips" / "drive.mp4", 120, "64x32", seed=3)
     r = runner.invoke(app, ["adapt", "-c", "synthetic", "--source", str(synth_data / "gta5"),
                             "--target", str(tmp_path / "clips"), "--target-kind", "video", "--out", str(tmp_path / "v"),
-                            "--iterations", "1", "--set", "target_val=null", *TINY])
+                            "--iterations", "1", *TINY])
     assert r.exit_code == 0, r.output
-    # a 120-frame clip keeps every frame (the default stride keeps >= 100 per video)
-    # 12 of them held out for label-free validation (no target_val)
+    # a 120-frame clip keeps every frame (the default stride keeps >= 100 per video); 12 of them are
+    # held out for label-free validation: the config's target_val labels its own target, not this one
+    assert "best.pt by class_confidence on the held-out frames (no labels)" in r.output.splitlines()[0]
     assert "12 source / 108 target + 12 held-out images (target: 120 of 120 frames from 1 video)" in r.output.splitlines()[0]
 
 

@@ -67,6 +67,7 @@ def test_minent_at_a_large_lambda_collapses_and_stops_with_the_checkpoint_from_b
     assert "collapse judged against the starting model" in r.output.splitlines()[0]
 
 
+@pytest.mark.slow
 def test_a_healthy_run_is_not_flagged_and_says_which_score_chose_best(source_model, tmp_path):
     out = tmp_path / "iwmsl"
     r = _adapt(source_model, out, "--iterations", "12")
@@ -100,6 +101,7 @@ def test_a_run_from_a_fresh_head_is_not_judged_before_its_model_knows_the_source
     assert (out / "best.pt").is_file()
 
 
+@pytest.mark.slow
 def test_rank_puts_the_collapsed_checkpoint_last_and_shows_why(source_model, tmp_path):
     root = source_model
     write_target_video(tmp_path / "drive.mp4", 40, "64x32", seed=5)
