@@ -61,7 +61,8 @@ def main() -> None:
     from mslseg.data.config import DataConfig
     from mslseg.data.synthetic import write_cityscapes_layout
     from mslseg.runtime.sizes import Size
-    from mslseg.training.label_free import atc_threshold, measure
+    from mslseg.training.label_free import measure, source_fit
+    from mslseg.training.label_free_run import describe_collapse
 
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu")
@@ -89,16 +90,21 @@ def main() -> None:
                     for k in range(0, min(args.source_frames, len(src)) - 7, 8)]
         reference = measure(src_model, images, meta.num_classes, device=device)
         rows = []
+        names = tuple(meta.class_names)
         for run in runs:  # the source model's own run among them
             model, _ = model_from_checkpoint(load_checkpoint(run / "best.pt"), str(run / "best.pt"))
-            t = atc_threshold(model, labelled, device=device)
+            fit = source_fit(model, labelled, device=device)
             s = measure(model, images, meta.num_classes, device=device, reference=reference.class_share,
-                        other=src_model, atc_threshold=t)
-            truth = json.loads((run / "eval" / "scores.json").read_text())["miou"]
-            rows.append({"run": run.name, "miou": truth, **s.to_dict()})
+                        other=src_model, atc_threshold=fit.threshold)
+            s.source_accuracy = fit.accuracy
+            scores = json.loads((run / "eval" / "scores.json").read_text())
+            truth = scores["miou"]
+            collapsed = describe_collapse(s, reference, names) if run.name != "source" else None
+            rows.append({"run": run.name, "miou": truth, "pixel_acc": scores.get("pixel_acc"),
+                         "collapse": collapsed, **s.to_dict()})
             print(f"{table.name}/{run.name}: mIoU {100 * truth:.2f}  conf {s.confidence:.3f}  ent {s.entropy:.3f}  "
-                  f"im {s.im:.3f}  flip {s.flip_agreement:.3f}  cw-conf {s.class_confidence:.3f}  atc {s.atc:.3f}  "
-                  f"vanished {s.vanished}", flush=True)
+                  f"im {s.im:.3f}  flip {s.flip_agreement:.3f}  cw-conf {s.class_confidence:.3f}  atc {s.atc:.3f} "
+                  f"(true pixel acc {scores.get('pixel_acc', float('nan')):.3f})  collapse: {collapsed}", flush=True)
         truth = [r["miou"] for r in rows]
         best = max(truth)
         scored = []
@@ -108,9 +114,12 @@ def main() -> None:
             scored.append({"score": name, "spearman": spearman(values, truth),
                            "regret": 100 * (best - truth[pick]), "picked": rows[pick]["run"]})
         report["tables"][str(table)] = {"runs": rows, "scores": scored}
+        atc_err = [abs(r["atc"] - r["pixel_acc"]) for r in rows if r.get("pixel_acc") is not None]
+        flagged = ", ".join(f"{r['run']} ({100 * r['miou']:.1f})" for r in rows if r["collapse"]) or "none"
+        atc_words = (f"; ATC's estimate of the pixel accuracy is off by {100 * float(np.mean(atc_err)):.1f} points on "
+                     f"average (max {100 * float(np.max(atc_err)):.1f})" if atc_err else "")
         lines += [f"### {table}", "", f"{len(rows)} runs (source only included); true mIoU "
-                  f"{100 * min(truth):.1f} to {100 * best:.1f}; flagged as collapsed: "
-                  f"{', '.join(r['run'] for r in rows if r['vanished']) or 'none'}", "",
+                  f"{100 * min(truth):.1f} to {100 * best:.1f}; flagged as collapsed (mIoU): {flagged}{atc_words}", "",
                   "| label-free score | Spearman with mIoU | regret of its pick (mIoU) | picked |", "|---|---|---|---|"]
         lines += [f"| {s['score']} | {s['spearman']:.2f} | {s['regret']:.2f} | {s['picked']} |" for s in scored]
         lines.append("")

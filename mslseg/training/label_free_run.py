@@ -1,8 +1,8 @@
 """Label-free validation inside a run that has no target labels (no target_val).
 
 A slice of the unlabelled target (the last `validation.holdout` frames, at most a tenth) is held
-out of training. At the run's start the initial (source) model is measured on it: the reference
-(a run that starts with a fresh head, whose predictions are noise, takes its first evaluation).
+out of training. At the run's start the initial (source) model is measured on it: the reference,
+if it knows the source (else the first evaluation whose model does: LabelFreeValidation).
 At every evaluation the deployed network is measured on the same frames (mslseg.training.label_free);
 `validation.score` picks best.pt, and the collapse guard compares the predicted class shares with
 the reference's: a class holding >= 1% of the reference's pixels that falls below a tenth of that,

@@ -225,10 +225,6 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
                     save_checkpoint(out / "best.pt", s.deployed, s.meta)
                     result.best_by = f"the last iteration ({s.label_free.unpicked()})"
                 plot_run(out)
-        except TrainingError:  # a collapse, non-finite weights: the curves show how it came to that
-            if dist.main:
-                plot_run(out)
-            raise
         except KeyboardInterrupt as stop:  # the agreed signal, else this process's first (a second Ctrl-C)
             signum = getattr(stop, "signum", None) or stops.signum or signal.SIGINT
             raise _interrupted(s, dist, pos, signum, agreed=getattr(stop, "agreed", False)) from None
@@ -274,15 +270,23 @@ def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Positio
             record = stats.to_dict() | {"images_per_s": seen * images_per_step / max(time.perf_counter() - t0, 1e-9)}
             log_record(out, board, record, result)
             t0, seen = time.perf_counter(), 0
-        if dist.main:
-            due = (cfg.train.eval_every and done % cfg.train.eval_every == 0) or done == total
-            if due and (s.target_val is not None or s.label_free is not None):
-                with stops.released() if dist.world == 1 else contextlib.nullcontext():
-                    if s.target_val is not None:
-                        _evaluate(s, out, board, done, result)
-                    else:
-                        _evaluate_label_free(s, out, board, done, result)
-                net.train()
+        due = (cfg.train.eval_every and done % cfg.train.eval_every == 0) or done == total
+        collapsed = None
+        if dist.main and due and (s.target_val is not None or s.label_free is not None):
+            with stops.released() if dist.world == 1 else contextlib.nullcontext():
+                if s.target_val is not None:
+                    _evaluate(s, out, board, done, result)
+                else:
+                    collapsed = _evaluate_label_free(s, out, board, done, result)
+            net.train()
+        if due and s.label_free is not None and dist.world > 1:  # every rank: a collapse stops them together
+            collapsed = _from_rank0(collapsed)
+        if collapsed:
+            if dist.main:
+                plot_run(out)  # how it came to the collapse
+            if dist.world > 1:
+                wait_for_peers()  # rank 0 draws first: torchrun stops the others when one rank leaves
+            raise TrainingError(collapsed)
         if done % cfg.train.checkpoint_every == 0 or done in (total, end):
             _save_last(s, last, done, dist)  # every rank: each gives its RNG state, rank 0 writes
             pos.saved = done
@@ -488,10 +492,19 @@ def _evaluate(s: _Setup, out: Path, board: Any, done: int, result: RunResult) ->
         save_checkpoint(out / "best.pt", s.deployed, s.meta)
 
 
-def _evaluate_label_free(s: _Setup, out: Path, board: Any, done: int, result: RunResult) -> None:
+def _from_rank0(message: str | None) -> str | None:
+    """Rank 0's `message`, on every rank (a collective)."""
+    import torch.distributed as tdist
+
+    box = [message]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _evaluate_label_free(s: _Setup, out: Path, board: Any, done: int, result: RunResult) -> str | None:
     """No target labels: the label-free signals of the deployed network on the held-out frames;
-    `validation.score` picks best.pt, and a collapse never becomes it (and stops the run unless
-    validation.stop_on_collapse is off)."""
+    `validation.score` picks best.pt, and a collapse never becomes it. Returns the line that stops
+    the run at a collapse (None: go on; validation.stop_on_collapse off only warns)."""
     lf, name = s.label_free, s.cfg.validation.score
     other = None
     if s.self_training is not None:
@@ -517,15 +530,15 @@ def _evaluate_label_free(s: _Setup, out: Path, board: Any, done: int, result: Ru
                 "since" if s.best_iteration == 0 else f"best.pt holds iteration {s.best_iteration}, from before it"
                 if s.best_iteration is not None else "no healthy checkpoint was kept: use the model you started from")
         if s.cfg.validation.stop_on_collapse:
-            raise TrainingError(f"adaptation collapsed by iteration {done}: {collapsed}; {kept}. Lower "
-                                "method.lambda_target or try another method (validation.stop_on_collapse: false "
-                                "runs on)")
+            return (f"adaptation collapsed by iteration {done}: {collapsed}; {kept}. Lower method.lambda_target "
+                    "or try another method (validation.stop_on_collapse: false runs on)")
         log.warning("adaptation collapsed by iteration %d: %s; %s", done, collapsed, kept)
-        return
+        return None
     if value is not None and (s.best is None or value > s.best):
         s.best, s.best_iteration = value, done
         save_checkpoint(out / "best.pt", s.deployed, s.meta)
     result.best_by = best_by(s)
+    return None
 
 
 def best_by(s: _Setup) -> str:

@@ -125,7 +125,7 @@ def curves_figure(metrics: Path):  # -> matplotlib Figure | None (no records of 
     free = [r for r in records if "label_free" in r]  # no target labels: label-free validation
     if len(free) < 2:
         free = []
-    if not steps:
+    if not steps and not free:
         return None
     panels = 1 + bool(evals) + bool(free)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 + 4.5 * (panels - 1), 3.6), squeeze=False)
@@ -140,8 +140,9 @@ def curves_figure(metrics: Path):  # -> matplotlib Figure | None (no records of 
             drawn |= draw_series(ax, its, values, label=name)
     ax.set_xlabel("iteration")
     ax.set_title("losses")
-    _integer_iterations(ax, its)
-    finish_panel(ax, drawn)
+    if its:
+        _integer_iterations(ax, its)
+    finish_panel(ax, drawn, "no losses logged yet (train.log_every)")
     if evals:
         ax = axes[0, 1]
         eval_its, mious = [r["iteration"] for r in evals], [100 * r["eval"]["miou"] for r in evals]

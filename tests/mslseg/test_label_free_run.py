@@ -146,3 +146,23 @@ def test_rank_refuses_an_export_and_a_second_run_into_the_same_folder(source_mod
     assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "--overwrite" in again.output
+
+
+@pytest.mark.slow
+def test_a_collapse_under_torchrun_stops_every_rank_together(source_model, tmp_path):
+    """Rank 0 evaluates; its collapse reaches the other rank, so neither hangs in the next step."""
+    import os
+    import subprocess
+    import sys
+
+    root, out = source_model, tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           "--master_port=29631", "-m", "mslseg", "adapt", "-c", "synthetic", "--source", str(root / "gta5"),
+           "--target", str(root / "target"), "--init", str(root / "src" / "best.pt"), "--out", str(out),
+           "--method", "minent", "--iterations", "30", "--set", "method.lambda_target=3",
+           "--set", "train.eval_every=1", *TINY]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+                       env=os.environ | {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"})
+    assert r.returncode != 0
+    assert r.stderr.count("error: adaptation collapsed by iteration") == 2, r.stderr[-3000:]  # both ranks say it
+    assert (out / "best.pt").is_file() and (out / "curves.png").is_file()  # rank 1 waited for rank 0
