@@ -98,7 +98,7 @@ def _common(typed: _Typed, *, source, source_kind, target_val, val_kind, model, 
 
 def _launch(command: str, config: Path | None, typed: _Typed, sets: list[str] | None,
             resume: Path | None) -> None:
-    from mslseg.training.config import load_config
+    from mslseg.training.config import file_keys, load_config
     from mslseg.training.distributed import distributed_context
     from mslseg.training.loop import run
     from mslseg.training.resume import RunInterrupted, resume_config
@@ -116,7 +116,8 @@ def _launch(command: str, config: Path | None, typed: _Typed, sets: list[str] | 
                 with run_progress(command, enabled=dist.main, log_every=cfg.train.log_every) as progress:
                     # what the user typed must be honoured; the rest may follow the network (its aux head)
                     result = run(cfg, resume=resume is not None, dist=dist, on_start=progress.on_start,
-                                 on_step=progress.on_step, explicit=frozenset(typed.names))
+                                 on_step=progress.on_step, explicit=frozenset(typed.names),
+                                 from_config=file_keys(config) if resume is None and config is not None else frozenset())
             except RunInterrupted as stop:  # said before the ranks part: torchrun stops a rank that lingers
                 if main:
                     typer.echo(_interrupted(command, stop), err=True)

@@ -412,6 +412,16 @@ def shipped_configs() -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
 
 
+def file_keys(path: str | Path) -> frozenset[str]:
+    """The dotted keys a config file sets (method.teacher_alpha, ...): where a setting came from."""
+    def walk(data: Any, prefix: str) -> list[str]:
+        if not isinstance(data, dict):
+            return [prefix]
+        return [key for k, v in data.items() for key in walk(v, f"{prefix}.{k}" if prefix else str(k))]
+
+    return frozenset(walk(read_yaml(resolve_config_path(path)), ""))
+
+
 def resolve_config_path(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file():

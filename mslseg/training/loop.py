@@ -156,6 +156,7 @@ class _Setup:
     warmup: int = 0  # lr warm-up iterations
     label_free: LabelFreeValidation | None = None  # no target labels: held-out frames pick best.pt
     best_iteration: int | None = None  # the iteration best.pt holds (label-free runs)
+    origin: dict[str, str] = field(default_factory=dict)  # config key -> "command line" | "config" (else the recipe)
 
     @property
     def deployed(self) -> SegModel:
@@ -167,12 +168,15 @@ class _Setup:
 
 def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
         on_step: Callable[[StepStats], None] | None = None,
-        on_start: Callable[[RunStart], None] | None = None, explicit: frozenset[str] = frozenset()) -> RunResult:
+        on_start: Callable[[RunStart], None] | None = None, explicit: frozenset[str] = frozenset(),
+        from_config: frozenset[str] = frozenset()) -> RunResult:
     """Train/adapt as `cfg` says, writing the run directory; returns where and how it ended.
 
     `explicit`: the config keys the caller set on purpose (the CLI's flags and --set). A network
     without an auxiliary head runs single-level (and the start line says so) unless
     `method.multi_level` is among them: an explicit multi-level that cannot be honoured is an error.
+    `from_config`: the keys the config file set; the start line says where the method's settings
+    came from (the command line, the config, else the method's recipe).
 
     With `resume`, continues from `cfg.out/last.pt` (model, optimiser, RNG, sample position).
     `on_start` gets a `RunStart` once the model and data are ready, `on_step` the `StepStats` of
@@ -195,6 +199,7 @@ def run(cfg: RunConfig, *, resume: bool = False, dist: Dist | None = None,
     with stop_signals() as stops:
         saved = load_checkpoint(last) if resume else None
         s = _setup(cfg, dist, saved, explicit)
+        s.origin = {key: "command line" for key in explicit} | {key: "config" for key in from_config - explicit}
         cfg = s.cfg
         net = prepare_net(s.model, cfg, s.device, dist)
         if dist.main:
@@ -332,7 +337,8 @@ def _run_start(s: _Setup, dist: Dist) -> RunStart:
         validation=(f"best.pt by {cfg.validation.score} on the held-out frames (no labels), collapse judged "
                     f"against {s.label_free.reference_from()}" if s.label_free is not None else ""),
         heldout_images=len(s.label_free.heldout) if s.label_free is not None else 0,
-        optimizer=describe_optim(cfg.optim) + (f", warm-up {s.warmup} it" if s.warmup else ""),
+        optimizer=describe_optim(cfg.optim) + (f", warm-up {s.warmup} it{_origin(s, 'optim.warmup_iters')}"
+                                               if s.warmup else ""),
         self_training=describe_self_training(s))
 
 
@@ -342,17 +348,29 @@ def describe_self_training(s: _Setup) -> str:
     if s.self_training is None:
         return ""
     m, spec = s.cfg.method, s.self_training.spec
-    parts = [f"teacher alpha {m.teacher_alpha:g}", f"pseudo-labels >= {m.pseudo_threshold:g}", "ClassMix + jitter/blur"]
+
+    def o(*keys: str) -> str:
+        return _origin(s, *(f"method.{k}" for k in keys))
+
+    parts = [f"teacher alpha {m.teacher_alpha:g}{o('teacher_alpha')}",
+             f"pseudo-labels >= {m.pseudo_threshold:g}{o('pseudo_threshold')}", "ClassMix + jitter/blur"]
     if m.pseudo_ignore_top or m.pseudo_ignore_bottom:
-        parts.append(f"ignoring {m.pseudo_ignore_top} top / {m.pseudo_ignore_bottom} bottom rows")
+        parts.append(f"ignoring {m.pseudo_ignore_top} top / {m.pseudo_ignore_bottom} bottom rows"
+                     f"{o('pseudo_ignore_top', 'pseudo_ignore_bottom')}")
     if spec.rare_class:
-        parts.append(f"rare class sampling T {m.rcs_temperature:g}")
+        parts.append(f"rare class sampling T {m.rcs_temperature:g}{o('rcs_temperature')}")
     if spec.mic:
         size = (s.cfg.target.crop or s.cfg.target.size) if s.cfg.target is not None else None
         block = f"{mic_block((size.height, size.width), m.mic_block)}-px" if size else "1/8-side"
-        parts.append(f"MIC {m.mic_ratio:g} of {block} blocks x{m.lambda_mic:g}")
-    parts.append(f"deploys the {m.deploy}")
+        parts.append(f"MIC {m.mic_ratio:g} of {block} blocks x{m.lambda_mic:g}{o('mic_ratio', 'mic_block', 'lambda_mic')}")
+    parts.append(f"deploys the {m.deploy}{o('deploy')}")
     return ", ".join(parts)
+
+
+def _origin(s: _Setup, *keys: str) -> str:
+    """' (command line)' or ' (config)' where one of `keys` was set there; '' where the recipe chose."""
+    where = {s.origin[k] for k in keys if k in s.origin}
+    return f" ({'command line' if 'command line' in where else 'config'})" if where else ""
 
 
 def describe_optim(optim: OptimConfig) -> str:

@@ -161,3 +161,18 @@ def test_two_gloo_ranks_keep_one_teacher_and_resume_it(synth_data, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     last = load_checkpoint(tmp_path / "two" / "last.pt")
     assert last["training"]["iteration"] == 4 and "teacher" in last["training"]
+
+
+def test_the_start_line_says_where_each_teacher_setting_came_from(synth_data, tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text("method: {pseudo_ignore_top: 2, pseudo_ignore_bottom: 4, rcs_temperature: 0.05}\n"
+                      "optim: {warmup_iters: 1}\n")
+    args = _adapt(synth_data, tmp_path / "o", "daformer", 2, "--set", "method.teacher_alpha=0.99")
+    args[args.index("synthetic")] = str(config)
+    args += ["--set", "model.backbone=resnet18"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    line = r.output.splitlines()[0]
+    assert ("daformer (teacher alpha 0.99 (command line), pseudo-labels >= 0.968, ClassMix + jitter/blur, ignoring "
+            "2 top / 4 bottom rows (config), rare class sampling T 0.05 (config), deploys the teacher)") in line
+    assert "warm-up 1 it (config)" in line
