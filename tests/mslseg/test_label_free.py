@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mslseg.training.label_free import atc_threshold, collapse, measure
+from mslseg.training.label_free import atc_threshold, collapse, measure, source_fit
 
 
 class Fixed(nn.Module):
@@ -69,3 +69,17 @@ def test_atc_threshold_makes_the_share_above_it_the_source_accuracy():
 def test_collapse_counts_only_classes_that_were_there():
     assert collapse([0.5, 0.5, 0.0], [0.5, 0.495, 0.005]) == ()  # the third was under 1%
     assert collapse([0.96, 0.039, 0.001], [0.5, 0.4, 0.1]) == (1, 2)
+
+
+def test_a_model_knows_the_source_halfway_from_the_majority_class_to_perfect():
+    images = _batches(1)[0]
+    truth = (torch.arange(32) * 4 // 32).expand(2, 16, 32).clone()  # four columns: a quarter each
+    fit = source_fit(ByColumn(), [(images, truth)], device=torch.device("cpu"))
+    assert fit.accuracy == 1.0 and fit.majority == 0.25 and fit.knows_source
+    fresh = source_fit(Fixed(0), [(images, truth)], device=torch.device("cpu"))  # one class everywhere
+    assert fresh.accuracy == pytest.approx(0.25) and not fresh.knows_source  # the majority class's accuracy
+    half = truth.clone()
+    half[:, :, :12] = 0  # columns 0-11 read class 0: the majority holds 12/32; ByColumn is right on 28/32
+    fit = source_fit(ByColumn(), [(images, half)], device=torch.device("cpu"))
+    assert fit.majority == pytest.approx(12 / 32) and fit.accuracy == pytest.approx(28 / 32)
+    assert fit.knows_source  # 0.875 >= (1 + 0.375) / 2 = 0.6875
