@@ -12,7 +12,7 @@ from mslseg.label_free_scores import DEFAULT_SCORE, LABEL_FREE_SCORES
 
 def rank(
     footage: Annotated[Path, typer.Argument(help="Unlabelled target footage: a video, a folder or glob of videos, a bag, or a dataset root (--kind).")],
-    checkpoints: Annotated[list[Path], typer.Argument(help="mslseg checkpoints (.pt) to rank.")],
+    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints (.pt) and exported models (.onnx, .engine) to rank.")],
     reference: Annotated[Path | None, typer.Option(help="The model the class shares are compared with: the source model (default: the first checkpoint).")] = None,
     source: Annotated[Path | None, typer.Option(help="Labelled source data (its root) for ATC's estimated accuracy.")] = None,
     source_kind: Annotated[str, typer.Option(help="Layout of --source: gta5 | synthia | cityscapes | folder.")] = "gta5",
@@ -24,7 +24,7 @@ def rank(
     overwrite: Annotated[bool, typer.Option(help="Replace the files of an earlier ranking in --out.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
 ) -> None:
-    """Rank checkpoints on unlabelled footage without labels: label-free signals, estimated accuracy, collapse check."""
+    """Rank checkpoints and exported models on unlabelled footage: label-free signals, estimated accuracy, collapse check."""
     from rich.table import Table
 
     from mslseg.cli.choices import table_console
@@ -47,17 +47,16 @@ def rank(
     ranking = rank_checkpoints(data, checkpoints, out, reference=reference, source=src, frames=frames, score=score,
                               size=parse_run_size(size), device=device)
     ranked, names = ranking.ranked, ranking.class_names
-    table = Table(title=f"{len(ranked)} checkpoints on {ranking.frames} frames of {footage} (no labels), best first "
+    table = Table(title=f"{len(ranked)} models on {ranking.frames} frames of {footage} (no labels), best first "
                         f"by {score}; reference {ranking.reference}")
-    for column in ("#", "checkpoint", score, "conf.", "IM", "flip", "agr. ref", "ATC acc. (95%)", "collapsed"):
-        table.add_column(column, justify="left" if column in ("checkpoint", "collapsed") else "right")
+    for column in ("#", "model", score, "conf.", "IM", "flip", "agr. ref", "ATC acc. (95%)", "collapsed"):
+        table.add_column(column, justify="left" if column in ("model", "collapsed") else "right")
     for k, r in enumerate(ranked, 1):
         s = r.signals
         atc = "-" if s.atc is None else f"{100 * s.atc:.1f}" + (
             f" ({100 * r.atc_interval[0]:.0f}-{100 * r.atc_interval[1]:.0f})" if r.atc_interval else "")
         lost = [names[i] for i in s.vanished]
-        table.add_row(str(k), r.path, "-" if r.score is None else f"{r.score:.3f}", f"{s.confidence:.3f}",
-                      f"{s.im:.3f}", f"{s.flip_agreement:.3f}", "-" if s.agreement is None else f"{s.agreement:.3f}",
+        table.add_row(str(k), r.path, _f3(r.score), _f3(s.confidence), _f3(s.im), _f3(s.flip_agreement), _f3(s.agreement),
                       atc, ("yes: " + ", ".join(lost[:2]) + (f" +{len(lost) - 2}" if len(lost) > 2 else ""))
                       if r.collapse and lost else "yes" if r.collapse else "")
     table_console().print(table)
@@ -68,3 +67,7 @@ def rank(
     verdict = (f"ship {best.path} ({score} {best.score:.3f})" if best is not None and best.score is not None
                else "every checkpoint collapsed against the reference: ship none of them")
     typer.echo(f"{verdict}; wrote {', '.join(map(str, ranking.written))}")
+
+
+def _f3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -43,11 +43,11 @@ SCALE = 0.75
 @dataclass
 class Signals:
     frames: int
-    confidence: float
-    entropy: float
-    im: float
+    confidence: float | None  # None: a model that outputs labels only
+    entropy: float | None  # None: measured without the probabilities (an exported model)
+    im: float | None
     flip_agreement: float
-    scale_agreement: float
+    scale_agreement: float | None  # None: an exported model runs at one size
     class_share: tuple[float, ...]
     class_confidence: float | None = None  # needs the reference's shares
     agreement: float | None = None  # with the `other` model
@@ -62,7 +62,7 @@ class Signals:
     def score(self, name: str) -> float | None:
         """A label-free score (mslseg.label_free_scores), higher is better; None where not measured."""
         if name == "neg_entropy":
-            return -self.entropy
+            return -self.entropy if self.entropy is not None else None
         value = getattr(self, name)
         return float(value) if value is not None else None
 
@@ -188,8 +188,13 @@ def source_fit(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, de
             counts = seen if counts is None else counts + seen
     finally:
         model.train(was)
-    conf = torch.cat(confs) if confs else torch.zeros(0)
-    if conf.numel() == 0:
+    return fit_from(torch.cat(confs) if confs else torch.zeros(0), correct, counts)
+
+
+def fit_from(conf: Tensor, correct: int, counts: Tensor | None) -> SourceFit:
+    """SourceFit from the confidences of the valid source pixels, how many were right, and the
+    pixels of each true class."""
+    if conf.numel() == 0 or counts is None:
         raise ValueError("no labelled source pixel to set the ATC threshold on")
     accuracy = correct / conf.numel()
     # the share above t equals accuracy: t is the (1 - accuracy) quantile of the confidences

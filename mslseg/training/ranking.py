@@ -1,4 +1,4 @@
-"""`mslseg rank`: checkpoints on unlabelled target footage, ranked by a label-free score.
+"""`mslseg rank`: checkpoints and exported models on unlabelled target footage, ranked by a label-free score.
 
 Each model is measured on the same evenly spread frames (mslseg.training.label_free): the signals,
 the class shares against a reference (the source model: --reference, else the first checkpoint),
@@ -6,6 +6,12 @@ the collapse check a run applies (label_free_run.describe_collapse), ATC's estim
 (with labelled source frames) and its 95% interval over the frames. Writes rank.json,
 class_share.png (per-class pixel share, reference vs each model) and disagreement.png (the frames
 where the top-ranked model and the reference disagree most, side by side).
+
+A checkpoint (.pt) is measured in torch, with every signal. An exported model (.onnx, .engine)
+runs through the runtime's Segmenter, as it would be deployed: from its labels and confidence
+come the class shares, confidence, class confidence, flip agreement and ATC; entropy, IM and the
+scale agreement need the probabilities or another run size and stay empty. A labels-only export
+gives no confidence-based signal.
 """
 
 from __future__ import annotations
@@ -21,18 +27,20 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from mslseg.checkpoint import load_checkpoint, model_from_checkpoint, refuse_exported
+from mslseg.checkpoint import exported_kind, load_checkpoint, model_from_checkpoint
 from mslseg.data import build_dataset
 from mslseg.data.config import DataConfig
-from mslseg.runtime.errors import ConfigError, DataError
+from mslseg.runtime.errors import ConfigError, DataError, ModelFormatError
 from mslseg.runtime.io.atomic import atomic_write_bytes, atomic_write_text, writing
-from mslseg.runtime.metadata import ModelMeta, resolve_run_size
+from mslseg.runtime.metadata import ModelMeta, Normalization, resolve_run_size
 from mslseg.runtime.sizes import Size
 from mslseg.training.device import resolve_device
-from mslseg.training.label_free import Signals, SourceFit, measure, source_fit
+from mslseg.training.label_free import PRESENT, Signals, SourceFit, fit_from, measure, source_fit
+from mslseg.training.label_free import collapse as collapse_classes
 from mslseg.training.label_free_run import BATCH, SOURCE_FRAMES, describe_collapse
 
 GRID_FRAMES = 4  # rows of disagreement.png
+RAW = Normalization(order="bgr", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # frames as uint8 BGR, for a Segmenter
 
 
 @dataclass
@@ -62,22 +70,39 @@ class Ranking:
 @dataclass
 class _Model:
     path: str
-    net: torch.nn.Module
     meta: ModelMeta
+    net: torch.nn.Module | None = None  # a checkpoint's network
+    segmenter: Any = None  # an exported model's runtime Segmenter
+
+    @property
+    def reads(self) -> Normalization:
+        """How its frames are read: normalised for a network, raw uint8 BGR for a Segmenter."""
+        return self.meta.normalization if self.net is not None else RAW
 
 
-def _load(path: Path, device: torch.device) -> _Model:
-    refuse_exported(path, "mslseg rank measures .pt checkpoints (rank the checkpoints the exports came from)")
-    net, meta = model_from_checkpoint(load_checkpoint(path), str(path))
-    return _Model(str(path), net.to(device).eval(), meta)
+def _load(path: Path, device: str, dev: torch.device, size: Size | str | None) -> _Model:
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; give checkpoints (.pt) or exported models (.onnx, .engine)")
+    if exported_kind(path) is None:
+        net, meta = model_from_checkpoint(load_checkpoint(path), str(path))
+        return _Model(str(path), meta, net=net.to(dev).eval())
+    from mslseg.runtime.segmenter import Segmenter
+
+    try:
+        seg = Segmenter(path, device=device, batch_size=BATCH, confidence=True, size=size)
+    except ModelFormatError as exc:  # labels only: no confidence to measure, the rest still is
+        if "outputs labels only" not in str(exc):
+            raise
+        seg = Segmenter(path, device=device, batch_size=BATCH, confidence=False, size=size)
+    return _Model(str(path), seg.meta, segmenter=seg)
 
 
-def _frames(footage: DataConfig, meta: ModelMeta, size: Size | str | None, frames: int):
-    """`frames` frames spread evenly over the footage, read as `meta`'s model runs them."""
-    chosen = resolve_run_size(size, meta)
+def _frames(footage: DataConfig, m: _Model, size: Size | str | None, frames: int):
+    """`frames` frames spread evenly over the footage, read as the model `m` runs them."""
+    chosen = resolve_run_size(size, m.meta)
     data = footage if footage.size is not None or chosen.size is None else replace(
         footage, size=chosen.size, interpolation=chosen.interpolation)
-    dataset = build_dataset(data, meta.normalization, train=False)
+    dataset = build_dataset(data, m.reads, train=False)
     n = len(dataset)
     picked = sorted({round(i * (n - 1) / max(1, frames - 1)) for i in range(min(frames, n))}) if n > 1 else [0]
     return Subset(dataset, picked)
@@ -88,12 +113,80 @@ def _batches(frames: Subset):
         yield torch.stack([frames[i]["image"] for i in range(k, min(k + BATCH, len(frames)))])
 
 
-def _labelled(source: DataConfig, meta: ModelMeta):
-    dataset = build_dataset(source, meta.normalization, train=False)
+def _labelled(source: DataConfig, m: _Model, size: Size | str | None):
+    """Labelled source batches (image, label) read as `m` runs them, at its run size."""
+    chosen = resolve_run_size(size, m.meta)
+    if source.size is None and chosen.size is not None:
+        source = replace(source, size=chosen.size, interpolation=chosen.interpolation)
+    dataset = build_dataset(source, m.reads, train=False)
     n = min(SOURCE_FRAMES, len(dataset))
     for k in range(0, n, BATCH):
         items = [dataset[i] for i in range(k, min(k + BATCH, n))]
         yield torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
+
+
+def _uint8(images: torch.Tensor) -> list[np.ndarray]:
+    """RAW-read (N, 3, H, W) batches as the uint8 BGR frames a Segmenter takes."""
+    return [np.ascontiguousarray(x) for x in images.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()]
+
+
+def _segmented(m: _Model, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """An exported model's labels (N, H, W) and confidence (None for a labels-only export)."""
+    segs = m.segmenter.segment(_uint8(images))
+    labels = np.stack([s.labels for s in segs]).astype(np.int64)
+    conf = np.stack([s.confidence for s in segs]) if segs[0].confidence is not None else None
+    return labels, conf
+
+
+def _export_fit(m: _Model, batches) -> SourceFit | None:
+    """SourceFit of an exported model on labelled source batches (None without a confidence)."""
+    confs, correct, counts = [], 0, None
+    for images, label in batches:
+        pred, conf = _segmented(m, images)
+        if conf is None:
+            return None
+        truth = label.numpy()
+        valid = truth != 255
+        confs.append(torch.from_numpy(conf[valid].astype(np.float32)))
+        correct += int((pred[valid] == truth[valid]).sum())
+        seen = torch.bincount(torch.from_numpy(truth[valid]).long(), minlength=m.meta.num_classes)
+        counts = seen if counts is None else counts + seen
+    return fit_from(torch.cat(confs) if confs else torch.zeros(0), correct, counts)
+
+
+def _export_signals(m: _Model, frames: Subset, reference: tuple[float, ...] | None,
+                    threshold: float | None) -> Signals:
+    """The signals an exported model gives through the Segmenter (see the module docstring)."""
+    c = m.meta.num_classes
+    share = np.zeros(c)
+    conf_by_class = np.zeros(c)
+    n_pix = flip_same = above = conf_sum = 0.0
+    has_conf = True
+    for images in _batches(frames):
+        labels, conf = _segmented(m, images)
+        flipped, _ = _segmented(m, images.flip(-1))
+        flip_same += float((flipped[..., ::-1] == labels).sum())
+        share += np.bincount(labels.ravel(), minlength=c)[:c]
+        n_pix += labels.size
+        if conf is None:
+            has_conf = False
+            continue
+        conf_sum += float(conf.sum())
+        conf_by_class += np.bincount(labels.ravel(), weights=conf.ravel().astype(np.float64), minlength=c)[:c]
+        if threshold is not None:
+            above += float((conf > threshold).sum())
+    per_class = np.where(share > 0, conf_by_class / np.maximum(share, 1), 0.0)
+    s = Signals(frames=len(frames), confidence=conf_sum / n_pix if has_conf else None, entropy=None, im=None,
+                flip_agreement=flip_same / n_pix, scale_agreement=None,
+                class_share=tuple(float(v) for v in share / n_pix),
+                atc=above / n_pix if has_conf and threshold is not None else None,
+                confidence_by_class=tuple(float(v) for v in per_class) if has_conf else ())
+    if reference is not None:
+        present = [k for k, r in enumerate(reference) if r >= PRESENT]
+        if has_conf and present:
+            s.class_confidence = float(np.mean([per_class[k] for k in present]))
+        s.vanished = collapse_classes(s.class_share, reference)
+    return s
 
 
 @torch.no_grad()
@@ -102,6 +195,12 @@ def _per_frame(model: _Model, frames: Subset, device: torch.device, threshold: f
     """Each frame's predicted labels (N, H, W) uint8 and share of pixels above ATC's threshold."""
     labels, above = [], []
     for images in _batches(frames):
+        if model.net is None:
+            pred, conf = _segmented(model, images)
+            labels.append(pred.astype(np.uint8))
+            if threshold is not None and conf is not None:
+                above.extend((conf > threshold).reshape(len(conf), -1).mean(1).tolist())
+            continue
         logits = model.net(images.to(device))
         logits = logits[0] if isinstance(logits, (tuple, list)) else logits
         if logits.shape[-2:] != images.shape[-2:]:
@@ -123,36 +222,62 @@ def rank_checkpoints(footage: DataConfig, checkpoints: list[Path], out: Path, *,
     if len(set(map(str, checkpoints))) != len(checkpoints):
         raise ConfigError("a checkpoint is given twice; give each once")
     dev = resolve_device(device)
-    models = [_load(p, dev) for p in checkpoints]
-    ref = _load(reference, dev) if reference is not None else models[0]
+    loaded: list[_Model] = []
+    try:
+        for path in checkpoints:
+            loaded.append(_load(path, device, dev, size))
+        models = list(loaded)
+        ref = models[0]
+        if reference is not None:
+            loaded.append(ref := _load(reference, device, dev, size))
+        return _rank(models, ref, footage, out, source, frames, score, size, dev)
+    finally:
+        for m in loaded:
+            if m.segmenter is not None:
+                m.segmenter.close()
+
+
+def _rank(models: list[_Model], ref: _Model, footage: DataConfig, out: Path, source: DataConfig | None,
+          frames: int, score: str, size: Size | str | None, dev: torch.device) -> Ranking:
     names = tuple(ref.meta.class_names)
     for m in models:
         if tuple(m.meta.class_names) != names:
             raise ConfigError(f"{m.path} predicts {m.meta.num_classes} classes ({', '.join(m.meta.class_names[:3])}, "
                               f"...), {ref.path} {len(names)} ({', '.join(names[:3])}, ...): rank models of one class set")
-    # every model reads the frames as it runs them (its normalisation and size): one read per way
+    # every model reads the frames as it runs them (normalised or raw, its size): one read per way
     reads: dict[tuple, Subset] = {}
 
     def frames_for(m: _Model) -> Subset:
-        key = (m.meta.normalization, resolve_run_size(size, m.meta).size)
+        key = (m.reads, resolve_run_size(size, m.meta).size)
         if key not in reads:
-            reads[key] = _frames(footage, m.meta, size, frames)
+            reads[key] = _frames(footage, m, size, frames)
         return reads[key]
 
+    def signals_of(m: _Model, own: Subset, shares: tuple[float, ...] | None, fit: SourceFit | None) -> Signals:
+        threshold = fit.threshold if fit is not None else None
+        if m.net is not None:
+            return measure(m.net, _batches(own), len(names), device=dev, reference=shares, atc_threshold=threshold)
+        return _export_signals(m, own, shares, threshold)
+
+    def fit_of(m: _Model) -> SourceFit | None:
+        if source is None:
+            return None
+        batches = _labelled(source, m, size)
+        return source_fit(m.net, batches, device=dev) if m.net is not None else _export_fit(m, batches)
+
     ref_frames = frames_for(ref)
-    ref_signals = measure(ref.net, _batches(ref_frames), len(names), device=dev)
+    ref_signals = signals_of(ref, ref_frames, None, None)
     ref_labels, _ = _per_frame(ref, ref_frames, dev, None)
     ranked, labels = [], {}
     for m in models:
         own = frames_for(m)
-        fit = source_fit(m.net, _labelled(source, m.meta), device=dev) if source is not None else None
-        same_input = own is ref_frames
-        s = measure(m.net, _batches(own), len(names), device=dev, reference=ref_signals.class_share,
-                    other=ref.net if same_input and m is not ref else None,
-                    atc_threshold=fit.threshold if fit else None)
+        fit = fit_of(m)
+        s = signals_of(m, own, ref_signals.class_share, fit)
         if fit is not None:
             s.source_accuracy = fit.accuracy
         labels[m.path], above = _per_frame(m, own, dev, fit.threshold if fit else None)
+        if m is not ref and labels[m.path].shape == ref_labels.shape:
+            s.agreement = float((labels[m.path] == ref_labels).mean())
         interval = None
         if above is not None and len(above) > 1:
             half = 1.96 * float(above.std(ddof=1)) / math.sqrt(len(above))
@@ -222,7 +347,7 @@ def disagreement_grid(frames: Subset, ref: _Model, ref_labels: np.ndarray, other
     rows = []
     palette = np.asarray(ref.meta.palette, np.uint8)[:, ::-1]  # BGR
     for i in np.argsort(-share, kind="stable")[:GRID_FRAMES]:
-        image = _bgr_frame(frames[int(i)]["image"], ref.meta)
+        image = _bgr_frame(frames[int(i)]["image"], ref.reads)
         mask = np.repeat((differ[i] * 255).astype(np.uint8)[..., None], 3, axis=2)
         tiles = [image, palette[ref_labels[i]], palette[other_labels[i]], mask]
         captions = [str(frames[int(i)]["name"]), f"reference {short_name(ref.path)}", short_name(other),
@@ -236,9 +361,8 @@ def disagreement_grid(frames: Subset, ref: _Model, ref_labels: np.ndarray, other
     return out
 
 
-def _bgr_frame(image: torch.Tensor, meta: ModelMeta) -> np.ndarray:
-    """A normalised (3, H, W) network input back to a uint8 BGR frame."""
-    norm = meta.normalization
+def _bgr_frame(image: torch.Tensor, norm: Normalization) -> np.ndarray:
+    """A (3, H, W) input read with `norm` back to a uint8 BGR frame."""
     x = image.permute(1, 2, 0).numpy() * np.asarray(norm.std) + np.asarray(norm.mean)
     x = np.clip(x, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(x if norm.order == "bgr" else x[..., ::-1])

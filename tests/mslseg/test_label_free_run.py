@@ -5,6 +5,7 @@ And `mslseg rank`, which ranks such checkpoints on unlabelled footage."""
 
 import json
 import re
+from pathlib import Path
 
 import cv2
 import pytest
@@ -133,19 +134,29 @@ def test_rank_puts_the_collapsed_checkpoint_last_and_shows_why(source_model, tmp
     assert cv2.imread(str(out / "class_share.png")) is not None
 
 
-def test_rank_refuses_an_export_and_a_second_run_into_the_same_folder(source_model, tmp_path):
-    root = source_model
+def test_rank_measures_an_export_as_its_checkpoint_and_refuses_a_second_run_into_one_folder(source_model, tmp_path):
+    """An ONNX export runs through the runtime's Segmenter: the same labels and confidence as its
+    checkpoint give the same signals (entropy and IM need the probabilities: empty); a labels-only
+    export has no confidence, so no score, and ranks after."""
+    root, ckpt = source_model, str(source_model / "src" / "best.pt")
     write_target_video(tmp_path / "drive.mp4", 10, "64x32", seed=5)
-    onnx = tmp_path / "m.onnx"
-    onnx.write_bytes(b"\x08\x07" + b"\x00" * 64)
-    r = runner.invoke(app, ["rank", str(tmp_path / "drive.mp4"), str(onnx), "--device", "cpu"])
-    assert r.exit_code != 0 and "rank the checkpoints the exports came from" in r.output
-    assert "Traceback" not in r.output
-    args = ["rank", str(tmp_path / "drive.mp4"), str(root / "src" / "best.pt"), "--frames", "2",
-            "--out", str(tmp_path / "r"), "--device", "cpu"]
-    assert runner.invoke(app, args).exit_code == 0
+    logits, labels = tmp_path / "m.onnx", tmp_path / "labels.onnx"
+    assert runner.invoke(app, ["export", ckpt, "--out", str(logits)]).exit_code == 0
+    assert runner.invoke(app, ["export", ckpt, "--out", str(labels), "--output", "labels"]).exit_code == 0
+    args = ["rank", str(tmp_path / "drive.mp4"), str(labels), str(logits), ckpt, "--reference", ckpt,
+            "--source", str(root / "gta5"), "--frames", "4", "--out", str(tmp_path / "r"), "--device", "cpu"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = {Path(row["checkpoint"]).name: row for row in json.loads((tmp_path / "r" / "rank.json").read_text())["ranking"]}
+    pt, onnx, only = rows["best.pt"], rows["m.onnx"], rows["labels.onnx"]
+    for key in ("score", "confidence", "flip_agreement", "atc", "source_accuracy"):
+        assert onnx[key] == pytest.approx(pt[key], abs=2e-3), key
+    assert onnx["class_share"] == pytest.approx(pt["class_share"], abs=2e-3)
+    assert onnx["entropy"] is None and onnx["im"] is None and onnx["agreement"] > 0.99
+    assert only["score"] is None and only["confidence"] is None and only["class_share"] == pytest.approx(pt["class_share"], abs=2e-3)
+    assert [Path(row["checkpoint"]).name for row in json.loads((tmp_path / "r" / "rank.json").read_text())["ranking"]][-1] == "labels.onnx"
     again = runner.invoke(app, args)
-    assert again.exit_code != 0 and "--overwrite" in again.output
+    assert again.exit_code != 0 and "--overwrite" in again.output and "Traceback" not in again.output
 
 
 @pytest.mark.slow
