@@ -17,6 +17,7 @@ def synth(
     size: Annotated[str, typer.Option(help="Image size WIDTHxHEIGHT.")] = "256x128",
     video: Annotated[bool, typer.Option(help="Also write a target-domain clip OUT/target.mp4.")] = True,
     video_frames: Annotated[int, typer.Option(min=1, help="Frames of the clip (15 fps).")] = 120,
+    drift_frames: Annotated[int, typer.Option(min=0, help="Also write OUT/drift.mp4: a drive whose conditions drift (dusk, fog, a sudden noisy low camera), with labels per frame in OUT/drift_labels/ and its segments in OUT/drift.json (0: none).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same data.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier `mslseg synth` output in OUT.")] = False,
 ) -> None:
@@ -27,5 +28,5 @@ def synth(
     refuse_existing(out, overwrite, option="OUT", folder=True)
     summary = write_synthetic_dataset(out, source=source, target_train=target_train, target_val=target_val,
                                       size=size, video=video, video_frames=video_frames,
-                                      seed=seed, overwrite=overwrite)
+                                      seed=seed, overwrite=overwrite, drift_frames=drift_frames)
     typer.echo(summary.line())

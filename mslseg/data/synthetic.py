@@ -141,18 +141,24 @@ class SynthSummary:
     video: Path | None  # target-domain clip
     counts: tuple[int, int, int, int]  # source, target train, target val, video frames
     size: Size
+    drift: Path | None = None  # the drifting drive with labels per frame (synthetic_drift)
+    drift_frames: int = 0
 
     def line(self) -> str:
         s, tt, tv, frames = self.counts
         video = f", {frames} target frames to {self.video}" if self.video else ""
+        drift = (f", a {self.drift_frames}-frame drifting drive with labels to {self.drift} (segments in "
+                 f"{self.drift.with_suffix('.json')})" if self.drift else "")
         return (f"wrote {s} source images to {self.source}, {tt} train + {tv} val target images to "
-                f"{self.target}{video} ({self.size})")
+                f"{self.target}{video}{drift} ({self.size})")
 
 
 def write_synthetic_dataset(out: str | Path, *, source: int = 200, target_train: int = 200,
                             target_val: int = 50, size: Size | str = DEFAULT_SIZE, video: bool = True,
-                            video_frames: int = 120, seed: int = 0, overwrite: bool = False) -> SynthSummary:
-    """Write OUT/gta5 (source), OUT/cityscapes (target) and OUT/target.mp4.
+                            video_frames: int = 120, seed: int = 0, overwrite: bool = False,
+                            drift_frames: int = 0) -> SynthSummary:
+    """Write OUT/gta5 (source), OUT/cityscapes (target), OUT/target.mp4 and, with `drift_frames`,
+    OUT/drift.mp4 with OUT/drift_labels/ and OUT/drift.json (mslseg.data.synthetic_drift).
 
     A non-empty OUT is refused unless `overwrite` is set and OUT holds an earlier output of this
     function (its synth.json); then only what this function writes is replaced.
@@ -167,10 +173,15 @@ def write_synthetic_dataset(out: str | Path, *, source: int = 200, target_train:
     gta5 = write_gta5_layout(out / "gta5", source, size, seed)
     cityscapes = write_cityscapes_layout(out / "cityscapes", target_train, target_val, size, seed)
     clip = write_target_video(out / "target.mp4", video_frames, size, seed=seed) if video else None
+    if drift_frames:
+        from mslseg.data.synthetic_drift import write_drift_video
+
+        write_drift_video(out / "drift.mp4", drift_frames, size, seed=seed)
     counts = (source, target_train, target_val, video_frames if video else 0)
     atomic_write_text(out / MARKER, json.dumps(info | {"counts": list(counts), "complete": True}) + "\n")
     log.info("synthetic data written to %s", out)
-    return SynthSummary(gta5, cityscapes, clip, counts, size)
+    return SynthSummary(gta5, cityscapes, clip, counts, size, out / "drift.mp4" if drift_frames else None,
+                        drift_frames)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -185,9 +196,10 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     if not (out / MARKER).is_file():
         raise InputError(f"{out} holds files that mslseg synth did not write (no {MARKER}); "
                          "choose an empty folder")
-    for name in ("gta5", "cityscapes"):
+    for name in ("gta5", "cityscapes", "drift_labels"):
         shutil.rmtree(out / name, ignore_errors=True)
-    (out / "target.mp4").unlink(missing_ok=True)
+    for name in ("target.mp4", "drift.mp4", "drift.json"):
+        (out / name).unlink(missing_ok=True)
     for stale in temporaries(out):  # what an interrupted synth left (the video, the marker)
         remove_temporary(stale)
     (out / MARKER).unlink()

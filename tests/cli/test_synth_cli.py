@@ -44,3 +44,29 @@ def test_synth_bad_options_are_one_line_errors(tmp_path):
         result = runner.invoke(app, ["synth", str(tmp_path / "x"), *bad])
         assert result.exit_code == code, (bad, result.output)
     assert not (tmp_path / "x").exists()
+
+
+def test_synth_drift_writes_a_drifting_drive_with_a_label_map_per_frame(tmp_path):
+    """Light falls in the dusk segment and fog lifts the grey level; every frame has its labels."""
+    import numpy as np
+
+    out = tmp_path / "data"
+    r = runner.invoke(app, ["synth", str(out), *SMALL, "--no-video", "--drift-frames", "40"])
+    assert r.exit_code == 0, r.output
+    assert "a 40-frame drifting drive with labels" in r.output
+    info = json.loads((out / "drift.json").read_text())
+    names = [s["name"] for s in info["segments"]]
+    assert names == ["clean", "dusk", "fog", "sudden", "clean again"] and info["segments"][-1]["end"] == 40
+    frames = []
+    cap = cv2.VideoCapture(str(out / "drift.mp4"))
+    while (read := cap.read())[0]:
+        frames.append(read[1])
+    assert len(frames) == 40 == len(list((out / "drift_labels").glob("*.png")))
+    label = cv2.imread(str(out / "drift_labels" / "000039.png"), cv2.IMREAD_UNCHANGED)
+    assert label.shape == (32, 64) and label.dtype == np.uint8 and len(np.unique(label)) >= 4
+    seg = {s["name"]: s for s in info["segments"]}
+    dusk, fog = seg["dusk"], seg["fog"]
+    assert frames[dusk["end"] - 1].mean() < 0.5 * frames[dusk["start"]].mean()  # dimmed to 30%
+    assert frames[fog["end"] - 1].mean() > 1.5 * frames[fog["start"]].mean()  # towards fog's grey
+    again = runner.invoke(app, ["synth", str(out), *SMALL, "--no-video", "--overwrite"])
+    assert again.exit_code == 0 and not (out / "drift.mp4").exists() and not (out / "drift_labels").exists()
