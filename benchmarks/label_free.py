@@ -107,12 +107,23 @@ def main() -> None:
                   f"(true pixel acc {scores.get('pixel_acc', float('nan')):.3f})  collapse: {collapsed}", flush=True)
         truth = [r["miou"] for r in rows]
         best = max(truth)
+        # the same run with another seed is the same choice: per configuration (a run's name without
+        # its -sSEED), the mean of the score and of the truth over the seeds
+        configs = sorted({r["run"].rsplit("-s", 1)[0] for r in rows})
+        members = {c: [r for r in rows if r["run"].rsplit("-s", 1)[0] == c] for c in configs}
+        config_truth = [float(np.mean([r["miou"] for r in members[c]])) for c in configs]
         scored = []
         for name, key, sign in CANDIDATES:
             values = [sign * (-r["entropy"] if key == "neg_entropy" else r[key]) for r in rows]
             pick = int(np.argmax(values))
+            by_config = [float(np.mean([sign * (-r["entropy"] if key == "neg_entropy" else r[key]) for r in members[c]]))
+                         for c in configs]
+            cpick = int(np.argmax(by_config))
             scored.append({"score": name, "spearman": spearman(values, truth),
-                           "regret": 100 * (best - truth[pick]), "picked": rows[pick]["run"]})
+                           "regret": 100 * (best - truth[pick]), "picked": rows[pick]["run"],
+                           "spearman_configs": spearman(by_config, config_truth),
+                           "regret_configs": 100 * (max(config_truth) - config_truth[cpick]),
+                           "picked_config": configs[cpick]})
         report["tables"][str(table)] = {"runs": rows, "scores": scored}
         atc_err = [abs(r["atc"] - r["pixel_acc"]) for r in rows if r.get("pixel_acc") is not None]
         flagged = ", ".join(f"{r['run']} ({100 * r['miou']:.1f})" for r in rows if r["collapse"]) or "none"
@@ -120,8 +131,12 @@ def main() -> None:
                      f"average (max {100 * float(np.max(atc_err)):.1f})" if atc_err else "")
         lines += [f"### {table}", "", f"{len(rows)} runs (source only included); true mIoU "
                   f"{100 * min(truth):.1f} to {100 * best:.1f}; flagged as collapsed (mIoU): {flagged}{atc_words}", "",
-                  "| label-free score | Spearman with mIoU | regret of its pick (mIoU) | picked |", "|---|---|---|---|"]
-        lines += [f"| {s['score']} | {s['spearman']:.2f} | {s['regret']:.2f} | {s['picked']} |" for s in scored]
+                  f"Per run ({len(rows)}), and per configuration ({len(configs)}: method and lambda, scores and "
+                  "mIoU averaged over its seeds):", "",
+                  "| label-free score | Spearman, runs | regret of its pick, runs (mIoU) | Spearman, configurations "
+                  "| regret, configurations | picked configuration |", "|---|---|---|---|---|---|"]
+        lines += [f"| {s['score']} | {s['spearman']:.2f} | {s['regret']:.2f} | {s['spearman_configs']:.2f} | "
+                  f"{s['regret_configs']:.2f} | {s['picked_config']} |" for s in scored]
         lines.append("")
     text = "\n".join(lines)
     print(text)
