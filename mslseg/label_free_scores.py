@@ -16,5 +16,9 @@ LABEL_FREE_SCORES: dict[str, str] = {
     "atc": "ATC: estimated pixel accuracy from a confidence threshold set on labelled source pixels",
 }
 
-# the score validation.score and `mslseg rank --score` default to (benchmarks/label_free.py chose it)
-DEFAULT_SCORE = "class_confidence"
+# the score validation.score and `mslseg rank --score` default to: benchmarks/label_free.py chose it
+# (docs/label-free.md: the best Spearman with the true mIoU over the DeepLab method table's runs)
+DEFAULT_SCORE = "im"
+# what `mslseg rank` ranks by, by default, when an exported model is among the models: an export
+# gives labels and the max probability, not the whole distribution IM needs (the next best)
+EXPORT_SCORE = "class_confidence"

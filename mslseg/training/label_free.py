@@ -152,6 +152,17 @@ def collapse(shares: Sequence[float], reference: Sequence[float], *, present: fl
     return tuple(k for k, (s, r) in enumerate(zip(shares, reference, strict=True)) if r >= present and s < vanished * r)
 
 
+def lost(shares: Sequence[float], reference: Sequence[float]) -> tuple[int, ...]:
+    """The vanished classes (`collapse`) where they outnumber the classes that appeared (under
+    PRESENT in the reference, at or above it now), else (): a model that traded a class for
+    another has not collapsed. Calibrated on the method tables (docs/label-free.md): IW-MSL on
+    SegFormer drops the source model's spurious traffic lights and finds vegetation instead;
+    MinEnt drops cars and traffic lights and finds nothing."""
+    gone = collapse(shares, reference)
+    appeared = [k for k, (s, r) in enumerate(zip(shares, reference, strict=True)) if r < PRESENT <= s]
+    return gone if len(gone) > len(appeared) else ()
+
+
 @dataclass(frozen=True)
 class SourceFit:
     """How a model does on labelled source frames: ATC's threshold, its pixel accuracy, and the share

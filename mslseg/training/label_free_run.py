@@ -5,8 +5,9 @@ out of training. At the run's start the initial (source) model is measured on it
 if it knows the source (else the first evaluation whose model does: LabelFreeValidation).
 At every evaluation the deployed network is measured on the same frames (mslseg.training.label_free);
 `validation.score` picks best.pt, and the collapse guard compares the predicted class shares with
-the reference's: a class holding >= 1% of the reference's pixels that falls below a tenth of that,
-or a class distribution whose entropy falls below half the reference's, is a collapse. A collapse
+the reference's: classes holding >= 1% of the reference's pixels that fall below a tenth of that
+(more of them than new classes appear), or a class distribution whose entropy falls below half the
+reference's, is a collapse. A collapse
 never becomes best.pt, is recorded in metrics.jsonl, and (validation.stop_on_collapse) stops the run.
 """
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from mslseg.training.label_free import PRESENT, Signals, SourceFit, measure, source_fit
+from mslseg.training.label_free import PRESENT, Signals, SourceFit, lost, measure, source_fit
 
 BATCH = 8
 SOURCE_FRAMES = 32  # labelled source frames that set the ATC threshold
@@ -44,11 +45,12 @@ def distribution_entropy(shares: tuple[float, ...] | list[float]) -> float:
 
 def describe_collapse(signals: Signals, reference: Signals, class_names: tuple[str, ...],
                       where: str = "the held-out target frames") -> str | None:
-    """What collapsed against the reference's class shares, in words, or None: vanished classes
-    (`signals.vanished`, measured against the reference), else an entropy drop below ENTROPY_DROP."""
-    if signals.vanished:
+    """What collapsed against the reference's class shares, in words, or None: vanished classes that
+    no new class replaced (label_free.lost), else an entropy drop below ENTROPY_DROP."""
+    gone = lost(signals.class_share, reference.class_share)
+    if gone:
         names = ", ".join(f"{class_names[k]} ({100 * reference.class_share[k]:.1f}% -> "
-                          f"{100 * signals.class_share[k]:.2f}%)" for k in signals.vanished)
+                          f"{100 * signals.class_share[k]:.2f}%)" for k in gone)
         return f"{names} vanished from the predictions on {where}"
     before, now = distribution_entropy(reference.class_share), distribution_entropy(signals.class_share)
     if before > 0 and now < ENTROPY_DROP * before:

@@ -10,9 +10,9 @@ restore (`restore`: each adapted weight returns to its source value with that pr
 update).
 
 The guard (`check_every` > 0): every `check_every`-th batch, a frozen copy of the starting model
-labels the same frames; over the last `window` checks, a class that holds >= 1% of the source
-copy's pixels but falls below a tenth of that in the adapted model's predictions has vanished
-(label_free.collapse, the rule runs without labels use). Then the adapted weights go back to the
+labels the same frames; over the last `window` checks, classes that hold >= 1% of the source
+copy's pixels but fall below a tenth of that in the adapted model's predictions, more of them than
+new classes appear, have collapsed (label_free.lost, the rule runs without labels use). Then the adapted weights go back to the
 last state that passed a check (the source state before the first) and the event is recorded.
 """
 
@@ -29,7 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mslseg.losses import entropy_loss, iw_max_square_loss, max_square_loss
 from mslseg.models.base import split_output
-from mslseg.training.label_free import collapse
+from mslseg.training.label_free import lost
 
 OBJECTIVES: dict[str, Callable[[Tensor], Tensor] | None] = {
     "msl": max_square_loss, "iw-msl": iw_max_square_loss, "entropy": entropy_loss, "none": None}
@@ -166,7 +166,7 @@ class OnlineAdapter:
         self._shares.append(counts)
         adapted = sum(a for a, _ in self._shares)
         source = sum(s for _, s in self._shares)
-        vanished = collapse((adapted / adapted.sum()).tolist(), (source / source.sum()).tolist())
+        vanished = lost((adapted / adapted.sum()).tolist(), (source / source.sum()).tolist())
         if not vanished:
             self._healthy = (self.stats.batches, [p.detach().clone() for p in self.params])
             return

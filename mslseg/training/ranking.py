@@ -30,6 +30,7 @@ from torch.utils.data import Subset
 from mslseg.checkpoint import exported_kind, load_checkpoint, model_from_checkpoint
 from mslseg.data import build_dataset
 from mslseg.data.config import DataConfig
+from mslseg.label_free_scores import DEFAULT_SCORE
 from mslseg.runtime.errors import ConfigError, DataError, ModelFormatError
 from mslseg.runtime.io.atomic import atomic_write_bytes, atomic_write_text, writing
 from mslseg.runtime.metadata import ModelMeta, Normalization, resolve_run_size
@@ -214,7 +215,7 @@ def _per_frame(model: _Model, frames: Subset, device: torch.device, threshold: f
 
 
 def rank_checkpoints(footage: DataConfig, checkpoints: list[Path], out: Path, *, reference: Path | None = None,
-                     source: DataConfig | None = None, frames: int = 64, score: str = "class_confidence",
+                     source: DataConfig | None = None, frames: int = 64, score: str = DEFAULT_SCORE,
                      size: Size | str | None = None, device: str = "auto") -> Ranking:
     """Measure every checkpoint on `frames` frames of `footage`; ranked best first (collapsed last)."""
     if not checkpoints:

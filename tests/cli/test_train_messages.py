@@ -58,7 +58,7 @@ def test_video_target_says_how_many_frames_of_how_many(synth_data, tmp_path):
     assert r.exit_code == 0, r.output
     # a 120-frame clip keeps every frame (the default stride keeps >= 100 per video); 12 of them are
     # held out for label-free validation: the config's target_val labels its own target, not this one
-    assert "best.pt by class_confidence on the held-out frames (no labels)" in r.output.splitlines()[0]
+    assert "best.pt by im on the held-out frames (no labels)" in r.output.splitlines()[0]
     assert "12 source / 108 target + 12 held-out images (target: 120 of 120 frames from 1 video)" in r.output.splitlines()[0]
 
 

@@ -83,3 +83,15 @@ def test_a_model_knows_the_source_halfway_from_the_majority_class_to_perfect():
     fit = source_fit(ByColumn(), [(images, half)], device=torch.device("cpu"))
     assert fit.majority == pytest.approx(12 / 32) and fit.accuracy == pytest.approx(28 / 32)
     assert fit.knows_source  # 0.875 >= (1 + 0.375) / 2 = 0.6875
+
+
+def test_a_class_traded_for_another_is_no_collapse():
+    """SegFormer's IW-MSL at lambda 3 drops the source model's spurious traffic lights and finds
+    vegetation; MinEnt drops cars and traffic lights and finds nothing (the method table's runs)."""
+    from mslseg.training.label_free import lost
+
+    source = [0.364, 0.517, 0.027, 0.004, 0.086]  # road, building, traffic light, vegetation, car
+    iw_msl = [0.483, 0.401, 0.001, 0.089, 0.026]
+    minent = [0.500, 0.500, 0.000, 0.000, 0.000]
+    assert collapse(iw_msl, source) == (2,) and lost(iw_msl, source) == ()
+    assert lost(minent, source) == (2, 4)

@@ -79,7 +79,7 @@ def test_a_healthy_run_is_not_flagged_and_says_which_score_chose_best(source_mod
     best = max(records, key=lambda rec: rec["label_free"]["value"])  # the starting model competes
     at = ("iteration 0, the model the run started from (no evaluation scored higher: adaptation did not help by "
           "this score)" if best["iteration"] == 0 else f"iteration {best['iteration']}")
-    assert (f"best.pt: class_confidence {best['label_free']['value']:.3f} at {at} on 4 held-out target frames, no "
+    assert (f"best.pt: im {best['label_free']['value']:.3f} at {at} on 4 held-out target frames, no "
             "labels used") in r.output
 
 
@@ -128,7 +128,7 @@ def test_rank_puts_the_collapsed_checkpoint_last_and_shows_why(source_model, tmp
     assert 0 <= low <= first["atc"] <= high <= 1  # ATC with its 95% interval over the frames
     assert 0.5 < first["source_accuracy"] <= 1
     assert f"{fresh / 'best.pt'} collapsed: " in r.output
-    assert r.output.strip().splitlines()[-1].startswith(f"ship {healthy / 'best.pt'} (class_confidence ")
+    assert r.output.strip().splitlines()[-1].startswith(f"ship {healthy / 'best.pt'} (im ")
     grid = cv2.imread(str(out / "disagreement.png"))
     assert grid is not None and grid.shape[1] == 4 * 256  # frame | reference | model | where they differ
     assert cv2.imread(str(out / "class_share.png")) is not None
@@ -147,6 +147,7 @@ def test_rank_measures_an_export_as_its_checkpoint_and_refuses_a_second_run_into
             "--source", str(root / "gta5"), "--frames", "4", "--out", str(tmp_path / "r"), "--device", "cpu"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
+    assert r.output.startswith(f"ranking by class_confidence: {labels} is an exported model, which gives no im")
     rows = {Path(row["checkpoint"]).name: row for row in json.loads((tmp_path / "r" / "rank.json").read_text())["ranking"]}
     pt, onnx, only = rows["best.pt"], rows["m.onnx"], rows["labels.onnx"]
     for key in ("score", "confidence", "flip_agreement", "atc", "source_accuracy"):
