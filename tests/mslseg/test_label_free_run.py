@@ -45,7 +45,7 @@ def _records(out):
 
 def test_minent_at_a_large_lambda_collapses_and_stops_with_the_checkpoint_from_before(source_model, tmp_path):
     out = tmp_path / "minent"
-    r = _adapt(source_model, out, "--method", "minent", "--iterations", "30", "--set", "method.lambda_target=1")
+    r = _adapt(source_model, out, "--method", "minent", "--iterations", "30", "--set", "method.lambda_target=10")
     assert r.exit_code == 1
     line = r.output.strip().splitlines()[-1]
     m = re.fullmatch(r"error: adaptation collapsed by iteration (\d+): (.+) vanished from the predictions on the "
@@ -171,7 +171,7 @@ def test_a_collapse_under_torchrun_stops_every_rank_together(source_model, tmp_p
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            "--master_port=29631", "-m", "mslseg", "adapt", "-c", "synthetic", "--source", str(root / "gta5"),
            "--target", str(root / "target"), "--init", str(root / "src" / "best.pt"), "--out", str(out),
-           "--method", "minent", "--iterations", "30", "--set", "method.lambda_target=3",
+           "--method", "minent", "--iterations", "30", "--set", "method.lambda_target=10",
            "--set", "train.eval_every=1", *TINY]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
                        env=os.environ | {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"})
