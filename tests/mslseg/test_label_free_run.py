@@ -169,7 +169,7 @@ def test_a_collapse_under_torchrun_stops_every_rank_together(source_model, tmp_p
 
     root, out = source_model, tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           "--master_port=29631", "-m", "mslseg", "adapt", "-c", "synthetic", "--source", str(root / "gta5"),
+           "--master_port=29657", "-m", "mslseg", "adapt", "-c", "synthetic", "--source", str(root / "gta5"),
            "--target", str(root / "target"), "--init", str(root / "src" / "best.pt"), "--out", str(out),
            "--method", "minent", "--iterations", "30", "--set", "method.lambda_target=10",
            "--set", "train.eval_every=1", *TINY]
