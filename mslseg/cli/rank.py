@@ -74,8 +74,12 @@ def rank(
         if r.collapse:
             typer.echo(f"{r.path} collapsed: {r.collapse}")
     best = next((r for r in ranked if r.collapse is None), None)
-    verdict = (f"ship {best.path} ({score} {best.score:.3f})" if best is not None and best.score is not None
-               else "every checkpoint collapsed against the reference: ship none of them")
+    if best is None:
+        verdict = "every model collapsed against the reference: ship none of them"
+    elif best.score is None:
+        verdict = f"no model gives {score}; compare them by the table and class_share.png"
+    else:
+        verdict = f"ship {best.path} ({score} {best.score:.3f})"
     typer.echo(f"{verdict}; wrote {', '.join(map(str, ranking.written))}")
 
 
