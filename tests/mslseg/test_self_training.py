@@ -39,6 +39,7 @@ def _equal_states(a, b):
         assert torch.equal(value, b[key]), key
 
 
+@pytest.mark.slow
 def test_mic_run_saves_its_teacher_deploys_it_and_resumes_bitwise(synth_data, tmp_path):
     r = runner.invoke(app, _adapt(synth_data, tmp_path / "ref", "mic", 4, "--set", "method.deploy=teacher"))
     assert r.exit_code == 0, r.output
@@ -81,6 +82,7 @@ def test_evaluations_score_the_deployed_network_and_the_other(synth_data, tmp_pa
     assert "teacher" in last["training"]
 
 
+@pytest.mark.slow
 def test_sigterm_mid_run_saves_student_and_teacher_and_best_exports(synth_data, tmp_path, monkeypatch):
     """A self-trained best.pt is a plain checkpoint: export and infer take it unchanged."""
     import signal
@@ -166,6 +168,7 @@ def test_two_gloo_ranks_keep_one_teacher_and_resume_it(synth_data, tmp_path):
     assert last["training"]["iteration"] == 4 and "teacher" in last["training"]
 
 
+@pytest.mark.slow
 def test_the_start_line_says_where_each_teacher_setting_came_from(synth_data, tmp_path):
     config = tmp_path / "mine.yaml"
     config.write_text("method: {pseudo_ignore_top: 2, pseudo_ignore_bottom: 4, rcs_temperature: 0.05}\n"
