@@ -78,6 +78,8 @@ class RunProgress:
         parts = [f"src {stats.loss_source:.3f}"]
         if info.multi_level:
             parts.append(f"aux {stats.loss_source_aux:.3f}")
+        if stats.loss_fd is not None:
+            parts.append(f"fd {stats.loss_fd:.4f}")
         if info.target_images is not None and info.loss != "none":
             parts.append(f"tgt {stats.loss_target:.4f}")
         if info.target_images is not None and info.multi_level and (info.loss != "none" or not info.self_training):

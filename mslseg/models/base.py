@@ -10,6 +10,8 @@ checkpoints and the export see it:
 - `arch` (its registry name), `num_classes`, `has_aux`, `spec_dict()` (plain data that, with
   `arch`, rebuilds the module: stored in every checkpoint);
 - `is_head(name)`: whether a parameter belongs to a head (which learns `head_lr_mult` x faster);
+- `feature_encoder()`: the encoder and how to read its bottleneck features from its output (None
+  for a network that names none);
 - `set_bn_mode("train" | "frozen")`: BatchNorm with batch statistics and trainable affine (the
   MSL recipe), or as constants. LayerNorm and GroupNorm keep no statistics; they are untouched.
 
@@ -38,6 +40,9 @@ class SegModel(nn.Module):
 
     arch: str = ""
     bn_mode: str = "train"
+    # what the encoder's weights started from, set by the training loop's build_model: "imagenet",
+    # "segmentation" (a trained segmenter's), None (random); DAFormer's feature distance needs the first
+    encoder_from: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -52,6 +57,11 @@ class SegModel(nn.Module):
 
     def is_head(self, name: str) -> bool:
         raise NotImplementedError
+
+    def feature_encoder(self) -> tuple[nn.Module, Any] | None:
+        """(encoder module, function of its output -> bottleneck features (N, C, h, w)), for losses on
+        the encoder's features (DAFormer's feature distance); None: this network names no encoder."""
+        return None
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(main, aux) logits at the input size; aux is None for a model without an auxiliary head."""

@@ -110,6 +110,9 @@ class DeepLabV2(SegModel):
     def is_head(self, name: str) -> bool:
         return name.startswith("head_")
 
+    def feature_encoder(self) -> tuple[nn.Module, Any]:
+        return self.backbone, _layer4  # the ResNet's last stage: what the main head sees
+
     def forward(self, x: Tensor, with_aux: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
         """(N, 3, H, W) normalised -> (N, C, H, W) main logits at the input size.
 
@@ -122,6 +125,10 @@ class DeepLabV2(SegModel):
             return main
         aux = _upsample(self.head_aux(f3), x) if self.head_aux is not None else None
         return main, aux
+
+
+def _layer4(features: tuple[Tensor, Tensor]) -> Tensor:
+    return features[1]
 
 
 def _upsample(logits: Tensor, like: Tensor) -> Tensor:

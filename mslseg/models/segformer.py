@@ -99,6 +99,9 @@ class SegFormer(SegModel):
     def is_head(self, name: str) -> bool:
         return name.startswith(("net.decode_head.", "head_aux."))
 
+    def feature_encoder(self) -> tuple[nn.Module, Any]:
+        return self.net.segformer, _last_stage  # the MiT's last stage, as DAFormer's feature distance
+
     def forward(self, x: Tensor, with_aux: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
         """(N, 3, H, W) normalised -> (N, C, H, W) logits; with_aux -> (main, aux)."""
         hidden = self.net.segformer(x, output_hidden_states=True, return_dict=True).hidden_states
@@ -107,6 +110,10 @@ class SegFormer(SegModel):
             return main
         aux = to_input_size(self.head_aux(hidden[AUX_STAGE]), x) if self.head_aux is not None else None
         return main, aux
+
+
+def _last_stage(output: Any) -> Tensor:
+    return output.last_hidden_state  # (N, C, h, w): the config reshapes the last stage
 
 
 def build_segformer(variant: str, *, num_classes: int, multi_level: bool = False) -> SegFormer:
@@ -158,8 +165,16 @@ def pretrained_segformer(source: str, *, num_classes: int, multi_level: bool = F
         config.num_labels = num_classes
         log.info("%s has no segmentation head: a new decode head of %d classes starts from random weights",
                  ident, num_classes)
-    try:
-        net = tf.SegformerForSemanticSegmentation.from_pretrained(ident, config=config)
+    try:  # quiet: transformers' progress bar and its table of fresh head weights (the line above says it)
+        verbosity, bar = tf.utils.logging.get_verbosity(), tf.utils.logging.is_progress_bar_enabled()
+        tf.utils.logging.set_verbosity_error()
+        tf.utils.logging.disable_progress_bar()
+        try:
+            net = tf.SegformerForSemanticSegmentation.from_pretrained(ident, config=config)
+        finally:
+            tf.utils.logging.set_verbosity(verbosity)
+            if bar:
+                tf.utils.logging.enable_progress_bar()
     except (OSError, ValueError) as exc:
         raise ModelFormatError(f"cannot load the SegFormer weights of {ident} ({str(exc).splitlines()[0][:160]})") from None
     return SegFormer(net.config, multi_level=multi_level, net=net), names

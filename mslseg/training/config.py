@@ -76,6 +76,11 @@ class MethodConfig:
     mic_ratio: float = 0.7  # MIC: the share of blocks masked
     mic_block: int | None = None  # MIC's block side in pixels; unset: an eighth of the crop's shorter side (64 on 512)
     lambda_mic: float = 1.0  # MIC's weight of the masked image's loss
+    # DAFormer's ImageNet feature distance (mslseg.training.feature_distance): 0 = off (DAFormer: 0.005);
+    # needs an ImageNet-pretrained model.init
+    lambda_fd: float = 0.0
+    fd_classes: tuple[str, ...] = ()  # the classes it keeps near ImageNet's features (DAFormer: the things); (): all
+    fd_min_ratio: float = 0.75  # a feature pixel counts where this share of its pixels is one of fd_classes
     # self-training: the network best.pt holds and evaluations score, student | teacher (the student:
     # better in 12 of 12 paired runs of benchmarks/methods.py, docs/self-training.md)
     deploy: str = "student"
@@ -155,6 +160,8 @@ class RunConfig:
             (0 <= self.method.mic_ratio < 1, "method.mic_ratio must be in [0, 1) (MIC: 0.7)"),
             (self.method.mic_block is None or self.method.mic_block >= 1, "method.mic_block must be >= 1 pixel"),
             (self.method.lambda_mic >= 0, "method.lambda_mic must be >= 0"),
+            (self.method.lambda_fd >= 0, "method.lambda_fd must be >= 0 (DAFormer: 0.005; 0: off)"),
+            (0 < self.method.fd_min_ratio <= 1, "method.fd_min_ratio must be in (0, 1] (DAFormer: 0.75)"),
             (self.method.deploy in ("teacher", "student"), "method.deploy must be teacher or student"),
             (self.validation.holdout >= 0, "validation.holdout must be >= 0 frames (0: no label-free validation)"),
             (self.validation.score in LABEL_FREE_SCORES,
@@ -212,6 +219,12 @@ def coerce_value(value: Any, tp: Any, where: str) -> Any:
         return coerce_value(value, inner[0], where)
     if tp is Size:  # 'WxH', 'W,H' or [width, height]: what YAML, --set and old run dirs hold
         return as_size(value, where)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # a list: 'a,b' on the command line
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(coerce_value(v, args[0], where) for v in value)
     if origin is tuple:
         if isinstance(value, str) and args == (int, int):  # a size: WIDTHxHEIGHT, the one spelling
             size = Size.parse(value, where)

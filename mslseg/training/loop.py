@@ -46,6 +46,7 @@ from mslseg.training.resume import (
 )
 from mslseg.training.run_log import RunStart, append_metrics, log_record, plot_run, tensorboard_writer, truncate_metrics
 from mslseg.training.sampling import stream_loader
+from mslseg.training.feature_distance import FeatureDistance, class_indices, encoder_origin, refuse_without_encoder
 from mslseg.training.self_training import SelfTrainer, mic_block
 from mslseg.training.step import StepStats, adapt_step, build_optimizer, set_poly_lr
 
@@ -77,13 +78,18 @@ class RunResult:
 
 
 def build_model(cfg: ModelConfig, class_names: tuple[str, ...],
-                train_size: Size | None = None, interpolation: str = "bicubic") -> tuple[SegModel, ModelMeta]:
+                train_size: Size | None = None, interpolation: str = "bicubic", *,
+                resume: tuple[dict[str, Any], str] | None = None) -> tuple[SegModel, ModelMeta]:
     """The model to train: from `cfg.init` (own or foreign checkpoint, a SegFormer folder or hf:<id>)
-    or freshly initialised as `cfg.arch` says (mslseg.architectures)."""
+    or freshly initialised as `cfg.arch` says (mslseg.architectures). `resume`: (last.pt's data, its
+    path), which holds the model: the init need not exist any more."""
     n = len(class_names)
     arch = architecture(cfg.arch)
     factory = cfg.arch if is_factory(cfg.arch) else None  # the config names it: the caller trusts it
-    if cfg.init is None:
+    headless = None  # a pretrained folder without a segmentation head (an ImageNet encoder)
+    if resume is not None:
+        model, meta = model_from_checkpoint(*resume, factory=factory)
+    elif cfg.init is None:
         options = {k: getattr(cfg, k) for k in arch.options if getattr(cfg, k) is not None}  # model.backbone, ...
         model = arch.build(num_classes=n, multi_level=cfg.multi_level, **options)
         meta = ModelMeta(num_classes=n, class_names=class_names, palette=palette_for(class_names),
@@ -96,6 +102,7 @@ def build_model(cfg: ModelConfig, class_names: tuple[str, ...],
         model, meta = arch.foreign_init(cfg.init, cfg.init_format, num_classes=n, multi_level=cfg.multi_level)
     elif arch.pretrained is not None and not cfg.init.endswith(".pt"):  # a save_pretrained folder or hf:<id>
         model, names = arch.pretrained(cfg.init, num_classes=n, multi_level=cfg.multi_level)
+        headless = names is None  # an encoder-only folder: ImageNet's
         if names is not None and names != class_names:
             log.info("%s names its classes %s; the data's names are used", cfg.init, ", ".join(names))
         meta = ModelMeta(num_classes=n, class_names=class_names, palette=palette_for(class_names),
@@ -110,6 +117,7 @@ def build_model(cfg: ModelConfig, class_names: tuple[str, ...],
             f"the model predicts {model.num_classes} classes but the data has {n}; "
             "use a checkpoint or class set that match"
         )
+    model.encoder_from = encoder_origin(cfg.init, cfg.init_format, headless)
     model.set_bn_mode(cfg.bn)
     meta = meta.with_(class_names=class_names, palette=palette_for(class_names),
                       arch=model_name(model), train_size=train_size,
@@ -153,6 +161,7 @@ class _Setup:
     start: int = 0
     best: float | None = None
     self_training: SelfTrainer | None = None  # the mean teacher of the self-training methods
+    feature_distance: FeatureDistance | None = None  # DAFormer's ImageNet feature distance (method.lambda_fd)
     warmup: int = 0  # lr warm-up iterations
     label_free: LabelFreeValidation | None = None  # no target labels: held-out frames pick best.pt
     best_iteration: int | None = None  # the iteration best.pt holds (label-free runs)
@@ -262,7 +271,8 @@ def _train(s: _Setup, net: torch.nn.Module, dist: Dist, board: Any, pos: Positio
         pos.in_step = True
         stats = adapt_step(net, s.optimizer, source, target, cfg.method, iteration=it + 1, lr=lr,
                            device=s.device, amp_dtype=s.amp_dtype, scaler=s.scaler,
-                           channels_last=s.channels_last, self_training=s.self_training)
+                           channels_last=s.channels_last, self_training=s.self_training,
+                           feature_distance=s.feature_distance)
         pos.in_step, pos.done = False, it + 1
         if not stats.finite:
             raise TrainingError(f"the loss became non-finite at iteration {it + 1} ({stats.to_dict()}); "
@@ -339,7 +349,18 @@ def _run_start(s: _Setup, dist: Dist) -> RunStart:
         heldout_images=len(s.label_free.heldout) if s.label_free is not None else 0,
         optimizer=describe_optim(cfg.optim) + (f", warm-up {s.warmup} it{_origin(s, 'optim.warmup_iters')}"
                                                if s.warmup else ""),
-        self_training=describe_self_training(s))
+        self_training=", ".join(filter(None, (describe_self_training(s), describe_feature_distance(s)))))
+
+
+def describe_feature_distance(s: _Setup) -> str:
+    """'ImageNet feature distance x0.005 on 10 classes (config)': DAFormer's loss as the run has it."""
+    if s.feature_distance is None:
+        return ""
+    m = s.cfg.method
+    on = f"{len(m.fd_classes)} classes" if m.fd_classes else "all classes"
+    to = "ImageNet" if s.model.encoder_from == "imagenet" else f"the start model's (not ImageNet's: {s.cfg.model.init})"
+    return (f"feature distance to {to} encoder x{m.lambda_fd:g} on {on}"
+            f"{_origin(s, 'method.lambda_fd', 'method.fd_classes', 'method.fd_min_ratio')}")
 
 
 def describe_self_training(s: _Setup) -> str:
@@ -401,7 +422,8 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None,
         cfg = rebatch_for_world(cfg, saved, dist.world)
     probe = build_dataset(cfg.source, _normalization(cfg), train=True, seed=cfg.train.seed)
     class_names = tuple(probe.class_names)
-    model, meta = build_model(cfg.model, class_names, *run_size(cfg))
+    model, meta = build_model(cfg.model, class_names, *run_size(cfg),
+                              resume=(saved, f"{cfg.out}/last.pt") if saved is not None else None)
     if not model.has_aux and cfg.method.multi_level:
         of = f" of {cfg.model.init}" if cfg.model.init else ""
         cfg = follow_network(cfg, f"the network {model_name(model)}{of}", explicit)
@@ -439,6 +461,8 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None,
                 raise ConfigError(f"{cfg.out}/last.pt holds no teacher, so it was not written by a "
                                   f"{cfg.method.target_loss} run; start a new run with --init {cfg.out}/last.pt")
             s.self_training.load_state_dict(teacher)
+    if cfg.method.lambda_fd > 0:  # after the teacher: its copy of the student must not take the hook
+        s.feature_distance = _feature_distance(cfg, s.model, class_names, saved).to(device)
     s.warmup = cfg.optim.warmup_iters or 0  # the method's, resolved by load_config (method_warmup)
     if heldout is not None:
         s.label_free = LabelFreeValidation(heldout, build_dataset(cfg.source, norm, train=False),
@@ -451,6 +475,24 @@ def _setup(cfg: RunConfig, dist: Dist, saved: dict[str, Any] | None,
         elif dist.main:  # the reference: the model the run starts from, if it knows the source
             s.label_free.start(s.deployed)
     return s
+
+
+def _feature_distance(cfg: RunConfig, model: SegModel, class_names: tuple[str, ...],
+                      saved: dict[str, Any] | None) -> FeatureDistance:
+    """The frozen encoder the run started from (from last.pt on resume) and DAFormer's loss on it."""
+    m = cfg.method
+    if saved is None:
+        refuse_without_encoder(model.encoder_from, model_name(model))
+    fd = FeatureDistance(model, weight=m.lambda_fd, classes=class_indices(m.fd_classes, class_names),
+                         min_ratio=m.fd_min_ratio)
+    if saved is not None:
+        state = (saved.get("training") or {}).get("fd_reference")
+        if state is None:
+            raise ConfigError(f"{cfg.out}/last.pt holds no feature distance reference encoder, so it was written "
+                              "without method.lambda_fd; resume with --set method.lambda_fd=0, or start a new run")
+        fd.load_state_dict(state)
+        model.encoder_from = saved["training"].get("encoder_from")
+    return fd
 
 
 def follow_network(cfg: RunConfig, what: str, explicit: frozenset[str]) -> RunConfig:
@@ -584,6 +626,8 @@ def _save_last(s: _Setup, last: Path, done: int, dist: Dist, *, gather: bool = T
                 "world": dist.world, "config": to_dict(s.cfg),
                 **({"rng_ranks": ranks} if ranks and dist.world > 1 else {}),
                 **({"teacher": s.self_training.state_dict()} if s.self_training is not None else {}),
+                **({"fd_reference": s.feature_distance.state_dict(), "encoder_from": s.model.encoder_from}
+                   if s.feature_distance is not None else {}),
                 **({"label_free": s.label_free.state() | {"best_iteration": s.best_iteration}}
                    if s.label_free is not None else {})}
     save_checkpoint(last, s.model, s.meta, training=training)

@@ -134,7 +134,8 @@ def curves_figure(metrics: Path):  # -> matplotlib Figure | None (no records of 
     drawn = False
     for key, name in (("loss_source", "source CE"), ("loss_source_aux", "source CE (aux)"),
                       ("loss_target", "target loss"), ("loss_guidance", "guidance"),
-                      ("loss_pseudo", "pseudo-label CE"), ("loss_mic", "MIC")):
+                      ("loss_pseudo", "pseudo-label CE"), ("loss_mic", "MIC"),
+                      ("loss_fd", "feature distance")):
         values = [r.get(key, 0.0) for r in steps]
         if any(values):
             drawn |= draw_series(ax, its, values, label=name)

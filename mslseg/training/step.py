@@ -16,6 +16,7 @@ from mslseg.classes import IGNORE_INDEX
 from mslseg.losses import multi_level_guidance_loss, target_loss_fn
 from mslseg.methods import METHODS
 from mslseg.training.config import MethodConfig, OptimConfig
+from mslseg.training.feature_distance import FeatureDistance
 from mslseg.training.self_training import SelfTrainer
 
 
@@ -25,6 +26,7 @@ class StepStats:
     lr: float
     loss_source: float
     loss_source_aux: float = 0.0
+    loss_fd: float | None = None  # DAFormer's ImageNet feature distance (method.lambda_fd > 0), weighted
     loss_target: float = 0.0
     loss_guidance: float = 0.0
     # self-training only (absent from metrics.jsonl otherwise)
@@ -36,7 +38,8 @@ class StepStats:
     @property
     def finite(self) -> bool:
         return all(math.isfinite(v) for v in (self.loss_source, self.loss_source_aux, self.loss_target,
-                                                self.loss_guidance, self.loss_pseudo or 0.0, self.loss_mic or 0.0))
+                                                self.loss_guidance, self.loss_pseudo or 0.0, self.loss_mic or 0.0,
+                                                self.loss_fd or 0.0))
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -75,7 +78,8 @@ def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, source: dict[
                target: dict[str, Tensor] | None, method: MethodConfig, *, iteration: int, lr: float,
                device: torch.device, amp_dtype: torch.dtype | None = None,
                scaler: torch.amp.GradScaler | None = None, channels_last: bool = False,
-               self_training: SelfTrainer | None = None) -> StepStats:
+               self_training: SelfTrainer | None = None,
+               feature_distance: FeatureDistance | None = None) -> StepStats:
     """Source CE (+ aux CE), then the target loss (+ guidance), one SGD step.
 
     Two backward passes, as the reference: source and target activations are never held together,
@@ -84,7 +88,8 @@ def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, source: dict[
 
     `self_training`: the target pass is the mean teacher's (ClassMix pseudo-labels, MIC), with the
     method's own target loss beside it where it has one (iw-msl+daformer); the teacher follows the
-    student after the optimiser step.
+    student after the optimiser step. `feature_distance`: DAFormer's loss on the source pass's
+    encoder features, added to the source loss.
     """
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -95,14 +100,20 @@ def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, source: dict[
     label = source["label"].to(device, non_blocking=True)
     sync_later = target is not None and hasattr(model, "no_sync")
     with model.no_sync() if sync_later else nullcontext():
+        if feature_distance is not None:
+            feature_distance.arm()
         with autocast:
             main, aux = _forward(model, image, with_aux=method.multi_level)
             loss_src = F.cross_entropy(main.float(), label, ignore_index=IGNORE_INDEX)
             loss_aux = (F.cross_entropy(aux.float(), label, ignore_index=IGNORE_INDEX)
                         if aux is not None else torch.zeros((), device=device))
             loss = loss_src + method.lambda_seg * loss_aux
+            loss_fd = feature_distance.loss(image, label) if feature_distance is not None else None
+            if loss_fd is not None:
+                loss = loss + loss_fd
         scale(loss).backward()
-    stats = StepStats(iteration, lr, loss_src.item(), loss_aux.item())
+    stats = StepStats(iteration, lr, loss_src.item(), loss_aux.item(),
+                      loss_fd=loss_fd.item() if loss_fd is not None else None)
 
     if target is not None:
         image_t = target["image"].to(device, non_blocking=True).contiguous(memory_format=fmt)
