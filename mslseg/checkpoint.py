@@ -27,8 +27,9 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str | Path, model: SegModel, meta: ModelMeta, *,
-                    training: dict[str, Any] | None = None) -> Path:
-    """Write `model` and `meta` (and a resumable training state) atomically to `path`."""
+                    training: dict[str, Any] | None = None, online: dict[str, Any] | None = None) -> Path:
+    """Write `model` and `meta` (and a resumable training state, or an online adaptation's state)
+    atomically to `path`."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ModelFormatError(f"cannot write {path}: folder {path.parent} does not exist")
@@ -40,6 +41,7 @@ def save_checkpoint(path: str | Path, model: SegModel, meta: ModelMeta, *,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta.to_dict(),
         "training": training,
+        **({"online": online} if online is not None else {}),
     }
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         try:

@@ -65,6 +65,7 @@ class InferOptions:
     queue_size: int = 4  # batches waiting between decode, inference and encode
     bag_out: bool = False  # an MCAP per source: labels, overlay, class map as ROS 2 messages (io/bag_writer.py)
     bag_out_source: bool = False  # with bag_out: the camera topic copied into that MCAP too
+    adapt_save: int = 0  # an adapting model (.pt, adapt=): a snapshot every N frames in OUT/adapted/ (0: none)
 
     def __post_init__(self) -> None:
         if self.labels not in LABEL_FORMATS:
@@ -98,6 +99,7 @@ class InferSummary:
     sources: list[SourceReport]
     interrupted: bool = False
     run_size: str = ""  # the size frames ran at and why: Segmenter.describe_size()
+    adaptation: dict | None = None  # online adaptation: settings, updates, ms/frame, resets, snapshots
 
     @property
     def fps(self) -> float:
@@ -118,6 +120,8 @@ class InferSummary:
             done = sum(x["reconnects"] for x in live)
             tail += (f"; live: no-frame timeout {live[0]['stall_timeout_s']:g} s, reconnect {live[0]['reconnect']}"
                      + (f", {done} reconnect(s) made" if done else ""))
+        if self.adaptation:
+            tail += "; " + adaptation_line(self.adaptation)
         return (f"{head}{self.frames} frames{at} in {self.seconds:.1f} s ({self.fps:.1f} FPS; "
                 f"ms/frame: {stages}) -> {self.out}{tail}")
 
@@ -293,6 +297,37 @@ def segment_source(source: Any, stem: str, segmenter: Segmenter, opts: InferOpti
     report.live = source.live_report() if source.live else None
 
 
+ADAPTED = "adapted.pt"  # an adapting run's adapted network in OUT (--resume continues from it)
+SNAPSHOTS = "adapted"  # OUT/adapted/frame-0001000.pt: --adapt-save's snapshots
+
+
+def adaptation_line(a: dict) -> str:
+    """'adapted online (msl, every 4 batch(es)): 250 updates, ms/frame 28.4 without / 56.3 with an
+    update, 0 guard resets -> OUT/adapted.pt'."""
+    plain, update = a["ms_per_frame_without_update"], a["ms_per_frame_with_update"]
+    ms = " / ".join(part for part in (f"{plain:.1f} without" if plain is not None else "",
+                                      f"{update:.1f} with an update" if update is not None else "") if part)
+    resets = a["resets"]
+    back = (f" (last: frame {resets[-1]['frame']}, {', '.join(resets[-1]['vanished'])} vanished; back to frame "
+            f"{resets[-1]['to_frame']})" if resets else "")
+    return (f"adapted online ({a['settings']['objective']}, every {a['settings']['every']} batch(es)): "
+            f"{a['updates']} updates, ms/frame {ms or 'n/a'}, {len(resets)} guard reset(s){back} -> {a['saved']}")
+
+
+def _adaptation(segmenter: Segmenter, saved: Path, snapshots: list[str]) -> dict | None:
+    stats = segmenter.adaptation
+    if stats is None:
+        return None
+    names = segmenter.meta.class_names
+    plain, update = stats.ms_per_frame()
+    return {"settings": segmenter.adaptation_settings(), "frames": stats.frames, "batches": stats.batches,
+            "updates": stats.updates, "checks": stats.checks,
+            "ms_per_frame_without_update": None if plain is None else round(plain, 3),
+            "ms_per_frame_with_update": None if update is None else round(update, 3),
+            "resets": [vars(r) | {"vanished": [names[i] for i in r.vanished]} for r in stats.resets],
+            "saved": str(saved), "snapshots": snapshots}
+
+
 def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
               on_frame: Callable[[SourceReport], None] | None = None,
               stop: threading.Event | None = None) -> InferSummary:
@@ -308,6 +343,25 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
         summary = _run_infer(sources, segmenter, opts, on_frame, flag.event)
     flag.raise_default()
     return summary
+
+
+def _snapshots_every(every: int, segmenter: Segmenter, folder: Path, written: list[str],
+                     on_frame: Callable[[SourceReport], None] | None) -> Callable[[SourceReport], None]:
+    """`on_frame` that also writes a snapshot of the adapted network each time `every` more frames
+    have been adapted to (named by that count: frame-0001000.pt)."""
+    def hook(report: SourceReport) -> None:
+        if on_frame is not None:
+            on_frame(report)
+        stats = segmenter.adaptation
+        due = stats.frames // every * every
+        if due and due > hook.last:
+            folder.mkdir(exist_ok=True)
+            path = segmenter.save_adapted(folder / f"frame-{due:07d}.pt")
+            written.append(str(path))
+            hook.last = due
+
+    hook.last = 0
+    return hook
 
 
 def _run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions,
@@ -335,6 +389,10 @@ def _run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions,
                                         if done_marker(stem).is_file()} if opts.resume else set())
     totals = dict.fromkeys(STAGES, 0.0)
     reports: list[SourceReport] = []
+    adapting = segmenter.adaptation is not None
+    snapshots: list[str] = []
+    if adapting and opts.adapt_save:
+        on_frame = _snapshots_every(opts.adapt_save, segmenter, opts.out / SNAPSHOTS, snapshots, on_frame)
     start = time.perf_counter()
     try:
         for source, stem in zip(sources, stems_of, strict=True):
@@ -363,8 +421,12 @@ def _run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions,
         if window is not None:
             window.close()
     frames = sum(r.frames for r in reports if not r.resumed)  # this run's frames
-    summary = InferSummary(opts.out, segmenter.describe(), frames, time.perf_counter() - start,
+    seconds = time.perf_counter() - start
+    adaptation = None
+    if adapting:  # complete or stopped: the adapted state is kept, and --resume continues from it
+        adaptation = _adaptation(segmenter, segmenter.save_adapted(opts.out / ADAPTED), snapshots)
+    summary = InferSummary(opts.out, segmenter.describe(), frames, seconds,
                            {k: round(v / max(frames, 1), 3) for k, v in totals.items()}, reports,
-                           interrupted=stop.is_set(), run_size=segmenter.describe_size())
+                           interrupted=stop.is_set(), run_size=segmenter.describe_size(), adaptation=adaptation)
     atomic_write_text(opts.out / "summary.json", json.dumps(summary.to_dict(), indent=2))
     return summary

@@ -81,7 +81,13 @@ class Segmenter:
         some EPs).
     cache_dir: engine and timing caches of ONNX Runtime's TensorRT EP (.onnx only).
     backend_options: what only one backend takes (.onnx: spin, trt_max_batch, trt_max_size; .pt:
-        bf16, channels_last, fp16, cuda_graphs, factory). Only options given are passed on; one the
+        bf16, channels_last, fp16, cuda_graphs, factory, adapt, adapt_from).
+        `adapt` (.pt): online adaptation while segmenting: an objective ("msl", "iw-msl",
+        "entropy", "none": batch statistics only) or a dict of mslseg.training.online.OnlineConfig
+        fields ({"objective": "msl", "every": 4}); calls then run one after another, no warm-up
+        batch is run (it would adapt to a blank frame), `adaptation` says what it did and
+        `save_adapted(path)` writes the adapted network as an ordinary checkpoint that
+        `adapt_from=path` continues from. See docs/online.md. Only options given are passed on; one the
         model's backend does not take (threads for an engine, cache_dir for a .pt) is an InputError
         naming the backends that take it. trt_max_batch / trt_max_size bound the TensorRT EP's profile (what TensorRT reserves
         memory for); by default they are batch_size and the run size (twice the training size for
@@ -123,7 +129,7 @@ class Segmenter:
             raise ModelFormatError(f"{self.path} outputs labels only, so no confidence can be computed; "
                                    "re-export it with a confidence output, or leave confidence off")
         self._want_conf = backend.meta.confidence if confidence is None else bool(confidence)
-        if warmup:
+        if warmup and getattr(backend, "adapter", None) is None:  # an adapting model learns from every batch
             # an engine's optimisation profile may not include 64x64: its opt shape is a safe default
             opt = getattr(backend, "opt_size", None)
             default = self.run_size or (Size.from_hw(opt) if opt else Size(64, 64))
@@ -214,12 +220,35 @@ class Segmenter:
         timings = Timings((t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n, n)
         return [Segmentation(lab, cf, timings) for lab, cf in per_frame]
 
+    @property
+    def adaptation(self) -> Any:
+        """Online adaptation's statistics (mslseg.training.online.OnlineStats: batches, updates,
+        resets, ms per frame with and without an update), or None for a model that does not adapt."""
+        adapter = getattr(self._backend, "adapter", None)
+        return adapter.stats if adapter is not None else None
+
+    def adaptation_settings(self) -> dict[str, Any] | None:
+        """The OnlineConfig's fields of an adapting model, else None."""
+        adapter = getattr(self._backend, "adapter", None)
+        return dict(vars(adapter.cfg)) if adapter is not None else None
+
+    def save_adapted(self, path: str | Path) -> Path:
+        """Write the adapted network (atomically) as a checkpoint: `mslseg export` takes it, and
+        `Segmenter(model, adapt=..., adapt_from=path)` continues adapting from it."""
+        backend = self._backend
+        if backend is None or getattr(backend, "adapter", None) is None:
+            raise InputError(f"{self.path.name} does not adapt online: give adapt= to save an adapted model")
+        return backend.save_adapted(path)
+
     def describe(self) -> str:
         """One line: model file, backend, device, precision, I/O variant, the size frames run at."""
         m = self.meta
+        settings = self.adaptation_settings()
+        adapting = (f", adapting online ({settings['objective']} on the {settings['params']} parameters, every "
+                    f"{settings['every']} batch(es), lr {settings['lr']:g})" if settings else "")
         return (f"{self.path.name}: {self.backend_name} on {self.device}, {m.precision}, "
                 f"{m.input_kind} in, {m.output_kind} out, {m.num_classes} classes, "
-                f"frames run at {self.describe_size()}")
+                f"frames run at {self.describe_size()}{adapting}")
 
     def close(self) -> None:
         """Release the model (waits for calls in flight); later calls raise BackendError."""

@@ -26,7 +26,8 @@ MAY_IMPORT = {
     "mslseg.runtime.onnx_reader": {"mslseg.runtime.errors", "mslseg.runtime.metadata", "mslseg.runtime.sizes"},
     "mslseg.runtime.backends": {"mslseg.runtime.errors", "mslseg.runtime.sizes", "mslseg.runtime.metadata",
                                 "mslseg.runtime.onnx_reader", "mslseg.runtime.backends",
-                                "mslseg.checkpoint"},  # the torch backend loads a .pt, inside its functions
+                                # the torch backend loads a .pt and adapts it online, inside its functions
+                                "mslseg.checkpoint", "mslseg.training.online"},
     "mslseg.runtime.host_ops": {"mslseg.runtime.errors", "mslseg.runtime.sizes", "mslseg.runtime.metadata"},
     "mslseg.runtime.segmenter": {"mslseg.runtime.errors", "mslseg.runtime.sizes", "mslseg.runtime.metadata",
                                  "mslseg.runtime.backends", "mslseg.runtime.host_ops", "mslseg.runtime.onnx_reader"},

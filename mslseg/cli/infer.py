@@ -12,7 +12,11 @@ from mslseg.cli.choices import choice_enum
 from mslseg.runtime.infer_job import AREA_FORMATS, LABEL_FORMATS  # brings cv2: `mslseg infer` needs it anyway
 from mslseg.runtime.io.video_writer import CODECS
 
+ONLINE_OBJECTIVES = ("msl", "iw-msl", "entropy", "none")  # mslseg.training.online.OBJECTIVES (torch-free here)
+ONLINE_PARAMS = ("norm", "all")
 LabelFormat = choice_enum("LabelFormat", LABEL_FORMATS)
+AdaptObjective = choice_enum("AdaptObjective", ONLINE_OBJECTIVES)
+AdaptParams = choice_enum("AdaptParams", ONLINE_PARAMS)
 AreaFormat = choice_enum("AreaFormat", AREA_FORMATS)
 Codec = choice_enum("Codec", CODECS)
 
@@ -87,6 +91,32 @@ def infer(
         min=0.0, help="(--cluster) CPUs each worker takes (also its ONNX Runtime threads unless --threads).")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(
         min=0.0, help="(--cluster) GPUs each worker takes (1: a GPU each; 0.5: two workers share one).")] = 0.0,
+    adapt: Annotated[AdaptObjective | None, typer.Option(
+        help="(.pt) Adapt the model online while it segments: max-squares (msl), iw-msl, TENT's entropy, or "
+        "none (each batch's BatchNorm statistics, no update). The adapted network is written to OUT/adapted.pt "
+        "(at the end, and on Ctrl-C / SIGTERM); --resume continues from it. See docs/online.md.",
+        rich_help_panel="Online adaptation")] = None,
+    adapt_every: Annotated[int, typer.Option(
+        min=1, metavar="K", help="(--adapt) Update on every K-th batch; the others are only segmented.",
+        rich_help_panel="Online adaptation")] = 1,
+    adapt_lr: Annotated[float, typer.Option(
+        min=0.0, help="(--adapt) SGD learning rate (momentum 0.9).", rich_help_panel="Online adaptation")] = 1e-3,
+    adapt_params: Annotated[AdaptParams, typer.Option(
+        help="(--adapt) What learns: the normalisation layers' affine parameters (norm) or every weight (all).",
+        rich_help_panel="Online adaptation")] = AdaptParams.norm,
+    adapt_teacher: Annotated[float | None, typer.Option(
+        min=0.0, max=0.99999, metavar="ALPHA", help="(--adapt) A mean teacher with this momentum makes the "
+        "predictions (CoTTA: 0.999).", rich_help_panel="Online adaptation")] = None,
+    adapt_restore: Annotated[float, typer.Option(
+        min=0.0, max=1.0, metavar="P", help="(--adapt) Stochastic restore: each adapted weight returns to the "
+        "model's value with probability P per update (CoTTA: 0.01).", rich_help_panel="Online adaptation")] = 0.0,
+    adapt_guard: Annotated[int, typer.Option(
+        min=0, metavar="K", help="(--adapt) The collapse guard checks every K-th batch against the starting model "
+        "and goes back to the last healthy state when classes vanish (0: no guard).",
+        rich_help_panel="Online adaptation")] = 10,
+    adapt_save: Annotated[int, typer.Option(
+        min=0, metavar="N", help="(--adapt) Also write a snapshot every N frames: OUT/adapted/frame-0001000.pt, "
+        "an ordinary checkpoint (mslseg export takes it).", rich_help_panel="Online adaptation")] = 0,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Log details (DEBUG level), ONNX Runtime's own log and the CUDA library "
         "preload included; without it a provider that does not load is one line.")] = False,
@@ -105,13 +135,15 @@ def infer(
 
     opts = InferOptions(out=out, labels=labels.value, areas=areas.value, overlay=overlay, alpha=alpha, legend=legend,
                         codec=codec.value, overwrite=overwrite, resume=resume, show=show,
-                        bag_out=bag_out, bag_out_source=bag_out_source)
+                        bag_out=bag_out, bag_out_source=bag_out_source, adapt_save=adapt_save)
     check_output_folder(out, overwrite or resume)
     if factory and model.suffix.lower() != ".pt":
         raise InputError(f"--factory names the code of a .pt checkpoint; {model.name} is an exported model, "
                          "which runs without it: drop --factory")
     # only what the user set: an option the model's backend does not take is then an error, not dropped
     backend_options = {k: v for k, v in {"factory": factory, "threads": threads}.items() if v is not None}
+    backend_options |= _adapt_options(model, out, resume, cluster, adapt, adapt_every, adapt_lr, adapt_params,
+                                      adapt_teacher, adapt_restore, adapt_guard, adapt_save)
     model_size = parse_run_size(size)
     frames = FrameRange(start, end, stride)
     live = LivePolicy(stall_timeout=stall_timeout, reconnect=reconnect)
@@ -161,6 +193,35 @@ def infer(
     if problems:
         more = f" (and {len(problems) - 1} more, in {out / 'summary.json'})" if len(problems) > 1 else ""
         raise DataError(problems[0] + more)
+
+
+def _adapt_options(model: Path, out: Path, resume: bool, cluster: str | None, adapt, every: int, lr: float,
+                   params, teacher: float | None, restore: float, guard: int, save: int) -> dict:
+    """The backend options of --adapt* (none without --adapt); one line for what cannot adapt."""
+    from mslseg.runtime.errors import InputError
+    from mslseg.runtime.infer_job import ADAPTED
+
+    if adapt is None:
+        given = [flag for flag, on in (("--adapt-every", every != 1), ("--adapt-save", save), ("--adapt-lr", lr != 1e-3),
+                                       ("--adapt-teacher", teacher is not None), ("--adapt-restore", restore),
+                                       ("--adapt-params", params.value != "norm"), ("--adapt-guard", guard != 10)) if on]
+        if given:
+            raise InputError(f"{', '.join(given)} set(s) online adaptation, which is off; add --adapt msl (or another "
+                             "objective) or drop them")
+        return {}
+    if model.suffix.lower() != ".pt":
+        raise InputError(f"--adapt learns from the frames, which needs torch's gradients: {model.name} is an exported "
+                         "model; give the .pt checkpoint it was exported from (then export OUT/adapted.pt)")
+    if cluster is not None:
+        raise InputError("--adapt keeps one model learning from one stream; Ray workers would each adapt their own: "
+                         "drop --cluster, or adapt first and give the workers the exported OUT/adapted.pt")
+    options = {"adapt": {"objective": adapt.value, "every": every, "lr": lr, "params": params.value,
+                         "teacher_alpha": teacher, "restore": restore, "check_every": guard}}
+    saved = out / ADAPTED
+    if resume and saved.is_file():
+        options["adapt_from"] = saved
+        typer.echo(f"continuing online adaptation from {saved}", err=True)
+    return options
 
 
 def _resume_command() -> str:

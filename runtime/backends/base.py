@@ -41,6 +41,9 @@ OPTION_HELP: dict[str, str] = {
     "trt_max_size": "the TensorRT EP profile's largest frame size",
     "bf16": "bf16 autocast", "channels_last": "channels-last memory format", "fp16": "fp16 weights on a GPU",
     "cuda_graphs": "CUDA graph replay", "factory": "the code that builds a user's own network",
+    "adapt": "online adaptation on the frames, which needs torch's gradients (export the adapted snapshot "
+             "for the torch-free fleet)",
+    "adapt_from": "continuing online adaptation from a snapshot",
 }
 
 

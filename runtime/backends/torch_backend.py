@@ -5,6 +5,11 @@ functions, so `import mslseg.runtime` stays torch-free. The argmax (and the soft
 confidence map) run in torch, on the model's device, like the baked-in argmax of an export.
 Eval-mode forward passes share no mutable state, so several threads may call `infer` at once;
 with CUDA graphs (one set of static buffers per shape) the calls run one after another.
+
+`adapt` (online adaptation, mslseg.training.online) makes every call a step of the stream: the
+model learns from the frames as it segments them, so calls run one after another (a lock) and
+in fp32; `save_adapted` writes a snapshot, an ordinary checkpoint whose `online` entry lets
+`adapt_from` continue where it stopped.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ class TorchBackend:
 
     def __init__(self, path: Path, *, device: str = "auto", confidence: bool = False,
                  bf16: bool = False, channels_last: bool = False, fp16: bool = False,
-                 cuda_graphs: bool = False, factory: str | None = None) -> None:
+                 cuda_graphs: bool = False, factory: str | None = None, adapt: Any = None,
+                 adapt_from: str | Path | None = None) -> None:
         torch = require("torch", "train", "Running a .pt checkpoint")
         from mslseg.checkpoint import load_model
 
@@ -77,11 +83,64 @@ class TorchBackend:
         self._label_dtype = getattr(torch, graph_label_dtype(meta.num_classes).name)  # as an exported graph's
         self.meta = meta.with_(input_kind="float", output_kind="labels", confidence=confidence,
                                precision="fp32")
+        self._checkpoint_meta, self._path = meta, Path(path)
+        self._adapter, self._adapt_lock = None, threading.Lock()
+        if adapt is not None:
+            self._start_adapting(adapt, adapt_from, bf16=bf16, fp16=fp16, cuda_graphs=cuda_graphs)
+        elif adapt_from is not None:
+            raise InputError("adapt_from continues online adaptation: give adapt too")
+
+    def _start_adapting(self, adapt: Any, adapt_from: str | Path | None, **speedups: bool) -> None:
+        from mslseg.checkpoint import load_checkpoint
+        from mslseg.training.online import OnlineAdapter, online_config
+
+        used = [name for name, on in speedups.items() if on]
+        if used:
+            raise InputError(f"online adaptation runs in fp32 with gradients; drop {', '.join(used)}")
+        try:
+            cfg = online_config(adapt)
+            self._adapter = OnlineAdapter(self._model, cfg)
+            self._adapter.class_names = tuple(self._checkpoint_meta.class_names)
+        except ValueError as exc:
+            raise InputError(f"adapt: {exc}") from None
+        if adapt_from is not None:
+            data = load_checkpoint(adapt_from)
+            state = data.get("online")
+            if not isinstance(state, dict):
+                raise InputError(f"{adapt_from} is no snapshot of online adaptation (it has no online state); "
+                                 "give the adapted.pt an adapting run wrote")
+            try:
+                self._adapter.load_state(state)
+            except (ValueError, RuntimeError, KeyError) as exc:
+                raise InputError(f"cannot continue from {adapt_from}: {str(exc).splitlines()[0]}; continue with "
+                                 "the settings it was written with, or start afresh") from None
+
+    @property
+    def adapter(self) -> Any:
+        """The OnlineAdapter (None without `adapt`): its `stats` say what it did."""
+        return self._adapter
+
+    def save_adapted(self, path: str | Path) -> Path:
+        """The adapted network as an ordinary checkpoint (atomic), with the state to continue from."""
+        from mslseg.checkpoint import file_sha256, save_checkpoint
+
+        if self._adapter is None:
+            raise InputError("save_adapted needs a backend that adapts (adapt=...)")
+        with self._adapt_lock:
+            state = self._adapter.state() | {"started_from": str(self._path)}
+            return save_checkpoint(path, self._adapter.deployed, self._checkpoint_meta,
+                                   online=state | {"started_from_sha256": file_sha256(self._path)})
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         # x: (N, 3, H, W) float32 normalised -> labels (N, H, W), confidence (N, H, W) or None
         check_graph_input(self, x)
         torch = self._torch
+        if self._adapter is not None:  # a step of the stream: one call at a time, with gradients
+            with self._adapt_lock:
+                t = torch.from_numpy(x).to(self._device, non_blocking=True)
+                logits = self._adapter(t.to(memory_format=self._memory_format)).float()
+                labels, conf = self._labels(logits)
+                return labels.cpu().numpy(), (conf.cpu().numpy() if conf is not None else None)
         with torch.inference_mode():
             if self._graphs is not None:
                 # the whole call under the lock: the static input, the replay and the static outputs
@@ -97,6 +156,10 @@ class TorchBackend:
         t = t.to(memory_format=self._memory_format, dtype=torch.float16 if self._fp16 else torch.float32)
         with torch.autocast(self._device.type, torch.bfloat16, enabled=self._bf16):
             logits = self._model(t).float()
+        return self._labels(logits)
+
+    def _labels(self, logits: Any) -> tuple[Any, Any]:
+        torch = self._torch
         if self.meta.confidence:
             conf, labels = torch.softmax(logits, dim=1).max(dim=1)
         else:
@@ -165,14 +228,18 @@ def checkpoint_gflops(path: Path, size: Size, *, factory: str | None = None) -> 
 
 def open_torch(path: Path, *, device: str = "auto", confidence: bool = False, bf16: bool = False,
                channels_last: bool = False, fp16: bool = False, cuda_graphs: bool = False,
-               factory: str | None = None, threads: int | None = None) -> TorchBackend:
+               factory: str | None = None, threads: int | None = None, adapt: Any = None,
+               adapt_from: str | Path | None = None) -> TorchBackend:
     """`bf16` (autocast) and `channels_last` are the speed-ups a PyTorch user would try first; on a
     GPU, `fp16` weights and `cuda_graphs` (static shapes captured once, replayed) go further.
     `factory`: the python:MODULE:FUNCTION that built a checkpoint of the user's own network (a
     checkpoint never gets code imported on its own say-so). `threads`: torch.set_num_threads, which
-    is process-wide (torch has one intra-op pool per process)."""
+    is process-wide (torch has one intra-op pool per process). `adapt`: online adaptation (an
+    objective name, a dict of mslseg.training.online.OnlineConfig fields, or one), `adapt_from`: a
+    snapshot (`save_adapted`) to continue from."""
     backend = TorchBackend(path, device=device or "auto", confidence=confidence, bf16=bf16,
-                           channels_last=channels_last, fp16=fp16, cuda_graphs=cuda_graphs, factory=factory)
+                           channels_last=channels_last, fp16=fp16, cuda_graphs=cuda_graphs, factory=factory,
+                           adapt=adapt, adapt_from=adapt_from)
     if threads:
         import torch
 
