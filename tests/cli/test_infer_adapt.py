@@ -91,6 +91,7 @@ def test_the_segmenter_adapts_as_it_segments_and_continues_from_a_snapshot(tmp_p
         Segmenter(models.checkpoint(), device="cpu", adapt="entropy", adapt_from=tmp_path / "snap.pt")
 
 
+@pytest.mark.slow
 def test_a_stopped_run_keeps_its_adaptation_and_resume_continues_it(video, tmp_path, monkeypatch):
     out = tmp_path / "cut"
     real = infer_job.run_infer

@@ -125,6 +125,7 @@ def test_a_run_from_imagenet_resnet_weights_keeps_them_as_its_reference(synth_da
     assert moved  # while the student's encoder learnt
 
 
+@pytest.mark.slow
 def test_an_encoder_only_segformer_folder_is_imagenet(synth_data, tmp_path):
     import transformers
 
