@@ -77,11 +77,13 @@ def _logits(model: nn.Module, image: Tensor) -> Tensor:
 @torch.no_grad()
 def measure(model: nn.Module, batches: Iterable[Tensor], num_classes: int, *, device: torch.device,
             reference: Sequence[float] | None = None, other: nn.Module | None = None,
-            atc_threshold: float | None = None) -> Signals:
+            atc_threshold: float | None = None, per_frame: list | None = None) -> Signals:
     """The signals of `model` (eval mode) on `batches` of normalised images (N, 3, H, W).
 
     `reference`: class shares of the source model on the same frames (for `class_confidence` and
     `vanished`); `other`: a model to measure `agreement` with; `atc_threshold`: from `atc_threshold`.
+    `per_frame`: a list that gets, per batch, its labels (N, H, W) uint8 numpy and each frame's
+    share of pixels above `atc_threshold` (None without one), for pictures and intervals.
     """
     was = model.training
     model.eval()
@@ -121,6 +123,10 @@ def measure(model: nn.Module, batches: Iterable[Tensor], num_classes: int, *, de
                 agree += float((_logits(other, image).argmax(1) == label).sum())
             if atc_threshold is not None:
                 above += float((top > atc_threshold).sum())
+            if per_frame is not None:
+                per_frame.append((label.to(torch.uint8).cpu().numpy(),
+                                  (top > atc_threshold).float().mean(dim=(1, 2)).cpu().numpy()
+                                  if atc_threshold is not None else None))
     finally:
         model.train(was)
         if other is not None:

@@ -156,8 +156,9 @@ def _export_fit(m: _Model, batches) -> SourceFit | None:
 
 
 def _export_signals(m: _Model, frames: Subset, reference: tuple[float, ...] | None,
-                    threshold: float | None) -> Signals:
-    """The signals an exported model gives through the Segmenter (see the module docstring)."""
+                    threshold: float | None, per_frame: list) -> Signals:
+    """The signals an exported model gives through the Segmenter (see the module docstring);
+    `per_frame` gets what `label_free.measure` gives it."""
     c = m.meta.num_classes
     share = np.zeros(c)
     conf_by_class = np.zeros(c)
@@ -165,6 +166,8 @@ def _export_signals(m: _Model, frames: Subset, reference: tuple[float, ...] | No
     has_conf = True
     for images in _batches(frames):
         labels, conf = _segmented(m, images)
+        per_frame.append((labels.astype(np.uint8), (conf > threshold).reshape(len(conf), -1).mean(1)
+                          if threshold is not None and conf is not None else None))
         flipped, _ = _segmented(m, images.flip(-1))
         flip_same += float((flipped[..., ::-1] == labels).sum())
         share += np.bincount(labels.ravel(), minlength=c)[:c]
@@ -188,30 +191,6 @@ def _export_signals(m: _Model, frames: Subset, reference: tuple[float, ...] | No
             s.class_confidence = float(np.mean([per_class[k] for k in present]))
         s.vanished = collapse_classes(s.class_share, reference)
     return s
-
-
-@torch.no_grad()
-def _per_frame(model: _Model, frames: Subset, device: torch.device, threshold: float | None
-               ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Each frame's predicted labels (N, H, W) uint8 and share of pixels above ATC's threshold."""
-    labels, above = [], []
-    for images in _batches(frames):
-        if model.net is None:
-            pred, conf = _segmented(model, images)
-            labels.append(pred.astype(np.uint8))
-            if threshold is not None and conf is not None:
-                above.extend((conf > threshold).reshape(len(conf), -1).mean(1).tolist())
-            continue
-        logits = model.net(images.to(device))
-        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-        if logits.shape[-2:] != images.shape[-2:]:
-            logits = torch.nn.functional.interpolate(logits.float(), size=images.shape[-2:], mode="bilinear",
-                                                     align_corners=False)
-        top, pred = logits.float().softmax(1).max(1)
-        labels.append(pred.to(torch.uint8).cpu().numpy())
-        if threshold is not None:
-            above.extend((top > threshold).float().mean(dim=(1, 2)).cpu().tolist())
-    return np.concatenate(labels), (np.asarray(above) if threshold is not None else None)
 
 
 def rank_checkpoints(footage: DataConfig, checkpoints: list[Path], out: Path, *, reference: Path | None = None,
@@ -254,11 +233,18 @@ def _rank(models: list[_Model], ref: _Model, footage: DataConfig, out: Path, sou
             reads[key] = _frames(footage, m, size, frames)
         return reads[key]
 
-    def signals_of(m: _Model, own: Subset, shares: tuple[float, ...] | None, fit: SourceFit | None) -> Signals:
+    def signals_of(m: _Model, own: Subset, shares: tuple[float, ...] | None, fit: SourceFit | None
+                   ) -> tuple[Signals, np.ndarray, np.ndarray | None]:
+        """The signals, each frame's labels (N, H, W) and share of pixels above ATC's threshold: one pass."""
         threshold = fit.threshold if fit is not None else None
+        kept: list = []
         if m.net is not None:
-            return measure(m.net, _batches(own), len(names), device=dev, reference=shares, atc_threshold=threshold)
-        return _export_signals(m, own, shares, threshold)
+            s = measure(m.net, _batches(own), len(names), device=dev, reference=shares, atc_threshold=threshold,
+                        per_frame=kept)
+        else:
+            s = _export_signals(m, own, shares, threshold, kept)
+        above = [a for _, a in kept if a is not None]
+        return s, np.concatenate([lab for lab, _ in kept]), (np.concatenate(above) if above else None)
 
     def fit_of(m: _Model) -> SourceFit | None:
         if source is None:
@@ -267,16 +253,14 @@ def _rank(models: list[_Model], ref: _Model, footage: DataConfig, out: Path, sou
         return source_fit(m.net, batches, device=dev) if m.net is not None else _export_fit(m, batches)
 
     ref_frames = frames_for(ref)
-    ref_signals = signals_of(ref, ref_frames, None, None)
-    ref_labels, _ = _per_frame(ref, ref_frames, dev, None)
+    ref_signals, ref_labels, _ = signals_of(ref, ref_frames, None, None)
     ranked, labels = [], {}
     for m in models:
         own = frames_for(m)
         fit = fit_of(m)
-        s = signals_of(m, own, ref_signals.class_share, fit)
+        s, labels[m.path], above = signals_of(m, own, ref_signals.class_share, fit)
         if fit is not None:
             s.source_accuracy = fit.accuracy
-        labels[m.path], above = _per_frame(m, own, dev, fit.threshold if fit else None)
         if m is not ref and labels[m.path].shape == ref_labels.shape:
             s.agreement = float((labels[m.path] == ref_labels).mean())
         interval = None
