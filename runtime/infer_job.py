@@ -310,8 +310,10 @@ def adaptation_line(a: dict) -> str:
     resets = a["resets"]
     back = (f" (last: frame {resets[-1]['frame']}, {', '.join(resets[-1]['vanished'])} vanished; back to frame "
             f"{resets[-1]['to_frame']})" if resets else "")
+    stopped = (f", updates stopped at frame {a['stopped_at']} after {a['stopped_after']} guard resets in a row"
+               if a.get("stopped_at") is not None else "")
     return (f"adapted online ({a['settings']['objective']}, every {a['settings']['every']} batch(es)): "
-            f"{a['updates']} updates, ms/frame {ms or 'n/a'}, {len(resets)} guard reset(s){back} -> {a['saved']}")
+            f"{a['updates']} updates, ms/frame {ms or 'n/a'}, {len(resets)} guard reset(s){back}{stopped} -> {a['saved']}")
 
 
 def _adaptation(segmenter: Segmenter, saved: Path, snapshots: list[str]) -> dict | None:
@@ -321,7 +323,8 @@ def _adaptation(segmenter: Segmenter, saved: Path, snapshots: list[str]) -> dict
     names = segmenter.meta.class_names
     plain, update = stats.ms_per_frame()
     return {"settings": segmenter.adaptation_settings(), "frames": stats.frames, "batches": stats.batches,
-            "updates": stats.updates, "checks": stats.checks,
+            "updates": stats.updates, "checks": stats.checks, "stopped_at": stats.stopped_at,
+            "stopped_after": stats.stopped_after,
             "ms_per_frame_without_update": None if plain is None else round(plain, 3),
             "ms_per_frame_with_update": None if update is None else round(update, 3),
             "resets": [vars(r) | {"vanished": [names[i] for i in r.vanished]} for r in stats.resets],

@@ -15,6 +15,8 @@ labels the same frames; over the last `window` checks, classes that hold >= 1% o
 copy's pixels but fall below a tenth of that in the adapted model's predictions, more of them than
 new classes appear, have collapsed (label_free.lost, the rule runs without labels use). Then the adapted weights go back to the
 last state that passed a check (the source state before the first) and the event is recorded.
+Three resets in a row (no healthy check between them) mean the settings themselves collapse the
+model: the updates stop for good, the stream is segmented by the last healthy state, and it is said.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 OBJECTIVES: dict[str, Callable[[Tensor], Tensor] | None] = {
     "msl": max_square_loss, "iw-msl": iw_max_square_loss, "entropy": entropy_loss, "none": None}
 NORMS = (_BatchNorm, nn.LayerNorm, nn.GroupNorm)
+RESETS_TO_STOP = 3  # guard resets in a row (no healthy check between) after which the updates stop
 
 
 @dataclass
@@ -96,6 +99,8 @@ class OnlineStats:
     resets: list[Reset] = field(default_factory=list)
     # seconds spent in batches with an update and in those without (the guard's checks included),
     # and how many frames each had: the summary's ms/frame with and without the update
+    stopped_at: int | None = None  # the frame the updates stopped at
+    stopped_after: int = 0  # the resets in a row that stopped them (RESETS_TO_STOP)
     update_s: float = 0.0
     update_frames: int = 0
     plain_s: float = 0.0
@@ -146,6 +151,7 @@ class OnlineAdapter:
         self._source_values = [p.detach().clone() for p in self.params]
         self._healthy = (0, [p.detach().clone() for p in self.params])
         self._healthy_frame = 0
+        self._in_row = 0  # resets since the last healthy check
         self.class_names: tuple[str, ...] = ()  # for the log line of a reset (the caller may set them)
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=0.9)
         self.teacher = None
@@ -180,7 +186,8 @@ class OnlineAdapter:
         if self.teacher is not None:
             with torch.no_grad():
                 logits = split_output(self.teacher(images), "the teacher")[0]
-        if cfg.check_every and self.stats.batches % cfg.check_every == 0:
+        # the guard watches the updates: none (objective none, or stopped), nothing to guard
+        if cfg.check_every and self.objective is not None and self.stats.batches % cfg.check_every == 0:
             self._check(images, logits)
         n, seconds = images.shape[0], time.perf_counter() - t0
         self.stats.frames += n
@@ -221,6 +228,8 @@ class OnlineAdapter:
         stats = dict(state["stats"])
         resets = [Reset(**(r | {"vanished": tuple(r["vanished"])})) for r in stats.pop("resets", [])]
         self.stats = OnlineStats(**stats, resets=resets)
+        if self.stats.stopped_at is not None:
+            self.objective = None
         self.generator.set_state(state["generator"])
 
     @torch.no_grad()
@@ -252,6 +261,7 @@ class OnlineAdapter:
         if not vanished:
             self._healthy = (self.stats.batches, [p.detach().clone() for p in self.params])
             self._healthy_frame = frame
+            self._in_row = 0
             return
         to, values = self._healthy
         for p, v in zip(self.params, values, strict=True):
@@ -266,3 +276,10 @@ class OnlineAdapter:
                     "back to the state of frame %d", len(vanished), frame,
                     ", ".join(self.class_names[i] if i < len(self.class_names) else str(i) for i in vanished),
                     self._healthy_frame)
+        self._in_row += 1
+        if self._in_row >= RESETS_TO_STOP:  # the settings themselves collapse it: no more updates
+            self.stats.stopped_at, self.stats.stopped_after = frame, self._in_row
+            self.objective = None
+            log.warning("online adaptation: %d resets in a row, so the updates stop (the stream is segmented by the "
+                        "state of frame %d, on each batch's statistics); lower --adapt-lr or adapt only the norm "
+                        "layers", self._in_row, self._healthy_frame)

@@ -57,3 +57,19 @@ def test_bad_settings_are_refused():
         OnlineConfig(objective="tent")
     with pytest.raises(ValueError, match="no normalisation layer"):
         OnlineAdapter(nn.Conv2d(3, 4, 1), OnlineConfig())
+
+
+def test_resets_in_a_row_stop_the_updates_for_good():
+    from mslseg.training.online import RESETS_TO_STOP
+
+    torch.manual_seed(0)
+    adapter = OnlineAdapter(_net(), OnlineConfig(objective="entropy", params="all", lr=500.0, check_every=1, window=1))
+    for x in _frames(40, seed=3):
+        adapter(x)
+    stats = adapter.stats
+    assert stats.stopped_at is not None and stats.stopped_after == RESETS_TO_STOP
+    updates = stats.updates
+    frozen = [p.clone() for p in adapter.params]
+    for x in _frames(5, seed=4):
+        adapter(x)
+    assert adapter.stats.updates == updates and all(torch.equal(a, b) for a, b in zip(frozen, adapter.params, strict=True))
