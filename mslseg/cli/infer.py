@@ -9,11 +9,10 @@ import typer
 
 from mslseg.architectures import FACTORY_OPTION_HELP
 from mslseg.cli.choices import choice_enum
+from mslseg.online_objectives import DEFAULT_EVERY, DEFAULT_GUARD, DEFAULT_LR, ONLINE_OBJECTIVES, ONLINE_PARAMS
 from mslseg.runtime.infer_job import AREA_FORMATS, LABEL_FORMATS  # brings cv2: `mslseg infer` needs it anyway
 from mslseg.runtime.io.video_writer import CODECS
 
-ONLINE_OBJECTIVES = ("msl", "iw-msl", "entropy", "none")  # mslseg.training.online.OBJECTIVES (torch-free here)
-ONLINE_PARAMS = ("norm", "all")
 LabelFormat = choice_enum("LabelFormat", LABEL_FORMATS)
 AdaptObjective = choice_enum("AdaptObjective", ONLINE_OBJECTIVES)
 AdaptParams = choice_enum("AdaptParams", ONLINE_PARAMS)
@@ -92,17 +91,17 @@ def infer(
     gpus_per_worker: Annotated[float, typer.Option(
         min=0.0, help="(--cluster) GPUs each worker takes (1: a GPU each; 0.5: two workers share one).")] = 0.0,
     adapt: Annotated[AdaptObjective | None, typer.Option(
-        help="(.pt) Adapt the model online while it segments: max-squares (msl), iw-msl, TENT's entropy, or "
-        "none (each batch's BatchNorm statistics, no update). The adapted network is written to OUT/adapted.pt "
+        help="(.pt) Adapt the model online while it segments: "
+        + "; ".join(f"{k}: {v}" for k, v in ONLINE_OBJECTIVES.items()) + ". The adapted network is written to OUT/adapted.pt "
         "(at the end, and on Ctrl-C / SIGTERM); --resume continues from it. See docs/online.md.",
         rich_help_panel="Online adaptation")] = None,
     adapt_every: Annotated[int, typer.Option(
         min=1, metavar="K", help="(--adapt) Update on every K-th batch; the others are only segmented.",
-        rich_help_panel="Online adaptation")] = 1,
+        rich_help_panel="Online adaptation")] = DEFAULT_EVERY,
     adapt_lr: Annotated[float, typer.Option(
-        min=0.0, help="(--adapt) SGD learning rate (momentum 0.9).", rich_help_panel="Online adaptation")] = 1e-3,
+        min=0.0, help="(--adapt) SGD learning rate (momentum 0.9).", rich_help_panel="Online adaptation")] = DEFAULT_LR,
     adapt_params: Annotated[AdaptParams, typer.Option(
-        help="(--adapt) What learns: the normalisation layers' affine parameters (norm) or every weight (all).",
+        help="(--adapt) What learns: " + "; ".join(f"{k}: {v}" for k, v in ONLINE_PARAMS.items()) + ".",
         rich_help_panel="Online adaptation")] = AdaptParams.norm,
     adapt_teacher: Annotated[float | None, typer.Option(
         min=0.0, max=0.99999, metavar="ALPHA", help="(--adapt) A mean teacher with this momentum makes the "
@@ -113,7 +112,7 @@ def infer(
     adapt_guard: Annotated[int, typer.Option(
         min=0, metavar="K", help="(--adapt) The collapse guard checks every K-th batch against the starting model "
         "and goes back to the last healthy state when classes vanish (0: no guard).",
-        rich_help_panel="Online adaptation")] = 10,
+        rich_help_panel="Online adaptation")] = DEFAULT_GUARD,
     adapt_save: Annotated[int, typer.Option(
         min=0, metavar="N", help="(--adapt) Also write a snapshot every N frames: OUT/adapted/frame-0001000.pt, "
         "an ordinary checkpoint (mslseg export takes it).", rich_help_panel="Online adaptation")] = 0,
@@ -202,9 +201,10 @@ def _adapt_options(model: Path, out: Path, resume: bool, cluster: str | None, ad
     from mslseg.runtime.infer_job import ADAPTED
 
     if adapt is None:
-        given = [flag for flag, on in (("--adapt-every", every != 1), ("--adapt-save", save), ("--adapt-lr", lr != 1e-3),
-                                       ("--adapt-teacher", teacher is not None), ("--adapt-restore", restore),
-                                       ("--adapt-params", params.value != "norm"), ("--adapt-guard", guard != 10)) if on]
+        given = [flag for flag, on in (("--adapt-every", every != DEFAULT_EVERY), ("--adapt-save", save),
+                                       ("--adapt-lr", lr != DEFAULT_LR), ("--adapt-teacher", teacher is not None),
+                                       ("--adapt-restore", restore), ("--adapt-params", params.value != "norm"),
+                                       ("--adapt-guard", guard != DEFAULT_GUARD)) if on]
         if given:
             raise InputError(f"{', '.join(given)} set(s) online adaptation, which is off; add --adapt msl (or another "
                              "objective) or drop them")

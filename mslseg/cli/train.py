@@ -77,6 +77,7 @@ class _Typed:
 
 def _common(typed: _Typed, *, source, source_kind, target_val, val_kind, model, backbone,
             iterations, batch, size, out, device, init, init_format) -> None:
+    model, backbone = _split_full_name(model, backbone)
     for flag, value in (("--source", source), ("--source-kind", source_kind), ("--model", model),
                         ("--backbone", backbone), ("--iterations", iterations), ("--batch", batch),
                         ("--out", out), ("--device", device)):
@@ -94,6 +95,25 @@ def _common(typed: _Typed, *, source, source_kind, target_val, val_kind, model, 
         typed.overrides["target_val.kind"] = "cityscapes"
         typed.flag("--val-kind", val_kind)
         typed.overrides.setdefault("target_val.split", "val")
+
+
+def _split_full_name(model: str | None, backbone: str | None) -> tuple[str | None, str | None]:
+    """--model deeplabv2-resnet18 (the name the start line and the metadata use) as --model deeplabv2
+    --backbone resnet18; a --backbone that says otherwise is an error."""
+    from mslseg.architectures import MODELS, ModelRef
+    from mslseg.runtime.errors import ConfigError, ModelFormatError
+
+    if model is None:
+        return model, backbone
+    try:
+        ref = ModelRef.parse(model)
+    except ModelFormatError:
+        return model, backbone  # said where the config is read, with the valid names
+    if ref.kind != "builtin" or ref.entry == model or MODELS[ref.entry].named_by != "backbone":
+        return model, backbone
+    if backbone is not None and backbone != ref.variant:
+        raise ConfigError(f"--model {model} names backbone {ref.variant}, --backbone {backbone}: drop one")
+    return ref.entry, ref.variant
 
 
 def _launch(command: str, config: Path | None, typed: _Typed, sets: list[str] | None,

@@ -35,12 +35,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mslseg.losses import entropy_loss, iw_max_square_loss, max_square_loss
 from mslseg.models.base import split_output
+from mslseg.online_objectives import DEFAULT_EVERY, DEFAULT_GUARD, DEFAULT_LR, ONLINE_OBJECTIVES, ONLINE_PARAMS
 from mslseg.training.label_free import lost
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES: dict[str, Callable[[Tensor], Tensor] | None] = {
     "msl": max_square_loss, "iw-msl": iw_max_square_loss, "entropy": entropy_loss, "none": None}
+assert OBJECTIVES.keys() == ONLINE_OBJECTIVES.keys(), "mslseg.online_objectives lists the objectives"
 NORMS = (_BatchNorm, nn.LayerNorm, nn.GroupNorm)
 RESETS_TO_STOP = 3  # guard resets in a row (no healthy check between) after which the updates stop
 
@@ -49,18 +51,18 @@ RESETS_TO_STOP = 3  # guard resets in a row (no healthy check between) after whi
 class OnlineConfig:
     objective: str = "msl"  # msl | iw-msl | entropy (TENT's) | none (batch statistics only, no update)
     params: str = "norm"  # norm: the normalisation layers' affine parameters; all: every weight
-    lr: float = 1e-3  # SGD, momentum 0.9
-    every: int = 1  # update on every k-th batch (the others are only segmented)
+    lr: float = DEFAULT_LR  # SGD, momentum 0.9
+    every: int = DEFAULT_EVERY  # update on every k-th batch (the others are only segmented)
     teacher_alpha: float | None = None  # a mean teacher makes the predictions (CoTTA: 0.999)
     restore: float = 0.0  # stochastic restore probability per weight and update (CoTTA: 0.01)
-    check_every: int = 10  # guard: a check every k-th batch (0: no guard)
+    check_every: int = DEFAULT_GUARD  # guard: a check every k-th batch (0: no guard)
     window: int = 10  # guard: checks pooled into one comparison
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"online objective '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
-        if self.params not in ("norm", "all"):
-            raise ValueError(f"online params '{self.params}' is not norm or all")
+        if self.params not in ONLINE_PARAMS:
+            raise ValueError(f"online params '{self.params}' is not one of {', '.join(ONLINE_PARAMS)}")
         if self.every < 1 or self.check_every < 0 or self.window < 1:
             raise ValueError("every and window must be >= 1, check_every >= 0")
 

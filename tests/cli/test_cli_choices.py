@@ -50,3 +50,16 @@ def test_no_help_shows_bool_metavars(command):
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "--help" in result.output and "<bool>" not in result.output
+
+
+def test_model_takes_the_full_name_the_start_line_prints():
+    from mslseg.cli.train import _split_full_name
+    from mslseg.runtime.errors import ConfigError
+
+    assert _split_full_name("deeplabv2-resnet18", None) == ("deeplabv2", "resnet18")
+    assert _split_full_name("deeplabv2-resnet18", "resnet18") == ("deeplabv2", "resnet18")
+    assert _split_full_name("segformer-b0", None) == ("segformer-b0", None)  # an entry of its own
+    assert _split_full_name("deeplabv2", "resnet50") == ("deeplabv2", "resnet50")
+    assert _split_full_name("nonsense-x", None) == ("nonsense-x", None)  # refused where the config is read
+    with pytest.raises(ConfigError, match="names backbone resnet18, --backbone resnet50: drop one"):
+        _split_full_name("deeplabv2-resnet18", "resnet50")
