@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--no-guard", action="store_true")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), metavar="NAME")
     ap.add_argument("--smooth", type=int, default=50, help="frames in the sliding window of the plot")
+    ap.add_argument("--include", type=Path, nargs="*", default=[], metavar="RESULTS",
+                    help="results.json of earlier runs on the same drive: their variants join the table and plot")
     args = ap.parse_args()
 
     import cv2
@@ -119,10 +121,17 @@ def main() -> None:
             curve.append((k, 100 * scores_from_confusion(conf, names).miou))
         resets = [vars(r) | {"vanished": [names[i] for i in r.vanished]} for r in adapter.stats.resets] if adapter else []
         report["variants"][name] = {"segments": by_segment, "ms_per_frame": ms, "curve": curve, "resets": resets,
-                                    "updates": adapter.stats.updates if adapter else 0}
+                                    "updates": adapter.stats.updates if adapter else 0,
+                                    "every": args.every if adapter else None, "lr": args.lr if adapter else None,
+                                    "stopped_at": adapter.stats.stopped_at if adapter else None}
         print(f"{name}: " + "  ".join(f"{k} {v:.1f}" for k, v in by_segment.items())
               + f"  ({ms:.0f} ms/frame, {len(resets)} resets)", flush=True)
 
+    for earlier in args.include:  # variants measured by an earlier invocation on the same drive
+        done = json.loads(earlier.read_text())
+        if done["frames"] != report["frames"] or done["segments"] != segments:
+            raise SystemExit(f"{earlier} was measured on another drive; include only runs on {args.drift}")
+        report["variants"] = {k: v for k, v in done["variants"].items() if k not in report["variants"]} | report["variants"]
     seg_names = [s["name"] for s in segments]
     lines = ["| variant | " + " | ".join(seg_names) + " | ms/frame | guard resets |",
              "|---|" + "---|" * (len(seg_names) + 2)]
@@ -153,7 +162,7 @@ def _plot(report: dict, out: Path) -> None:
         xs, ys = zip(*v["curve"], strict=True)
         ax.plot(xs, ys, label=name)
         for r in v["resets"]:
-            ax.axvline(r["batch"], color=ax.lines[-1].get_color(), linestyle=":", linewidth=0.8)
+            ax.axvline(r.get("frame") or r["batch"], color=ax.lines[-1].get_color(), linestyle=":", linewidth=0.8)
     ax.set_xlabel("frame")
     ax.set_ylabel("mIoU % (sliding window)")
     ax.legend(fontsize=8)
