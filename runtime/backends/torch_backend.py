@@ -109,11 +109,22 @@ class TorchBackend:
             if not isinstance(state, dict):
                 raise InputError(f"{adapt_from} is no snapshot of online adaptation (it has no online state); "
                                  "give the adapted.pt an adapting run wrote")
+            if state.get("started_from_sha256") not in (None, self._model_sha256()):
+                raise InputError(f"{adapt_from} was adapted from another model than {self._path.name} "
+                                 f"({state.get('started_from')}); continue with that model, or start afresh")
             try:
                 self._adapter.load_state(state)
             except (ValueError, RuntimeError, KeyError) as exc:
                 raise InputError(f"cannot continue from {adapt_from}: {str(exc).splitlines()[0]}; continue with "
                                  "the settings it was written with, or start afresh") from None
+
+    def _model_sha256(self) -> str:
+        """The starting model file's SHA-256, hashed once (a snapshot records what it adapted from)."""
+        if getattr(self, "_sha256", None) is None:
+            from mslseg.checkpoint import file_sha256
+
+            self._sha256 = file_sha256(self._path)
+        return self._sha256
 
     @property
     def adapter(self) -> Any:
@@ -122,14 +133,14 @@ class TorchBackend:
 
     def save_adapted(self, path: str | Path) -> Path:
         """The adapted network as an ordinary checkpoint (atomic), with the state to continue from."""
-        from mslseg.checkpoint import file_sha256, save_checkpoint
+        from mslseg.checkpoint import save_checkpoint
 
         if self._adapter is None:
             raise InputError("save_adapted needs a backend that adapts (adapt=...)")
         with self._adapt_lock:
             state = self._adapter.state() | {"started_from": str(self._path)}
             return save_checkpoint(path, self._adapter.deployed, self._checkpoint_meta,
-                                   online=state | {"started_from_sha256": file_sha256(self._path)})
+                                   online=state | {"started_from_sha256": self._model_sha256()})
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         # x: (N, 3, H, W) float32 normalised -> labels (N, H, W), confidence (N, H, W) or None

@@ -116,3 +116,24 @@ def test_a_stopped_run_keeps_its_adaptation_and_resume_continues_it(video, tmp_p
     assert f"continuing online adaptation from {out / 'adapted.pt'}" in r.output
     a = json.loads((out / "summary.json").read_text())["adaptation"]
     assert a["frames"] == done + FRAMES and a["updates"] == done + FRAMES  # the video again, on top of what it learnt
+
+
+@pytest.mark.slow
+def test_a_snapshot_continues_only_from_the_model_it_was_adapted_from(tmp_path):
+    import shutil
+
+    from mslseg.checkpoint import save_checkpoint
+
+    with Segmenter(models.checkpoint(), device="cpu", adapt="msl") as seg:
+        seg(models.frames(1)[0])
+        seg.save_adapted(tmp_path / "snap.pt")
+    other = tmp_path / "other.pt"
+    shutil.copy(models.checkpoint(), other)
+    with Segmenter(other, device="cpu", adapt="msl", adapt_from=tmp_path / "snap.pt") as same:  # same bytes
+        assert same.adaptation.frames == 1
+    net = models._net()
+    with torch.no_grad():
+        net.head_main.convs[0].weight.add_(1.0)
+    save_checkpoint(other, net, models.meta())
+    with pytest.raises(InputError, match="was adapted from another model than other.pt"):
+        Segmenter(other, device="cpu", adapt="msl", adapt_from=tmp_path / "snap.pt")
