@@ -363,7 +363,7 @@ def _snapshots_every(every: int, segmenter: Segmenter, folder: Path, written: li
             written.append(str(path))
             hook.last = due
 
-    hook.last = 0
+    hook.last = segmenter.adaptation.frames // every * every  # a continued run: its snapshots so far stay
     return hook
 
 
