@@ -38,6 +38,7 @@ from mslseg.runtime.io.bag_writer import McapOut, check_bag_out
 from mslseg.runtime.io.result_writers import AreaTable, LabelNpz, LabelPngFolder
 from mslseg.runtime.io.video_writer import open_video_writer
 from mslseg.runtime.io.viz import overlay, palette_lut
+from mslseg.runtime.online_report import ADAPTED, SNAPSHOTS, adaptation_line, adaptation_record, snapshots_every
 from mslseg.runtime.segmenter import Segmenter
 from mslseg.runtime.signals import stop_signals
 from mslseg.runtime.stream import StreamResult, segment_stream
@@ -297,40 +298,6 @@ def segment_source(source: Any, stem: str, segmenter: Segmenter, opts: InferOpti
     report.live = source.live_report() if source.live else None
 
 
-ADAPTED = "adapted.pt"  # an adapting run's adapted network in OUT (--resume continues from it)
-SNAPSHOTS = "adapted"  # OUT/adapted/frame-0001000.pt: --adapt-save's snapshots
-
-
-def adaptation_line(a: dict) -> str:
-    """'adapted online (msl, every 4 batch(es)): 250 updates, ms/frame 28.4 without / 56.3 with an
-    update, 0 guard resets -> OUT/adapted.pt'."""
-    plain, update = a["ms_per_frame_without_update"], a["ms_per_frame_with_update"]
-    ms = " / ".join(part for part in (f"{plain:.1f} without" if plain is not None else "",
-                                      f"{update:.1f} with an update" if update is not None else "") if part)
-    resets = a["resets"]
-    back = (f" (last: frame {resets[-1]['frame']}, {', '.join(resets[-1]['vanished'])} vanished; back to frame "
-            f"{resets[-1]['to_frame']})" if resets else "")
-    stopped = (f", updates stopped at frame {a['stopped_at']} after {a['stopped_after']} guard resets in a row"
-               if a.get("stopped_at") is not None else "")
-    return (f"adapted online ({a['settings']['objective']}, every {a['settings']['every']} batch(es)): "
-            f"{a['updates']} updates, ms/frame {ms or 'n/a'}, {len(resets)} guard reset(s){back}{stopped} -> {a['saved']}")
-
-
-def _adaptation(segmenter: Segmenter, saved: Path, snapshots: list[str]) -> dict | None:
-    stats = segmenter.adaptation
-    if stats is None:
-        return None
-    names = segmenter.meta.class_names
-    plain, update = stats.ms_per_frame()
-    return {"settings": segmenter.adaptation_settings(), "frames": stats.frames, "batches": stats.batches,
-            "updates": stats.updates, "checks": stats.checks, "stopped_at": stats.stopped_at,
-            "stopped_after": stats.stopped_after,
-            "ms_per_frame_without_update": None if plain is None else round(plain, 3),
-            "ms_per_frame_with_update": None if update is None else round(update, 3),
-            "resets": [vars(r) | {"vanished": [names[i] for i in r.vanished]} for r in stats.resets],
-            "saved": str(saved), "snapshots": snapshots}
-
-
 def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
               on_frame: Callable[[SourceReport], None] | None = None,
               stop: threading.Event | None = None) -> InferSummary:
@@ -346,25 +313,6 @@ def run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions, *,
         summary = _run_infer(sources, segmenter, opts, on_frame, flag.event)
     flag.raise_default()
     return summary
-
-
-def _snapshots_every(every: int, segmenter: Segmenter, folder: Path, written: list[str],
-                     on_frame: Callable[[SourceReport], None] | None) -> Callable[[SourceReport], None]:
-    """`on_frame` that also writes a snapshot of the adapted network each time `every` more frames
-    have been adapted to (named by that count: frame-0001000.pt)."""
-    def hook(report: SourceReport) -> None:
-        if on_frame is not None:
-            on_frame(report)
-        stats = segmenter.adaptation
-        due = stats.frames // every * every
-        if due and due > hook.last:
-            folder.mkdir(exist_ok=True)
-            path = segmenter.save_adapted(folder / f"frame-{due:07d}.pt")
-            written.append(str(path))
-            hook.last = due
-
-    hook.last = segmenter.adaptation.frames // every * every  # a continued run: its snapshots so far stay
-    return hook
 
 
 def _run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions,
@@ -395,7 +343,7 @@ def _run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions,
     adapting = segmenter.adaptation is not None
     snapshots: list[str] = []
     if adapting and opts.adapt_save:
-        on_frame = _snapshots_every(opts.adapt_save, segmenter, opts.out / SNAPSHOTS, snapshots, on_frame)
+        on_frame = snapshots_every(opts.adapt_save, segmenter, opts.out / SNAPSHOTS, snapshots, on_frame)
     start = time.perf_counter()
     try:
         for source, stem in zip(sources, stems_of, strict=True):
@@ -427,7 +375,7 @@ def _run_infer(sources: list[Any], segmenter: Segmenter, opts: InferOptions,
     seconds = time.perf_counter() - start
     adaptation = None
     if adapting:  # complete or stopped: the adapted state is kept, and --resume continues from it
-        adaptation = _adaptation(segmenter, segmenter.save_adapted(opts.out / ADAPTED), snapshots)
+        adaptation = adaptation_record(segmenter, segmenter.save_adapted(opts.out / ADAPTED), snapshots)
     summary = InferSummary(opts.out, segmenter.describe(), frames, seconds,
                            {k: round(v / max(frames, 1), 3) for k, v in totals.items()}, reports,
                            interrupted=stop.is_set(), run_size=segmenter.describe_size(), adaptation=adaptation)

@@ -32,9 +32,10 @@ MAY_IMPORT = {
     "mslseg.runtime.segmenter": {"mslseg.runtime.errors", "mslseg.runtime.sizes", "mslseg.runtime.metadata",
                                  "mslseg.runtime.backends", "mslseg.runtime.host_ops", "mslseg.runtime.onnx_reader"},
     "mslseg.runtime.stream": {"mslseg.runtime.errors", "mslseg.runtime.segmenter", "mslseg.runtime.io"},
+    "mslseg.runtime.online_report": set(),  # what an adapting run writes and says (plain data)
     "mslseg.runtime.infer_job": {"mslseg.runtime.errors", "mslseg.runtime.sizes", "mslseg.runtime.metadata",
                                  "mslseg.runtime.segmenter", "mslseg.runtime.stream", "mslseg.runtime.io",
-                                 "mslseg.runtime.signals"},
+                                 "mslseg.runtime.signals", "mslseg.runtime.online_report"},
     "mslseg.runtime.cluster": {"mslseg.runtime.errors", "mslseg.runtime.sizes", "mslseg.runtime.metadata",
                                "mslseg.runtime.segmenter", "mslseg.runtime.infer_job", "mslseg.runtime.io",
                                "mslseg.runtime.cluster", "mslseg.runtime.signals",

@@ -198,7 +198,7 @@ def _adapt_options(model: Path, out: Path, resume: bool, cluster: str | None, ad
                    params, teacher: float | None, restore: float, guard: int, save: int) -> dict:
     """The backend options of --adapt* (none without --adapt); one line for what cannot adapt."""
     from mslseg.runtime.errors import InputError
-    from mslseg.runtime.infer_job import ADAPTED
+    from mslseg.runtime.online_report import ADAPTED
 
     if adapt is None:
         given = [flag for flag, on in (("--adapt-every", every != DEFAULT_EVERY), ("--adapt-save", save),
